@@ -1,0 +1,247 @@
+"""Offline update throughput: zoo's TD3+BC against a plain eager single-file TD3+BC, in one run.
+
+The reference below is the usual single-file loop (CORL's `offline/td3_bc.py` shape: dataset tensors on
+the device, separate nn.Linear critics, default Adam, a per-parameter Polyak loop), with the same math
+and sizes as zoo's agent. d3rlpy's TD3PlusBC and SB3's TD3 `train` run on the same data when installed
+(`pip install -e .[bench]`). The last line is `ratio_vs_reference=<zoo / reference>`.
+
+    python benchmarks/throughput.py [--device cuda] [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OBS_DIM, ACT_DIM, HIDDEN, BATCH = 17, 6, 256, 256
+
+
+# ---------------------------------------------------------------------- data
+
+
+def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Real transitions of HalfCheetah-v5 (obs 17, act 6) under uniform random actions."""
+    import gymnasium as gym
+
+    env = gym.make("HalfCheetah-v5")
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    data = {k: [] for k in ("obs", "act", "rew", "next_obs", "term", "trunc")}
+    for _ in range(n):
+        act = rng.uniform(-1, 1, ACT_DIM).astype(np.float32)
+        next_obs, rew, term, trunc, _ = env.step(act)
+        for key, value in zip(data, (obs, act, rew, next_obs, term, trunc)):
+            data[key].append(value)
+        obs = env.reset()[0] if term or trunc else next_obs
+    return {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
+
+
+def write_minari(data: dict[str, np.ndarray], dataset_id: str) -> None:
+    from zoo.data import Episode, write_dataset
+
+    ends = np.flatnonzero(data["term"] + data["trunc"]) + 1
+    starts = np.concatenate([[0], ends[:-1]])
+    episodes = [
+        Episode(
+            observations=np.concatenate([data["obs"][s:e], data["next_obs"][e - 1 : e]]),
+            actions=data["act"][s:e],
+            rewards=data["rew"][s:e],
+            terminations=data["term"][s:e].astype(bool),
+            truncations=data["trunc"][s:e].astype(bool),
+        )
+        for s, e in zip(starts, ends)
+    ]
+    write_dataset(dataset_id, episodes, env_id="HalfCheetah-v5", overwrite=True)
+
+
+# ---------------------------------------------------------------------- the plain eager reference
+
+
+class RefActor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(OBS_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, ACT_DIM)
+        )
+
+    def forward(self, s):
+        return torch.tanh(self.net(s))
+
+
+class RefCritic(nn.Module):
+    def __init__(self):
+        super().__init__()
+
+        def q():
+            return nn.Sequential(
+                nn.Linear(OBS_DIM + ACT_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1)
+            )
+
+        self.q1, self.q2 = q(), q()
+
+    def forward(self, s, a):
+        sa = torch.cat([s, a], 1)
+        return self.q1(sa), self.q2(sa)
+
+
+class ReferenceTD3BC:
+    """The single-file TD3+BC update, eager, as CORL and sfujim/TD3_BC write it."""
+
+    def __init__(self, data: dict[str, torch.Tensor], device: torch.device):
+        self.data, self.device = data, device
+        self.actor = RefActor().to(device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.critic = RefCritic().to(device)
+        self.critic_target = copy.deepcopy(self.critic)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=3e-4)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=3e-4)
+        self.it = 0
+
+    def update(self):
+        self.it += 1
+        n = self.data["obs"].shape[0]
+        idx = torch.randint(0, n, (BATCH,), device=self.device)
+        s, a, r, s2, d = (self.data[k][idx] for k in ("obs", "act", "rew", "next_obs", "term"))
+        with torch.no_grad():
+            noise = (torch.randn_like(a) * 0.2).clamp(-0.5, 0.5)
+            a2 = (self.actor_target(s2) + noise).clamp(-1, 1)
+            tq1, tq2 = self.critic_target(s2, a2)
+            y = r + 0.99 * (1 - d) * torch.min(tq1, tq2)
+        q1, q2 = self.critic(s, a)
+        critic_loss = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        self.critic_opt.zero_grad()
+        critic_loss.backward()
+        self.critic_opt.step()
+        if self.it % 2 == 0:
+            pi = self.actor(s)
+            q = self.critic(s, pi)[0]
+            lmbda = 2.5 / q.abs().mean().detach()
+            actor_loss = -lmbda * q.mean() + F.mse_loss(pi, a)
+            self.actor_opt.zero_grad()
+            actor_loss.backward()
+            self.actor_opt.step()
+            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters()):
+                tp.data.copy_(0.005 * p.data + 0.995 * tp.data)
+            for p, tp in zip(self.actor.parameters(), self.actor_target.parameters()):
+                tp.data.copy_(0.005 * p.data + 0.995 * tp.data)
+
+
+# ---------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def rate(step, n: int, device: torch.device, warmup: int = 50) -> float:
+    for _ in range(warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def zoo_td3bc(dataset, device, **policy_kwargs):
+    from zoo.agents import TD3BC
+
+    agent = TD3BC(dataset, seed=0, device=device, policy_kwargs=policy_kwargs or None)
+    agent.learn(1)  # sets up logger and the device table
+    return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
+
+
+def d3rlpy_rate(data, device, steps) -> float:
+    import d3rlpy
+
+    dataset = d3rlpy.dataset.MDPDataset(
+        data["obs"], data["act"], data["rew"], data["term"] + data["trunc"], timeouts=data["trunc"]
+    )
+    algo = d3rlpy.algos.TD3PlusBCConfig(batch_size=BATCH).create(device=str(device) if device.type == "cuda" else False)
+    algo.build_with_dataset(dataset)
+    start = time.perf_counter()
+    algo.fit(
+        dataset,
+        n_steps=steps,
+        n_steps_per_epoch=steps,
+        show_progress=False,
+        save_interval=10**9,
+        logger_adapter=d3rlpy.logging.NoopAdapterFactory(),
+    )
+    return steps / (time.perf_counter() - start)
+
+
+def sb3_rate(data, device, steps) -> float:
+    import gymnasium as gym
+    from stable_baselines3 import TD3
+
+    model = TD3("MlpPolicy", gym.make("HalfCheetah-v5"), batch_size=BATCH, device=device, seed=0, learning_starts=0)
+    buffer = model.replay_buffer
+    n = len(data["obs"])
+    buffer.observations[:n, 0] = data["obs"]
+    buffer.next_observations[:n, 0] = data["next_obs"]
+    buffer.actions[:n, 0] = data["act"]
+    buffer.rewards[:n, 0] = data["rew"]
+    buffer.dones[:n, 0] = data["term"]
+    buffer.pos = n
+    model._setup_learn(1)
+    model.train(gradient_steps=20, batch_size=BATCH)  # warm-up
+    start = time.perf_counter()
+    model.train(gradient_steps=steps, batch_size=BATCH)
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--steps", type=int, default=2000, help="timed updates per implementation")
+    parser.add_argument("--transitions", type=int, default=20_000)
+    parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time d3rlpy and SB3")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    import os
+    import tempfile
+
+    os.environ.setdefault("MINARI_DATASETS_PATH", tempfile.mkdtemp(prefix="zoo-bench-"))
+    from zoo.data import load_dataset
+
+    data = make_data(args.transitions)
+    write_minari(data, "zoo/bench/halfcheetah-random-v0")
+    dataset = load_dataset("zoo/bench/halfcheetah-random-v0", device=device)
+    tensors = {k: torch.as_tensor(v, device=device) for k, v in data.items()}
+    for key in ("rew", "term"):
+        tensors[key] = tensors[key].unsqueeze(1)
+
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
+          f"threads {torch.get_num_threads()}, batch {BATCH}, {HIDDEN}x{HIDDEN}, obs {OBS_DIM}, act {ACT_DIM}")
+    reference = ReferenceTD3BC(tensors, device)
+    results = {}
+    # Interleave two rounds so that drift in machine load hits both sides alike.
+    for _ in range(2):
+        results.setdefault("reference", []).append(rate(reference.update, args.steps, device))
+        results.setdefault("zoo", []).append(rate(zoo_td3bc(dataset, device), args.steps, device))
+    ref, ours = max(results["reference"]), max(results["zoo"])
+    print(f"reference eager TD3+BC: {ref:8.1f} updates/s")
+    print(f"zoo TD3BC:              {ours:8.1f} updates/s")
+    if args.peers:
+        for name, fn in (("d3rlpy TD3PlusBC fit", d3rlpy_rate), ("SB3 TD3 train", sb3_rate)):
+            try:
+                print(f"{name + ':':24}{fn(data, device, args.steps):8.1f} updates/s")
+            except ImportError as error:
+                print(f"{name + ':':24} skipped ({error.name} not installed: pip install -e .[bench])")
+    print(f"ratio_vs_reference={ours / ref:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""zoo: offline and offline-to-online RL agents on Stable-Baselines3, trained from Minari datasets."""
+
+from zoo.agents import TD3BC, OfflineAlgorithm
+from zoo.data import OfflineDataset, Task, load_dataset
+from zoo.evaluation import EvalCallback, evaluate_returns
+from zoo.registry import AGENTS, make_agent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AGENTS",
+    "EvalCallback",
+    "OfflineAlgorithm",
+    "OfflineDataset",
+    "TD3BC",
+    "Task",
+    "evaluate_returns",
+    "load_dataset",
+    "make_agent",
+]

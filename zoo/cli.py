@@ -1,0 +1,120 @@
+"""`zoo` command line: parses arguments and calls the library; no logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+
+def _quickstart(args: argparse.Namespace) -> None:
+    from zoo.data import load_dataset
+    from zoo.data.generate import QUICKSTART_DATASET, make_quickstart_dataset
+    from zoo.data.minari_io import dataset_exists
+    from zoo.runs import train_offline
+
+    if not dataset_exists(QUICKSTART_DATASET):
+        print(f"Writing {QUICKSTART_DATASET} from the vendored SAC Hopper-v5 behaviour policy ...")
+        make_quickstart_dataset(args.dataset_steps, seed=args.seed)
+    dataset = load_dataset(QUICKSTART_DATASET, device=args.device)
+    print(f"{QUICKSTART_DATASET}: {len(dataset)} transitions, env {dataset.task.env_id}; training td3bc ...")
+    result = train_offline("td3bc", dataset, args.out, seed=args.seed, n_timesteps=args.steps)
+    final = result.final
+    print()
+    print(f"{'policy':<28}{'return':>10}{'normalized score':>20}")
+    print(f"{'behaviour (dataset episodes)':<28}{dataset.source_episode_returns.mean():>10.1f}{result.behavior_score:>20.1f}")
+    print(f"{'td3bc (' + str(final.step) + ' steps)':<28}{final.return_mean:>10.1f}{final.normalized_score:>20.1f}")
+    print()
+    print(f"checkpoint:     {result.checkpoint}")
+    print(f"learning curve: {result.curve}")
+    print(f"logs:           {Path(args.out) / 'progress.csv'} (tensorboard --logdir {args.out})")
+
+
+def _train(args: argparse.Namespace) -> None:
+    from zoo.data import load_dataset
+    from zoo.runs import train_offline
+
+    dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=args.seed, device=args.device)
+    out = args.out or os.path.join("runs", args.algo, args.dataset.replace("/", "_"), f"seed{args.seed}")
+    result = train_offline(
+        args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
+        overrides={"device": args.device},
+    )
+    score = result.final.normalized_score
+    print(f"final return {result.final.return_mean:.1f}" + (f", normalized score {score:.1f}" if score is not None else ""))
+    print(f"checkpoint: {result.checkpoint}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from zoo.runs import evaluate_checkpoint
+
+    returns, task = evaluate_checkpoint(args.algo, args.checkpoint, args.episodes, args.seed)
+    line = f"{task.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes"
+    if task.has_reference:
+        line += f", normalized score {task.normalized_score(returns).mean():.1f}"
+    print(line)
+
+
+def _datasets_list(args: argparse.Namespace) -> None:
+    from zoo.data import local_dataset_ids, minari_root, read_dataset
+
+    ids = local_dataset_ids()
+    print(f"Minari root: {minari_root()}")
+    if not ids:
+        print("no local datasets (make one with `zoo quickstart`)")
+    for dataset_id in ids:
+        flat = read_dataset(dataset_id)
+        returns = flat.episode_returns
+        print(f"{dataset_id:<40}{len(flat.rewards):>10} transitions {len(returns):>6} episodes  mean return {returns.mean():9.1f}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description="Offline and offline-to-online RL agents.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    quick = sub.add_parser("quickstart", help="make the embedded Hopper dataset, train TD3+BC on it, report")
+    quick.add_argument("--steps", type=int, default=None, help="gradient steps (default: hyperparams/td3bc.yml)")
+    quick.add_argument("--dataset-steps", type=int, default=50_000, help="transitions in the dataset")
+    quick.add_argument("--out", default="runs/quickstart")
+    quick.add_argument("--seed", type=int, default=0)
+    quick.add_argument("--device", default="auto")
+    quick.set_defaults(func=_quickstart)
+
+    train = sub.add_parser("train", help="train an agent offline on a local Minari dataset")
+    train.add_argument("--algo", required=True)
+    train.add_argument("--dataset", required=True)
+    train.add_argument("--fraction", type=float, default=1.0)
+    train.add_argument("--subset", choices=["transitions", "trajectories"], default="transitions")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--steps", type=int, default=None, help="gradient steps (default: from the YAML)")
+    train.add_argument("--hyperparams", default=None, help="YAML file instead of hyperparams/<algo>.yml")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--out", default=None)
+    train.set_defaults(func=_train)
+
+    evaluate = sub.add_parser("eval", help="evaluate a saved agent")
+    evaluate.add_argument("--algo", required=True)
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--seed", type=int, default=100)
+    evaluate.set_defaults(func=_eval)
+
+    datasets = sub.add_parser("datasets", help="local datasets")
+    datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
+    datasets_sub.add_parser("list", help="list local Minari datasets").set_defaults(func=_datasets_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"zoo: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

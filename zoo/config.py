@@ -1,0 +1,49 @@
+"""hyperparams/<algo>.yml -> constructor kwargs and run settings. Plain YAML, nothing is evaluated.
+
+A file maps keys to settings, merged from general to specific: `default`, then the env part of the
+dataset id (`hopper`), then the whole dataset id (`zoo/hopper/medium-v0`). Run settings (`n_timesteps`,
+`eval_freq`, `n_eval_episodes`) are split from the agent's keyword arguments.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.data.tasks import env_key
+
+HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+RUN_SETTINGS = {"n_timesteps": 1_000_000, "eval_freq": 5000, "n_eval_episodes": 10}
+
+
+def load_hyperparams(
+    algo: str, dataset_id: str, path: str | Path | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Return (agent kwargs, run settings) for `algo` on `dataset_id`."""
+    from zoo.registry import agent_class
+
+    file = Path(path) if path else HYPERPARAMS_DIR / f"{algo}.yml"
+    if not file.exists():
+        raise FileNotFoundError(f"No hyperparameter file {file}: create it or pass --hyperparams PATH.")
+    with file.open() as handle:
+        table = yaml.safe_load(handle) or {}
+    if not isinstance(table, dict):
+        raise ValueError(f"{file} must map dataset ids (or 'default') to settings.")
+    merged: dict[str, Any] = {}
+    for key in ("default", env_key(dataset_id), dataset_id):
+        section = table.get(key) if key else None
+        if section:
+            if not isinstance(section, dict):
+                raise ValueError(f"Section '{key}' of {file} must be a mapping, got {section!r}.")
+            merged.update(section)
+    run = {name: merged.pop(name, default) for name, default in RUN_SETTINGS.items()}
+    allowed = set(inspect.signature(agent_class(algo).__init__).parameters) | {
+        "tensorboard_log", "verbose", "device", "seed"
+    }
+    unknown = sorted(set(merged) - allowed)
+    if unknown:
+        raise ValueError(f"{file}: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed - {'self', 'kwargs'})}.")
+    return merged, run

@@ -1,0 +1,45 @@
+"""Monte-Carlo returns-to-go per episode, with the tail rules of the methods that use them."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.signal import lfilter
+
+
+def discounted_returns_to_go(
+    rewards: np.ndarray,
+    episode_ends: np.ndarray,
+    terminations: np.ndarray,
+    gamma: float,
+    *,
+    timeout_tail: bool = False,
+    failure_reward: float | None = None,
+) -> np.ndarray:
+    """G_t = r_t + gamma * G_{t+1} inside each episode, with G = 0 after the last step by default.
+
+    rewards, terminations: flat per-transition arrays; episode_ends: exclusive end index of each
+    episode, in order, the last one equal to len(rewards).
+
+    timeout_tail: an episode that did not terminate (time limit, or the dataset ended) gets its last
+    reward replaced by r_T / (1 - gamma), the infinite-horizon tail of "First Imitate, then Improve"
+    (Jelley et al., `compute_returns_to_go` in AdamJelley/EfficientOfflineRL).
+
+    failure_reward: Cal-QL's sparse-reward rule (nakamotoo/Cal-QL `calc_return_to_go`): an episode whose
+    rewards all equal the failure reward never succeeded, and every step gets failure_reward / (1 - gamma).
+    """
+    rewards = np.asarray(rewards, dtype=np.float64)
+    terminations = np.asarray(terminations, dtype=bool)
+    returns = np.empty_like(rewards)
+    start = 0
+    for end in np.asarray(episode_ends, dtype=np.int64):
+        episode = rewards[start:end].copy()
+        if failure_reward is not None and np.all(episode == failure_reward):
+            returns[start:end] = failure_reward / (1.0 - gamma)
+            start = end
+            continue
+        if timeout_tail and not terminations[end - 1]:
+            episode[-1] = episode[-1] / (1.0 - gamma)
+        # Reverse-time IIR filter: y_t = x_t + gamma * y_{t+1}.
+        returns[start:end] = lfilter([1.0], [1.0, -gamma], episode[::-1])[::-1]
+        start = end
+    return returns

@@ -1,0 +1,77 @@
+"""Batched ensembles: every weight carries a leading member axis, one matmul per layer for all members.
+
+Twin critics, EDAC's N critics and several seeds trained in one process are all one such module.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EnsembleLinear(nn.Module):
+    """`n_members` independent linear layers: (E, B, in) or shared (B, in) -> (E, B, out)."""
+
+    def __init__(self, n_members: int, in_features: int, out_features: int):
+        super().__init__()
+        self.n_members, self.in_features, self.out_features = n_members, in_features, out_features
+        self.weight = nn.Parameter(torch.empty(n_members, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(n_members, 1, out_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # nn.Linear's default for each member: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+        bound = 1.0 / math.sqrt(self.in_features)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        weight, bias = self.weight, self.bias
+        if members is not None:
+            weight, bias = weight[members], bias[members]
+        if weight.shape[0] == 1 and (x.dim() == 2 or x.shape[0] == 1):  # one member: plain addmm is fastest
+            return torch.addmm(bias[0], x.reshape(-1, x.shape[-1]), weight[0]).unsqueeze(0)
+        if self.out_features == 1:
+            # A scalar head (Q-values): multiply-and-sum beats a batched matrix-vector product on CPU.
+            return (x * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
+        if x.dim() == 2:  # the same input for every member
+            x = x.expand(weight.shape[0], *x.shape)
+        return torch.baddbmm(bias, x, weight)
+
+    def extra_repr(self) -> str:
+        return f"n_members={self.n_members}, in_features={self.in_features}, out_features={self.out_features}"
+
+
+class EnsembleMLP(nn.Module):
+    """Linear -> [LayerNorm without affine] -> ReLU per hidden layer, for all members at once.
+
+    LayerNorm sits after each Linear and before the ReLU, with no learnable scale/shift, as in
+    "First Imitate, then Improve" (AdamJelley/EfficientOfflineRL).
+    """
+
+    def __init__(
+        self,
+        n_members: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = (256, 256),
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        sizes = [in_features, *hidden, out_features]
+        self.layers = nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+        self.layer_norm = layer_norm
+        self.n_members = n_members
+
+    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        *hidden, last = self.layers
+        for layer in hidden:
+            x = layer(x, members)
+            if self.layer_norm:
+                x = F.layer_norm(x, x.shape[-1:])
+            x = F.relu(x)
+        return last(x, members)
