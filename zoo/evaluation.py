@@ -13,6 +13,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from zoo.data.tasks import Task
+from zoo.threads import torch_threads
 
 PredictFn = Callable[[np.ndarray], np.ndarray]
 
@@ -31,20 +32,25 @@ def evaluate_returns(
     """
     envs = [gym.make(env_id, max_episode_steps=max_episode_steps) for _ in range(n_episodes)]
     try:
-        obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
-        returns = np.zeros(n_episodes)
-        running = np.ones(n_episodes, dtype=bool)
-        while running.any():
-            active = np.flatnonzero(running)
-            actions = predict(obs[active])
-            for j, i in enumerate(active):
-                obs[i], reward, terminated, truncated, _ = envs[i].step(actions[j])
-                returns[i] += reward
-                running[i] = not (terminated or truncated)
-        return returns
+        with torch_threads(1):
+            return _run_episodes(predict, envs, seed)
     finally:
         for env in envs:
             env.close()
+
+
+def _run_episodes(predict: PredictFn, envs: list[gym.Env], seed: int) -> np.ndarray:
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)])
+    returns = np.zeros(len(envs))
+    running = np.ones(len(envs), dtype=bool)
+    while running.any():
+        active = np.flatnonzero(running)
+        actions = predict(obs[active])
+        for j, i in enumerate(active):
+            obs[i], reward, terminated, truncated, _ = envs[i].step(actions[j])
+            returns[i] += reward
+            running[i] = not (terminated or truncated)
+    return returns
 
 
 def agent_predict(agent) -> PredictFn:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from zoo.data.minari_io import Episode
+from zoo.threads import torch_threads
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's SAC actor clamps log-std to this range
 
@@ -38,7 +39,8 @@ class SACActor(nn.Module):
     def from_state_dict(cls, path: str | Path, env: gym.Env) -> "SACActor":
         state = torch.load(path, map_location="cpu", weights_only=True)
         obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-        hidden = tuple(state[k].shape[0] for k in sorted(state) if k.startswith("latent_pi.") and k.endswith(".weight"))
+        weights = [k for k in state if k.startswith("latent_pi.") and k.endswith(".weight")]
+        hidden = tuple(state[k].shape[0] for k in sorted(weights, key=lambda k: int(k.split(".")[1])))
         if state["latent_pi.0.weight"].shape[1] != obs_dim or state["mu.weight"].shape[0] != act_dim:
             raise ValueError(
                 f"Behaviour checkpoint {path} expects observations of size {state['latent_pi.0.weight'].shape[1]} "
@@ -83,6 +85,13 @@ def collect_episodes(
     episodes still running at that point are dropped (Minari's recipe: no partial final episode).
     Episode e is reset with seed `seed + e`, so the data is a function of the seed.
     """
+    with torch_threads(1):  # a few observations per policy call
+        return _collect_episodes(env_id, policy, n_steps, seed, n_envs, progress)
+
+
+def _collect_episodes(
+    env_id: str, policy: Callable[[np.ndarray], np.ndarray], n_steps: int, seed: int, n_envs: int, progress: bool
+) -> list[Episode]:
     envs = [gym.make(env_id) for _ in range(n_envs)]
     next_episode = 0
     buffers: list[dict[str, list]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -136,7 +137,7 @@ def load_dataset(
         keeps the first episodes in collection order (its ExoRL fractions: initial segments).
     seed: makes the "transitions" subset deterministic.
     """
-    if not (isinstance(fraction, (int, float)) and 0.0 < fraction <= 1.0):
+    if isinstance(fraction, bool) or not (isinstance(fraction, numbers.Real) and 0.0 < fraction <= 1.0):
         raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}: 0.1 keeps 10% of the dataset.")
     if subset not in ("transitions", "trajectories"):
         raise ValueError(f"subset must be 'transitions' or 'trajectories', got {subset!r}.")

@@ -184,6 +184,13 @@ def write_dataset(
     if not buffers:
         raise ValueError(f"No episodes to write for '{dataset_id}'.")
     env_spec = gym.spec(env_id)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with gym.make(env_id) as env:
+            observation_space = observation_space or env.observation_space
+            action_space = action_space or env.action_space
+    for buffer in buffers:
+        _check_episode_fits(buffer, observation_space, action_space, env_id)
     staging = Path(tempfile.mkdtemp(prefix=".zoo-staging-", dir=root))
     try:
         with _minari_root_override(staging), warnings.catch_warnings():
@@ -213,12 +220,35 @@ def write_dataset(
         if target.exists():
             backup = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
             target.rename(backup)
-        (staging / dataset_id).rename(target)
+        try:
+            (staging / dataset_id).rename(target)
+        except BaseException:
+            if backup is not None:
+                backup.rename(target)
+            raise
         if backup is not None:
             shutil.rmtree(backup)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _check_episode_fits(buffer, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, env_id: str) -> None:
+    """Refuse episodes whose shapes or action range do not fit the env: they would load as a broken dataset."""
+    for role, values, space in (("observations", buffer.observations, observation_space), ("actions", buffer.actions, action_space)):
+        if values.shape[1:] != space.shape:
+            raise ValueError(
+                f"Episode {buffer.id} has {role} of shape {values.shape[1:]}, but {env_id} expects {space.shape}: "
+                "write it with the environment it was collected in."
+            )
+    if isinstance(action_space, gym.spaces.Box):
+        outside = (buffer.actions < action_space.low) | (buffer.actions > action_space.high)
+        if outside.any():
+            step = int(np.argwhere(outside)[0][0])
+            raise ValueError(
+                f"Episode {buffer.id} has an action outside {env_id}'s bounds [{action_space.low}, "
+                f"{action_space.high}] at step {step}: clip actions to the action space before writing."
+            )
 
 
 @contextlib.contextmanager

@@ -27,13 +27,18 @@ def discounted_returns_to_go(
     failure_reward: Cal-QL's sparse-reward rule (nakamotoo/Cal-QL `calc_return_to_go`): an episode whose
     rewards all equal the failure reward never succeeded, and every step gets failure_reward / (1 - gamma).
     """
-    rewards = np.asarray(rewards, dtype=np.float64)
+    stored = np.asarray(rewards)
+    rewards = stored.astype(np.float64)
     terminations = np.asarray(terminations, dtype=bool)
+    # Compare in the rewards' own precision: float32(-0.1) != -0.1 once widened to float64.
+    failure = failure_reward
+    if failure_reward is not None and np.issubdtype(stored.dtype, np.floating):
+        failure = stored.dtype.type(failure_reward)
     returns = np.empty_like(rewards)
     start = 0
     for end in np.asarray(episode_ends, dtype=np.int64):
         episode = rewards[start:end].copy()
-        if failure_reward is not None and np.all(episode == failure_reward):
+        if failure_reward is not None and np.all(stored[start:end] == failure):
             returns[start:end] = failure_reward / (1.0 - gamma)
             start = end
             continue
