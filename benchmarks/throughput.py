@@ -190,10 +190,10 @@ def rate(step, n: int, device: torch.device, warmup: int = 50) -> float:
     return n / (time.perf_counter() - start)
 
 
-def zoo_td3bc(dataset, device, **policy_kwargs):
+def zoo_td3bc(dataset, device, precision="float32"):
     from zoo.agents import TD3BC
 
-    agent = TD3BC(dataset, seed=0, device=device, policy_kwargs=policy_kwargs or None)
+    agent = TD3BC(dataset, seed=0, device=device, precision=precision)
     agent.learn(1)  # sets up logger and the device table
     return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
@@ -287,6 +287,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=2000, help="timed updates per implementation")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per implementation")
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time d3rlpy and SB3")
     args = parser.parse_args()
@@ -310,14 +311,20 @@ def main() -> None:
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
           f"threads {torch.get_num_threads()}, batch {BATCH}, {HIDDEN}x{HIDDEN}, obs {OBS_DIM}, act {ACT_DIM}")
     reference = ReferenceTD3BC(tensors, device)
-    results = {}
-    # Interleave two rounds so that drift in machine load hits both sides alike.
-    for _ in range(2):
-        results.setdefault("reference", []).append(rate(reference.update, args.steps, device))
-        results.setdefault("zoo", []).append(rate(zoo_td3bc(dataset, device), args.steps, device))
-    ref, ours = max(results["reference"]), max(results["zoo"])
-    print(f"reference eager TD3+BC: {ref:8.1f} updates/s")
-    print(f"zoo TD3BC:              {ours:8.1f} updates/s")
+    contenders = {
+        "reference eager TD3+BC": reference.update,
+        "zoo TD3BC": zoo_td3bc(dataset, device),
+        "zoo TD3BC, bf16 matmuls": zoo_td3bc(dataset, device, precision="bfloat16"),
+    }
+    results: dict[str, list[float]] = {name: [] for name in contenders}
+    # Interleave rounds so that drift in machine load hits every contender alike; report the best round.
+    for _ in range(args.rounds):
+        for name, step in contenders.items():
+            results[name].append(rate(step, args.steps // args.rounds, device))
+    best = {name: max(rates) for name, rates in results.items()}
+    ref, ours = best["reference eager TD3+BC"], best["zoo TD3BC"]
+    for name, value in best.items():
+        print(f"{name + ':':24}{value:8.1f} updates/s")
     if args.peers:
         for name, fn in (("d3rlpy TD3PlusBC", d3rlpy_rate), ("SB3 TD3 train", sb3_rate)):
             try:

@@ -82,6 +82,7 @@ class TD3BC(OfflineAlgorithm):
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
         normalize_observations: bool = True,
+        precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
@@ -97,6 +98,7 @@ class TD3BC(OfflineAlgorithm):
             tau=tau,
             gamma=gamma,
             normalize_observations=normalize_observations,
+            precision=precision,
             policy_kwargs=policy_kwargs,
             **kwargs,
         )
@@ -143,7 +145,8 @@ class TD3BC(OfflineAlgorithm):
             batch = self._sample(batch_size)
 
             # Critic step on the twin TD targets.
-            critic_loss, q = self.critic_loss(batch)
+            with self.autocast():
+                critic_loss, q = self.critic_loss(batch)
             policy.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
             policy.critic_optimizer.step()
@@ -151,7 +154,8 @@ class TD3BC(OfflineAlgorithm):
 
             # Delayed actor step (gradients reach only the actor's weights), then the targets follow.
             if self._n_updates % self.policy_delay == 0:
-                actor_loss = self.actor_loss(batch)
+                with self.autocast():
+                    actor_loss = self.actor_loss(batch)
                 policy.actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward(inputs=self._actor_params)
                 policy.actor_optimizer.step()
