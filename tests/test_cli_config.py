@@ -40,7 +40,7 @@ def test_train_eval_and_list_from_the_command_line(hopper_small, tmp_path, capsy
     assert (out / "progress.csv").exists() and (out / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
     agent = TD3BC.load(out / "td3bc.zip")
     assert agent.alpha == 3.0 and agent.num_timesteps == 400
-    assert not list(out.glob(".td3bc-*"))  # no temporary checkpoint left behind
+    assert not list(out.glob(".td3bc*"))  # no temporary checkpoint left behind
 
     assert main(["eval", "--algo", "td3bc", "--checkpoint", str(out / "td3bc.zip"), "--episodes", "2"]) == 0
     line = capsys.readouterr().out

@@ -186,3 +186,30 @@ def test_offline_run_beats_random_policy(hopper):
     # The evaluation helper and the callback agree on the same seeds.
     returns = evaluate_returns(agent_predict(agent), task.env_id, 5, seed=100)
     assert float(np.mean(task.normalized_score(returns))) == pytest.approx(score)
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(hopper, tmp_path, monkeypatch):
+    agent = TD3BC(hopper, seed=0)
+    path = tmp_path / "agent.zip"
+    agent.save(path)
+    before = path.read_bytes()
+    agent.learn(4)
+
+    def broken(save_path, *args, **kwargs):  # writes half a file, then fails
+        with open(save_path, "wb") as handle:
+            handle.write(b"PK half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr("stable_baselines3.common.base_class.save_to_zip_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        agent.save(path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent.zip"]
+
+
+def test_learning_rate_schedule_is_applied(hopper):
+    agent = TD3BC(hopper, seed=0, learning_rate=lambda progress: 1e-3 * progress)
+    agent.learn(10)
+    # After the last step's update the remaining progress was 1/10 before the final gradient step.
+    assert agent.policy.critic_optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    assert agent.policy.actor_optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)

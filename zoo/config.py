@@ -40,10 +40,13 @@ def load_hyperparams(
                 raise ValueError(f"Section '{key}' of {file} must be a mapping, got {section!r}.")
             merged.update(section)
     run = {name: merged.pop(name, default) for name, default in RUN_SETTINGS.items()}
-    allowed = set(inspect.signature(agent_class(algo).__init__).parameters) | {
-        "tensorboard_log", "verbose", "device", "seed"
-    }
+    allowed = {
+        name
+        for cls in agent_class(algo).__mro__
+        if "__init__" in vars(cls) and cls.__module__.startswith("zoo.")
+        for name in inspect.signature(cls.__init__).parameters
+    } - {"self", "kwargs", "dataset", "policy", "_init_setup_model"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
-        raise ValueError(f"{file}: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed - {'self', 'kwargs'})}.")
+        raise ValueError(f"{file}: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed)}.")
     return merged, run

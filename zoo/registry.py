@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from zoo.agents import TD3BC, OfflineAlgorithm
 from zoo.data.dataset import OfflineDataset
 
-AGENTS: dict[str, type[OfflineAlgorithm]] = {
-    "td3bc": TD3BC,
+@dataclass(frozen=True)
+class AgentSpec:
+    """An agent key: the class that implements it and the paper's defaults that differ from the class's."""
+
+    cls: type[OfflineAlgorithm]
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+AGENTS: dict[str, AgentSpec] = {
+    "td3bc": AgentSpec(TD3BC),
+    # First imitate, then improve (Jelley et al.): BC actor + Monte-Carlo critic for 10k steps, then
+    # TD3+BC; LayerNorm without affine before every ReLU, a 3-hidden-layer actor (EfficientOfflineRL).
+    "td3bc-mc": AgentSpec(
+        TD3BC,
+        dict(
+            pretrain="imitate",
+            pretrain_steps=10_000,
+            policy_kwargs=dict(actor_net_arch=[256, 256, 256], actor_layer_norm=True, critic_layer_norm=True),
+        ),
+    ),
 }
 
 
 def agent_class(key: str) -> type[OfflineAlgorithm]:
+    return agent_spec(key).cls
+
+
+def agent_spec(key: str) -> AgentSpec:
     try:
         return AGENTS[key]
     except KeyError:
@@ -20,5 +43,10 @@ def agent_class(key: str) -> type[OfflineAlgorithm]:
 
 
 def make_agent(key: str, dataset: OfflineDataset, **kwargs: Any) -> OfflineAlgorithm:
-    """Build the agent registered under `key` on `dataset`, with hyperparameters as keyword arguments."""
-    return agent_class(key)(dataset=dataset, **kwargs)
+    """Build the agent registered under `key` on `dataset`: the key's defaults, then `kwargs` on top
+    (policy_kwargs merged key by key)."""
+    spec = agent_spec(key)
+    merged = {**spec.defaults, **kwargs}
+    if "policy_kwargs" in spec.defaults and "policy_kwargs" in kwargs:
+        merged["policy_kwargs"] = {**spec.defaults["policy_kwargs"], **(kwargs["policy_kwargs"] or {})}
+    return spec.cls(dataset=dataset, **merged)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,20 +26,6 @@ class RunResult:
     behavior_score: float | None
     checkpoint: Path
     curve: Path
-
-
-def save_atomic(agent: OfflineAlgorithm, path: Path) -> Path:
-    """SB3 zip written next to its destination, then renamed: an old checkpoint is never half-replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".zip", dir=path.parent)
-    os.close(fd)
-    try:
-        agent.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
 
 
 def train_offline(
@@ -78,7 +62,8 @@ def train_offline(
     behavior = None
     if dataset.task.has_reference:
         behavior = float(np.mean(dataset.task.normalized_score(dataset.source_episode_returns)))
-    checkpoint = save_atomic(agent, out_dir / f"{algo}.zip")
+    checkpoint = out_dir / f"{algo}.zip"
+    agent.save(checkpoint)
     curve = plot_learning_curve(
         eval_callback.evaluations, out_dir / "learning_curve.png",
         title=f"{algo} on {dataset.dataset_id} (seed {seed})", reference=behavior,

@@ -7,8 +7,11 @@ bar; `predict`, `save` and `load` are SB3's own. Online fine-tuning (`finetune`)
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 from collections import deque
+from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
 import numpy as np
@@ -20,6 +23,7 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from zoo.agents.pretraining import make_pretraining
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
 
@@ -68,11 +72,11 @@ class OfflinePolicy(BasePolicy):
     def normalize_observations(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
 
+    # Attribute names of the optimizers `build_optimizers` creates (saved with the checkpoint).
+    optimizer_names: ClassVar[tuple[str, ...]] = ()
+
     def build_optimizers(self, lr: float) -> None:
         """Create the optimizers once the networks sit on their device."""
-        raise NotImplementedError
-
-    def optimizers(self) -> list[torch.optim.Optimizer]:
         raise NotImplementedError
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
@@ -90,6 +94,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     :param tau: Polyak rate of the target networks
     :param gamma: discount factor
     :param normalize_observations: standardise observations with the dataset's mean and std (+1e-3)
+    :param pretrain: a pretraining recipe key (zoo.agents.pretraining.PRETRAINING) or None
+    :param pretrain_steps: gradient steps of the pretraining phase, counted inside `learn`'s total
+    :param pretrain_kwargs: options of the recipe (e.g. {"td_weight": 0.0} for "imitate")
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
         fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
     """
@@ -108,6 +115,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         tau: float = 0.005,
         gamma: float = 0.99,
         normalize_observations: bool = True,
+        pretrain: str | None = None,
+        pretrain_steps: int = 0,
+        pretrain_kwargs: dict[str, Any] | None = None,
         precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
@@ -138,6 +148,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
+        if pretrain_steps < 0 or (pretrain is not None and pretrain_steps == 0):
+            raise ValueError(f"pretrain='{pretrain}' needs pretrain_steps > 0, got {pretrain_steps}.")
+        self.pretrain, self.pretrain_steps = pretrain, pretrain_steps
+        self.pretrain_kwargs = dict(pretrain_kwargs or {})
+        make_pretraining(pretrain, **self.pretrain_kwargs)  # unknown recipes fail here, before any set-up
         self.dataset_id = dataset.dataset_id if dataset is not None else None
         self.task: Task | None = dataset.task if dataset is not None else None
         if dataset is not None:
@@ -160,6 +175,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self._table: torch.Tensor | None = None
         self._stat_sums: dict[str, torch.Tensor] = {}
         self._stat_counts: dict[str, int] = {}
+        self.pretraining = make_pretraining(self.pretrain, **self.pretrain_kwargs)
+        if self.pretraining is not None:
+            self.pretraining.check(self)
         if self.dataset is not None:
             self._check_dataset(self.dataset)
             self.dataset_id, self.task = self.dataset.dataset_id, self.dataset.task
@@ -185,8 +203,24 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                     f"agent's ({ours}): train on a dataset of the same environment, or build a new agent."
                 )
 
+    def save(self, path: str | os.PathLike, exclude: Iterable[str] | None = None, include: Iterable[str] | None = None) -> None:
+        """SB3's zip, written beside its destination and renamed into place: an existing checkpoint is
+        replaced whole or not at all."""
+        path = Path(path)
+        if not path.suffix:
+            path = path.with_suffix(".zip")  # SB3's own naming rule
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            super().save(tmp, exclude, include)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "dataset", "_table", "_columns", "_stat_sums", "_stat_counts"]
+        return [
+            *super()._excluded_save_params(), "dataset", "_table", "_columns", "_stat_sums", "_stat_counts", "pretraining"
+        ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         names = ["policy"] + [f"policy.{name}" for name in self.policy.optimizer_names]
@@ -205,6 +239,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             "rewards": dataset.rewards,
             "next_observations": policy.normalize_observations(dataset.next_observations),
             "terminations": dataset.terminations.float(),
+            **(self.pretraining.columns(self, dataset) if self.pretraining is not None else {}),
         }
 
     def _prepare_table(self) -> None:
@@ -281,6 +316,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             total_timesteps += self.num_timesteps
         self._total_timesteps = total_timesteps
         self._num_timesteps_at_start = self.num_timesteps
+        self._update_current_progress_remaining(self.num_timesteps, max(total_timesteps, 1))
         if not self._custom_logger:
             self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
         return total_timesteps, self._init_callback(callback, progress_bar)
@@ -314,7 +350,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         )
         callback.on_training_start(locals(), globals())
         self.policy.set_training_mode(True)
+        scheduled_lr = callable(self.learning_rate)
+        optimizers = [getattr(self.policy, name) for name in self.policy.optimizer_names]
         while self.num_timesteps < total_timesteps:
+            if scheduled_lr:  # SB3 schedules take the remaining progress, 1 -> 0
+                self._update_learning_rate(optimizers)
             self.train(gradient_steps=1, batch_size=self.batch_size)
             self.num_timesteps += 1
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
@@ -340,6 +380,17 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         raise NotImplementedError
+
+    def pretraining_step(self, batch: Batch) -> bool:
+        """Run the pretraining recipe's update while its phase lasts; True when it did.
+
+        `_n_updates` counts from 1, so updates 1..pretrain_steps are pretraining and the agent's own
+        losses take over at update pretrain_steps + 1.
+        """
+        if self.pretraining is None or self._n_updates > self.pretrain_steps:
+            return False
+        self.pretraining.update(self, batch)
+        return True
 
     @staticmethod
     def soft_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:

@@ -36,9 +36,11 @@ class TD3BCPolicy(OfflinePolicy):
         n_critics: int = 2,
         actor_layer_norm: bool = False,
         critic_layer_norm: bool = False,
+        actor_net_arch: tuple[int, ...] | list[int] | None = None,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch)
-        self.actor = DeterministicActor(self.obs_dim, self.act_dim, self.net_arch, actor_layer_norm)
+        actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
+        self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         self.critic = EnsembleQ(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
@@ -61,7 +63,8 @@ class TD3BC(OfflineAlgorithm):
     :param policy_delay: critic updates per actor (and target) update
     :param target_policy_noise: std of the smoothing noise on the target action
     :param target_noise_clip: clip of that noise
-    :param policy_kwargs: net_arch (hidden sizes), n_critics, actor_layer_norm, critic_layer_norm
+    :param policy_kwargs: net_arch (hidden sizes), actor_net_arch (the actor's, when it differs), n_critics,
+        actor_layer_norm, critic_layer_norm (LayerNorm without affine before each ReLU)
     Other arguments: see OfflineAlgorithm.
     """
 
@@ -143,6 +146,8 @@ class TD3BC(OfflineAlgorithm):
         for _ in range(gradient_steps):
             self._n_updates += 1
             batch = self._sample(batch_size)
+            if self.pretraining_step(batch):
+                continue
 
             # Critic step on the twin TD targets.
             with self.autocast():

@@ -153,6 +153,7 @@ def write_dataset(
     algorithm_name: str | None = None,
     description: str | None = None,
     extra_metadata: Mapping[str, Any] | None = None,
+    requirements: Iterable[str] = ("gymnasium[mujoco]==1.0.0", "mujoco>=3.17,<4"),
     overwrite: bool = False,
 ) -> Path:
     """Write episodes as a Minari dataset with `minari.create_dataset_from_buffers`, all or nothing.
@@ -210,7 +211,7 @@ def write_dataset(
                 ref_min_score=ref_min_score,
                 ref_max_score=ref_max_score,
                 description=description,
-                requirements=["gymnasium[mujoco]==1.0.0", "mujoco>=3.1.6,<4"],
+                requirements=list(requirements),
             )
             if extra_metadata:
                 _merge_metadata(staging / dataset_id / "data", extra_metadata)
