@@ -57,16 +57,44 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _datasets_list(args: argparse.Namespace) -> None:
-    from zoo.data import local_dataset_ids, minari_root, read_dataset
+    from zoo.data import local_dataset_ids, minari_root
+    from zoo.data.d4rl import d4rl_dataset_ids
 
     ids = local_dataset_ids()
     print(f"Minari root: {minari_root()}")
     if not ids:
-        print("no local datasets (make one with `zoo quickstart`)")
+        print("no local datasets (make one with `zoo quickstart` or `zoo datasets make ID`)")
     for dataset_id in ids:
-        flat = read_dataset(dataset_id)
-        returns = flat.episode_returns
-        print(f"{dataset_id:<40}{len(flat.rewards):>10} transitions {len(returns):>6} episodes  mean return {returns.mean():9.1f}")
+        print(_dataset_line(dataset_id))
+    missing = [i for i in d4rl_dataset_ids() if i not in ids]
+    if missing:
+        print(f"\nnot built yet (`zoo datasets make ID`): {', '.join(missing)}")
+
+
+def _dataset_line(dataset_id: str) -> str:
+    from zoo.data import read_dataset
+
+    flat = read_dataset(dataset_id)
+    returns = flat.episode_returns
+    return f"{dataset_id:<40}{len(flat.rewards):>10} transitions {len(returns):>6} episodes  mean return {returns.mean():9.1f}"
+
+
+def _datasets_make(args: argparse.Namespace) -> None:
+    from zoo.data.d4rl import make_d4rl_dataset
+
+    path = make_d4rl_dataset(
+        args.dataset, steps=args.steps, seed=args.seed, n_envs=args.n_envs, overwrite=args.overwrite, progress=True
+    )
+    print(_dataset_line(args.dataset))
+    print(f"written to {path}")
+
+
+def _datasets_train_behavior(args: argparse.Namespace) -> None:
+    from zoo.data.behavior_training import resolve_env, train_behavior
+
+    key, env_id = resolve_env(args.env)
+    out = train_behavior(key, args.out or os.path.join("behavior", key), args.steps, seed=args.seed, progress=True)
+    print(f"{env_id}: SAC actors, progress.csv and last_model.zip in {out}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,6 +131,28 @@ def build_parser() -> argparse.ArgumentParser:
     datasets = sub.add_parser("datasets", help="local datasets")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
     datasets_sub.add_parser("list", help="list local Minari datasets").set_defaults(func=_datasets_list)
+    make = datasets_sub.add_parser(
+        "make",
+        help="build a D4RL-style dataset zoo/<env>/<quality>-v0 locally",
+        description="env: hopper, halfcheetah, walker2d; quality: random, medium, medium-replay, expert, "
+        "medium-expert. Default sizes as D4RL: 1M transitions, 2M for medium-expert (halves), and the "
+        "medium checkpoint's training step for medium-replay (its segments share --steps equally).",
+    )
+    make.add_argument("dataset", help="e.g. zoo/hopper/medium-v0")
+    make.add_argument("--steps", type=int, default=None, help="transitions (default: D4RL's sizes)")
+    make.add_argument("--seed", type=int, default=0)
+    make.add_argument("--n-envs", type=int, default=8, help="environments stepped side by side")
+    make.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    make.set_defaults(func=_datasets_make)
+    behavior = datasets_sub.add_parser(
+        "train-behavior",
+        help="train (or resume) the SAC behaviour policy of an env, checkpointing every 10k steps",
+    )
+    behavior.add_argument("env", help="hopper, halfcheetah, walker2d (or the Gymnasium id)")
+    behavior.add_argument("--steps", type=int, default=1_000_000, help="total environment steps to reach")
+    behavior.add_argument("--seed", type=int, default=0)
+    behavior.add_argument("--out", default=None, help="checkpoint folder (default: behavior/<env>)")
+    behavior.set_defaults(func=_datasets_train_behavior)
     return parser
 
 
