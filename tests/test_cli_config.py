@@ -115,3 +115,27 @@ def test_writing_episodes_that_do_not_fit_the_env_is_refused(minari_root_per_tes
     with pytest.raises(ValueError, match=r"observations of shape \(5,\), but Hopper-v5 expects \(11,\)"):
         write_dataset("zoo/hopper/bad-v0", [wrong_shape], env_id="Hopper-v5")
     assert not (minari_root_per_test / "zoo" / "hopper" / "bad-v0").exists()
+
+
+def test_exorl_collect_and_import_from_the_command_line(tmp_path, capsys):
+    from zoo import load_dataset
+
+    root = tmp_path / "exorl"
+    assert main(["datasets", "exorl", "collect", "walker", "random", "--steps", "2000", "--out", str(root)]) == 0
+    assert len(list((root / "walker" / "random" / "buffer").glob("episode_*.npz"))) == 2
+    assert main(["datasets", "exorl", "import", "walker", "random", "walk", "stand", "--root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    assert "zoo/exorl/walker-walk/random-v0" in printed and "zoo/exorl/walker-stand/random-v0" in printed
+    walk = load_dataset("zoo/exorl/walker-walk/random-v0", device="cpu")
+    stand = load_dataset("zoo/exorl/walker-stand/random-v0", device="cpu")
+    assert len(walk) == len(stand) == 2000 and walk.task.env_id == "zoo/dmc-walker-walk-v0"
+    assert torch_equal(walk.observations, stand.observations) and not torch_equal(walk.rewards, stand.rewards)
+    # Relabelling a task the domain does not have is refused with the domain's tasks listed.
+    assert main(["datasets", "exorl", "import", "walker", "random", "fly", "--root", str(root)]) == 2
+    assert "fly" in capsys.readouterr().err
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -97,6 +97,27 @@ def _datasets_train_behavior(args: argparse.Namespace) -> None:
     print(f"{env_id}: SAC actors, progress.csv and last_model.zip in {out}")
 
 
+def _exorl_collect(args: argparse.Namespace) -> None:
+    from zoo.data.exorl import collect
+
+    folder = collect(
+        args.domain, args.explorer, args.out, args.steps, seed=args.seed, config=args.config, device=args.device,
+        overwrite=args.overwrite, progress=True,
+    )
+    print(f"episodes in the ExoRL layout: {folder}")
+
+
+def _exorl_import(args: argparse.Namespace) -> None:
+    from zoo.data.exorl import exorl_dataset_id, import_exorl
+
+    for task in args.tasks:
+        import_exorl(
+            args.root, args.domain, args.explorer, task, on_error="skip" if args.skip_corrupt else "stop",
+            overwrite=args.overwrite,
+        )
+        print(_dataset_line(exorl_dataset_id(args.domain, task, args.explorer)))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Offline and offline-to-online RL agents.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     behavior.add_argument("--seed", type=int, default=0)
     behavior.add_argument("--out", default=None, help="checkpoint folder (default: behavior/<env>)")
     behavior.set_defaults(func=_datasets_train_behavior)
+
+    exorl = datasets_sub.add_parser("exorl", help="ExoRL: reward-free exploration data on dm_control")
+    exorl_sub = exorl.add_subparsers(dest="exorl_command", required=True)
+    collect = exorl_sub.add_parser("collect", help="run a URLB explorer and save episodes in the ExoRL layout")
+    collect.add_argument("domain", help="dm_control domain, e.g. walker")
+    collect.add_argument("explorer", help="rnd, icm, smm or random")
+    collect.add_argument("--steps", type=int, default=100_000)
+    collect.add_argument("--out", default="data/exorl", help="root of the <domain>/<explorer>/buffer folders")
+    collect.add_argument("--config", default="small", help="'urlb' (hidden/batch 1024, for GPUs) or 'small' (256)")
+    collect.add_argument("--seed", type=int, default=1)
+    collect.add_argument("--device", default="auto")
+    collect.add_argument("--overwrite", action="store_true")
+    collect.set_defaults(func=_exorl_collect)
+    importer = exorl_sub.add_parser(
+        "import", help="relabel an ExoRL folder (official or collected) for tasks and write Minari datasets"
+    )
+    importer.add_argument("domain")
+    importer.add_argument("explorer")
+    importer.add_argument("tasks", nargs="+", help="tasks to relabel for, e.g. stand walk run")
+    importer.add_argument("--root", default="data/exorl", help="folder holding <domain>/<explorer>/buffer")
+    importer.add_argument("--skip-corrupt", action="store_true", help="skip unreadable episodes (named) instead of stopping")
+    importer.add_argument("--overwrite", action="store_true")
+    importer.set_defaults(func=_exorl_import)
     return parser
 
 
