@@ -28,6 +28,12 @@ AGENTS: dict[str, AgentSpec] = {
             policy_kwargs=dict(actor_net_arch=[256, 256, 256], actor_layer_norm=True, critic_layer_norm=True),
         ),
     ),
+    # Pretraining a shared Q-network (Park, Park & Lee): each critic's backbone first learns to predict
+    # the normalised next state (10% of the budget), then TD3+BC fine-tunes it.
+    "psqn": AgentSpec(
+        TD3BC,
+        dict(pretrain="transition", pretrain_steps=0.1, policy_kwargs=dict(shared_q=True)),
+    ),
 }
 
 

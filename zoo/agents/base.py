@@ -95,7 +95,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     :param gamma: discount factor
     :param normalize_observations: standardise observations with the dataset's mean and std (+1e-3)
     :param pretrain: a pretraining recipe key (zoo.agents.pretraining.PRETRAINING) or None
-    :param pretrain_steps: gradient steps of the pretraining phase, counted inside `learn`'s total
+    :param pretrain_steps: gradient steps of the pretraining phase, counted inside `learn`'s total; a float
+        in (0, 1) is that share of the total of the first `learn` call (PSQN pretrains for 10%)
     :param pretrain_kwargs: options of the recipe (e.g. {"td_weight": 0.0} for "imitate")
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
         fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
@@ -116,7 +117,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         gamma: float = 0.99,
         normalize_observations: bool = True,
         pretrain: str | None = None,
-        pretrain_steps: int = 0,
+        pretrain_steps: int | float = 0,
         pretrain_kwargs: dict[str, Any] | None = None,
         precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
@@ -148,8 +149,14 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
-        if pretrain_steps < 0 or (pretrain is not None and pretrain_steps == 0):
+        fraction = isinstance(pretrain_steps, float) and 0.0 < pretrain_steps < 1.0
+        if not fraction and (int(pretrain_steps) != pretrain_steps or pretrain_steps < 0):
+            raise ValueError(
+                f"pretrain_steps is a number of gradient steps or a share of the budget in (0, 1), got {pretrain_steps}."
+            )
+        if pretrain is not None and pretrain_steps == 0:
             raise ValueError(f"pretrain='{pretrain}' needs pretrain_steps > 0, got {pretrain_steps}.")
+        self._pretrain_budget = 0  # total_timesteps of the first learn(): the base of a fractional phase
         self.pretrain, self.pretrain_steps = pretrain, pretrain_steps
         self.pretrain_kwargs = dict(pretrain_kwargs or {})
         make_pretraining(pretrain, **self.pretrain_kwargs)  # unknown recipes fail here, before any set-up
@@ -314,6 +321,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self.num_timesteps = 0
         else:
             total_timesteps += self.num_timesteps
+        if self._n_updates == 0 and total_timesteps > 0:
+            self._pretrain_budget = total_timesteps
         self._total_timesteps = total_timesteps
         self._num_timesteps_at_start = self.num_timesteps
         self._update_current_progress_remaining(self.num_timesteps, max(total_timesteps, 1))
@@ -384,13 +393,24 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def pretraining_step(self, batch: Batch) -> bool:
         """Run the pretraining recipe's update while its phase lasts; True when it did.
 
-        `_n_updates` counts from 1, so updates 1..pretrain_steps are pretraining and the agent's own
-        losses take over at update pretrain_steps + 1.
+        `_n_updates` counts from 1, so updates 1..pretrain_until are pretraining and the agent's own
+        losses take over at update pretrain_until + 1 (where the recipe's `finish` runs once).
         """
-        if self.pretraining is None or self._n_updates > self.pretrain_steps:
+        if self.pretraining is None:
+            return False
+        if self._n_updates > self.pretrain_until:
+            if self._n_updates == self.pretrain_until + 1:
+                self.pretraining.finish(self)
             return False
         self.pretraining.update(self, batch)
         return True
+
+    @property
+    def pretrain_until(self) -> int:
+        """The last gradient step of the pretraining phase."""
+        if isinstance(self.pretrain_steps, float) and self.pretrain_steps < 1.0:
+            return int(round(self.pretrain_steps * self._pretrain_budget))
+        return int(self.pretrain_steps)
 
     @staticmethod
     def soft_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:

@@ -33,6 +33,9 @@ class Pretraining:
     def update(self, agent: "TD3BC", batch: "Batch") -> None:
         raise NotImplementedError
 
+    def finish(self, agent: "TD3BC") -> None:
+        """Called once when the agent's own losses take over."""
+
 
 class Imitation(Pretraining):
     """First imitate, then improve (Jelley et al., 2024; AdamJelley/EfficientOfflineRL `--pretrain AC`).
@@ -90,7 +93,45 @@ class Imitation(Pretraining):
         agent._record(pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
 
 
-PRETRAINING: dict[str, type[Pretraining]] = {Imitation.key: Imitation}
+class TransitionPrediction(Pretraining):
+    """Pretraining a shared Q-network (Park, Park & Lee, 2025; daisophila/PSQN TD3_BC_Pretrain.py).
+
+    While the phase lasts, each critic's backbone and transition head regress onto the normalised next
+    state, sum_i MSE(g_i(h_i(s, a)), s'), in place of the TD loss; the rest of the update runs as usual
+    (the official code keeps training the actor on the untrained Q head and soft-updating the targets,
+    and one Adam optimizer serves both phases). Then the TD loss takes over and fine-tunes the backbone,
+    or, with freeze_backbone=True (the paper's frozen variant, App. F), trains only the Q heads.
+    """
+
+    key = "transition"
+
+    def __init__(self, freeze_backbone: bool = False):
+        self.freeze_backbone = freeze_backbone
+
+    def check(self, agent) -> None:
+        from zoo.nn import SharedQ
+
+        if not isinstance(getattr(agent.policy, "critic", None), SharedQ):
+            raise ValueError(
+                "pretrain='transition' needs critics with a transition head: pass "
+                "policy_kwargs={'shared_q': True} (the psqn key does)."
+            )
+
+    def critic_loss(self, agent: "TD3BC", batch: "Batch") -> torch.Tensor:
+        predicted = agent.critic.predict_next_observation(batch.observations, batch.actions)
+        return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum()
+
+    def update(self, agent: "TD3BC", batch: "Batch") -> None:
+        with agent.autocast():
+            loss = self.critic_loss(agent, batch)
+        agent.td3_update(batch, critic_loss=loss)
+
+    def finish(self, agent: "TD3BC") -> None:
+        if self.freeze_backbone:
+            agent.critic.backbone.requires_grad_(False)
+
+
+PRETRAINING: dict[str, type[Pretraining]] = {Imitation.key: Imitation, TransitionPrediction.key: TransitionPrediction}
 
 
 def make_pretraining(key: str | None, **kwargs) -> Pretraining | None:

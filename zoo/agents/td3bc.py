@@ -19,7 +19,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
 from zoo.data.dataset import OfflineDataset
-from zoo.nn import DeterministicActor, EnsembleQ
+from zoo.nn import DeterministicActor, EnsembleQ, SharedQ
 
 
 class TD3BCPolicy(OfflinePolicy):
@@ -37,12 +37,14 @@ class TD3BCPolicy(OfflinePolicy):
         actor_layer_norm: bool = False,
         critic_layer_norm: bool = False,
         actor_net_arch: tuple[int, ...] | list[int] | None = None,
+        shared_q: bool = False,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch)
         actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
         self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic = EnsembleQ(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
+        critic_class = SharedQ if shared_q else EnsembleQ
+        self.critic = critic_class(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
     def build_optimizers(self, lr: float) -> None:
@@ -64,7 +66,8 @@ class TD3BC(OfflineAlgorithm):
     :param target_policy_noise: std of the smoothing noise on the target action
     :param target_noise_clip: clip of that noise
     :param policy_kwargs: net_arch (hidden sizes), actor_net_arch (the actor's, when it differs), n_critics,
-        actor_layer_norm, critic_layer_norm (LayerNorm without affine before each ReLU)
+        actor_layer_norm, critic_layer_norm (LayerNorm without affine before each ReLU), shared_q (critics
+        with a transition head on their backbone, for pretrain="transition")
     Other arguments: see OfflineAlgorithm.
     """
 
@@ -114,6 +117,8 @@ class TD3BC(OfflineAlgorithm):
             [*self.policy.actor_target.parameters(), *self.policy.critic_target.parameters()],
             [*self._actor_params, *self.critic.parameters()],
         )
+        if self.pretraining is not None and self._n_updates > self.pretrain_until:
+            self.pretraining.finish(self)  # a loaded agent past its pretraining phase
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_target_pairs"]
@@ -142,27 +147,32 @@ class TD3BC(OfflineAlgorithm):
     # ------------------------------------------------------------------ one update
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
-        policy = self.policy
         for _ in range(gradient_steps):
             self._n_updates += 1
             batch = self._sample(batch_size)
-            if self.pretraining_step(batch):
-                continue
+            if not self.pretraining_step(batch):
+                self.td3_update(batch)
 
-            # Critic step on the twin TD targets.
-            with self.autocast():
+    def td3_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
+        """One TD3+BC update; a pretraining recipe may pass its own critic objective (PSQN does)."""
+        policy = self.policy
+
+        # Critic step on the twin TD targets (or the recipe's objective).
+        with self.autocast():
+            if critic_loss is None:
                 critic_loss, q = self.critic_loss(batch)
-            policy.critic_optimizer.zero_grad(set_to_none=True)
-            critic_loss.backward()
-            policy.critic_optimizer.step()
-            self._record(critic_loss=critic_loss, q_mean=q.mean())
+                self._record(q_mean=q.mean())
+        policy.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        policy.critic_optimizer.step()
+        self._record(critic_loss=critic_loss)
 
-            # Delayed actor step (gradients reach only the actor's weights), then the targets follow.
-            if self._n_updates % self.policy_delay == 0:
-                with self.autocast():
-                    actor_loss = self.actor_loss(batch)
-                policy.actor_optimizer.zero_grad(set_to_none=True)
-                actor_loss.backward(inputs=self._actor_params)
-                policy.actor_optimizer.step()
-                self.soft_update(*self._target_pairs, self.tau)
-                self._record(actor_loss=actor_loss)
+        # Delayed actor step (gradients reach only the actor's weights), then the targets follow.
+        if self._n_updates % self.policy_delay == 0:
+            with self.autocast():
+                actor_loss = self.actor_loss(batch)
+            policy.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward(inputs=self._actor_params)
+            policy.actor_optimizer.step()
+            self.soft_update(*self._target_pairs, self.tau)
+            self._record(actor_loss=actor_loss)

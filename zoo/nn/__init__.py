@@ -1,7 +1,7 @@
 """Networks with a leading member axis: batched ensembles, critics, actors."""
 
 from zoo.nn.actors import DeterministicActor
-from zoo.nn.critics import EnsembleQ
+from zoo.nn.critics import EnsembleQ, SharedQ
 from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP
 
-__all__ = ["DeterministicActor", "EnsembleLinear", "EnsembleMLP", "EnsembleQ"]
+__all__ = ["DeterministicActor", "EnsembleLinear", "EnsembleMLP", "EnsembleQ", "SharedQ"]

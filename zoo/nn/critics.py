@@ -27,3 +27,45 @@ class EnsembleQ(nn.Module):
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         return self.net(torch.cat([obs, actions], dim=-1), members).squeeze(-1)
+
+
+class SharedQ(nn.Module):
+    """Shared Q-networks (Park, Park & Lee, PSQN): per critic, a backbone over s ⊕ a feeds two linear heads.
+
+    z_i = h_i(s ⊕ a) (hidden layers with ReLU, the last one included), Q_i = f_i(z_i) (linear -> 1) and
+    s'_i = g_i(z_i) (linear -> obs_dim, the predicted normalised next state). Each critic has its own
+    backbone and heads; "shared" means Q and the transition head share one backbone
+    (daisophila/PSQN TD3_BC_Pretrain.py: l1, l2 -> l3 and l31 for Q1; l4, l5 -> l6 and l62 for Q2).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n_critics: int = 2,
+        hidden: Sequence[int] = (256, 256),
+        layer_norm: bool = False,
+    ):
+        super().__init__()
+        from zoo.nn.ensemble import EnsembleLinear
+
+        if not hidden:
+            raise ValueError("A shared Q-network needs at least one hidden layer for its backbone.")
+        self.n_critics = n_critics
+        # The backbone is an MLP whose last layer is hidden too: ReLU after it, heads on top.
+        self.backbone = EnsembleMLP(n_critics, obs_dim + act_dim, hidden[-1], hidden[:-1], layer_norm)
+        self.q_head = EnsembleLinear(n_critics, hidden[-1], 1)
+        self.transition_head = EnsembleLinear(n_critics, hidden[-1], obs_dim)
+
+    def features(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        z = self.backbone(torch.cat([obs, actions], dim=-1), members)
+        if self.backbone.layer_norm:
+            z = torch.nn.functional.layer_norm(z, z.shape[-1:])
+        return torch.relu(z)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+        return self.q_head(self.features(obs, actions, members), members).squeeze(-1)
+
+    def predict_next_observation(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(n_critics, batch, obs_dim): each critic's transition head on its own backbone."""
+        return self.transition_head(self.features(obs, actions))
