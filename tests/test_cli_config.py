@@ -75,7 +75,9 @@ def test_shipped_td3bc_yaml_has_the_official_defaults():
     kwargs, run = load_hyperparams("td3bc", "zoo/walker2d/medium-v0")
     assert kwargs["alpha"] == 2.5 and kwargs["policy_delay"] == 2 and kwargs["tau"] == 0.005
     assert run["n_timesteps"] == 1_000_000 and run["eval_freq"] == 5000
-    agent_defaults = TD3BC.__init__.__kwdefaults__
+    from zoo.agents import TD3
+
+    agent_defaults = {**TD3.__init__.__kwdefaults__, **TD3BC.__init__.__kwdefaults__}
     for name in ("alpha", "policy_delay", "target_policy_noise", "target_noise_clip", "tau", "gamma", "batch_size"):
         assert kwargs[name] == agent_defaults[name], name
 

@@ -113,3 +113,21 @@ def test_short_run_improves_on_its_starting_score(hopper):
     agent.learn(1500)
     end = task.normalized_score(evaluate_returns(agent_predict(agent), task.env_id, 3, seed=100)).mean()
     assert end > start + 15, (start, end)
+
+
+def test_psqn_on_td3_for_exorl(hopper):
+    from zoo.agents import TD3
+
+    agent = make_agent("psqn", hopper, base="td3", seed=0)
+    assert type(agent) is TD3 and isinstance(agent.pretraining, TransitionPrediction)
+    batch = fixed_batch()
+    with torch.no_grad():
+        for p in agent.critic.parameters():
+            p.zero_()
+        agent.critic.q_head.bias[0, 0].fill_(3.0)
+    # Plain TD3 actor loss: -mean Q_1(s, pi(s)), no BC term.
+    assert agent.actor_loss(batch).item() == pytest.approx(-3.0)
+    agent.learn(20)
+    assert agent.pretrain_until == 2
+    with pytest.raises(ValueError, match="'psqn' cannot be built on 'cql'. Supported bases: td3, td3bc"):
+        make_agent("psqn", hopper, base="cql")

@@ -39,7 +39,7 @@ def _train(args: argparse.Namespace) -> None:
     out = args.out or os.path.join("runs", args.algo, args.dataset.replace("/", "_"), f"seed{args.seed}")
     result = train_offline(
         args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
-        overrides={"device": args.device},
+        overrides={"device": args.device, **({"base": args.base} if args.base else {})},
     )
     score = result.final.normalized_score
     print(f"final return {result.final.return_mean:.1f}" + (f", normalized score {score:.1f}" if score is not None else ""))
@@ -138,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="gradient steps (default: from the YAML)")
     train.add_argument("--hyperparams", default=None, help="YAML file instead of hyperparams/<algo>.yml")
+    train.add_argument("--base", default=None, help="another base algorithm, where the method has one (psqn: td3)")
     train.add_argument("--device", default="auto")
     train.add_argument("--out", default=None)
     train.set_defaults(func=_train)

@@ -45,7 +45,7 @@ def load_hyperparams(
         for cls in agent_class(algo).__mro__
         if "__init__" in vars(cls) and cls.__module__.startswith("zoo.")
         for name in inspect.signature(cls.__init__).parameters
-    } - {"self", "kwargs", "dataset", "policy", "_init_setup_model"}
+    } - {"self", "kwargs", "dataset", "policy", "_init_setup_model"} | {"base"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
         raise ValueError(f"{file}: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed)}.")

@@ -5,18 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.agents import TD3BC, OfflineAlgorithm
+from zoo.agents import TD3, TD3BC, OfflineAlgorithm
 from zoo.data.dataset import OfflineDataset
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """An agent key: the class that implements it and the paper's defaults that differ from the class's."""
+    """An agent key: the class that implements it, the paper's defaults that differ from the class's, and
+    the other base algorithms the method can be built on (`make_agent(key, ds, base=...)`)."""
 
     cls: type[OfflineAlgorithm]
     defaults: dict[str, Any] = field(default_factory=dict)
+    bases: dict[str, type[OfflineAlgorithm]] = field(default_factory=dict)
 
 
 AGENTS: dict[str, AgentSpec] = {
+    "td3": AgentSpec(TD3),
     "td3bc": AgentSpec(TD3BC),
     # First imitate, then improve (Jelley et al.): BC actor + Monte-Carlo critic for 10k steps, then
     # TD3+BC; LayerNorm without affine before every ReLU, a 3-hidden-layer actor (EfficientOfflineRL).
@@ -29,10 +32,12 @@ AGENTS: dict[str, AgentSpec] = {
         ),
     ),
     # Pretraining a shared Q-network (Park, Park & Lee): each critic's backbone first learns to predict
-    # the normalised next state (10% of the budget), then TD3+BC fine-tunes it.
+    # the normalised next state (10% of the budget), then TD3+BC (D4RL) or TD3 (ExoRL: base="td3")
+    # fine-tunes it.
     "psqn": AgentSpec(
         TD3BC,
         dict(pretrain="transition", pretrain_steps=0.1, policy_kwargs=dict(shared_q=True)),
+        bases={"td3bc": TD3BC, "td3": TD3},
     ),
 }
 
@@ -48,11 +53,17 @@ def agent_spec(key: str) -> AgentSpec:
         raise ValueError(f"Unknown agent '{key}'. Available: {', '.join(sorted(AGENTS))}.") from None
 
 
-def make_agent(key: str, dataset: OfflineDataset, **kwargs: Any) -> OfflineAlgorithm:
+def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwargs: Any) -> OfflineAlgorithm:
     """Build the agent registered under `key` on `dataset`: the key's defaults, then `kwargs` on top
-    (policy_kwargs merged key by key)."""
+    (policy_kwargs merged key by key); `base` picks another base algorithm where the method has one."""
     spec = agent_spec(key)
+    cls = spec.cls
+    if base is not None:
+        if base not in spec.bases:
+            supported = ", ".join(sorted(spec.bases)) or "none besides its own"
+            raise ValueError(f"'{key}' cannot be built on '{base}'. Supported bases: {supported}.")
+        cls = spec.bases[base]
     merged = {**spec.defaults, **kwargs}
     if "policy_kwargs" in spec.defaults and "policy_kwargs" in kwargs:
         merged["policy_kwargs"] = {**spec.defaults["policy_kwargs"], **(kwargs["policy_kwargs"] or {})}
-    return spec.cls(dataset=dataset, **merged)
+    return cls(dataset=dataset, **merged)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 if TYPE_CHECKING:
     from zoo.agents.base import Batch
-    from zoo.agents.td3bc import TD3BC
+    from zoo.agents.td3 import TD3
     from zoo.data.dataset import OfflineDataset
 
 
@@ -26,14 +26,14 @@ class Pretraining:
     def check(self, agent) -> None:
         """Refuse, at construction, an agent whose networks the recipe cannot train."""
 
-    def columns(self, agent: "TD3BC", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def columns(self, agent: "TD3", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
         """Extra per-transition columns the recipe's losses read from batches."""
         return {}
 
-    def update(self, agent: "TD3BC", batch: "Batch") -> None:
+    def update(self, agent: "TD3", batch: "Batch") -> None:
         raise NotImplementedError
 
-    def finish(self, agent: "TD3BC") -> None:
+    def finish(self, agent: "TD3") -> None:
         """Called once when the agent's own losses take over."""
 
 
@@ -55,18 +55,18 @@ class Imitation(Pretraining):
         self.td_weight = td_weight
 
     def check(self, agent) -> None:
-        from zoo.agents.td3bc import TD3BC
+        from zoo.agents.td3 import TD3
 
-        if not isinstance(agent, TD3BC):
+        if not isinstance(agent, TD3):
             raise ValueError(
                 f"pretrain='imitate' trains a deterministic TD3-family actor and twin critics; "
-                f"{type(agent).__name__} is not one (use it with td3bc)."
+                f"{type(agent).__name__} is not one (use it with td3 or td3bc)."
             )
 
-    def columns(self, agent: "TD3BC", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def columns(self, agent: "TD3", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
         return {"returns_to_go": dataset.returns_to_go(agent.gamma, timeout_tail=True)}
 
-    def critic_loss(self, agent: "TD3BC", batch: "Batch") -> torch.Tensor:
+    def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
         q = agent.critic(batch.observations, batch.actions)
         mc_loss = (q - batch.returns_to_go).pow(2).mean(dim=1).sum()
         if self.td_weight == 0.0:
@@ -74,10 +74,10 @@ class Imitation(Pretraining):
         td_loss, _ = agent.critic_loss(batch)
         return (1 - self.td_weight) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
 
-    def actor_loss(self, agent: "TD3BC", batch: "Batch") -> torch.Tensor:
+    def actor_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
         return F.mse_loss(agent.actor(batch.observations), batch.actions)
 
-    def update(self, agent: "TD3BC", batch: "Batch") -> None:
+    def update(self, agent: "TD3", batch: "Batch") -> None:
         policy = agent.policy
         with agent.autocast():
             critic_loss = self.critic_loss(agent, batch)
@@ -117,16 +117,16 @@ class TransitionPrediction(Pretraining):
                 "policy_kwargs={'shared_q': True} (the psqn key does)."
             )
 
-    def critic_loss(self, agent: "TD3BC", batch: "Batch") -> torch.Tensor:
+    def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
         predicted = agent.critic.predict_next_observation(batch.observations, batch.actions)
         return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum()
 
-    def update(self, agent: "TD3BC", batch: "Batch") -> None:
+    def update(self, agent: "TD3", batch: "Batch") -> None:
         with agent.autocast():
             loss = self.critic_loss(agent, batch)
         agent.td3_update(batch, critic_loss=loss)
 
-    def finish(self, agent: "TD3BC") -> None:
+    def finish(self, agent: "TD3") -> None:
         if self.freeze_backbone:
             agent.critic.backbone.requires_grad_(False)
 

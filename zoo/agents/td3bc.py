@@ -1,141 +1,32 @@
 """TD3+BC (Fujimoto & Gu, 2021): TD3 whose actor also regresses onto the dataset's actions.
 
-Losses follow sfujim/TD3_BC (TD3_BC.py), line for line in meaning:
-critic: both Q_i(s, a) regress onto r + gamma (1 - terminated) min_i Q_i'(s', clip(pi'(s') + clipped noise));
-actor (every `policy_delay` steps): -lambda mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1|.
-Zoo convention: the time-limit step of an episode is kept as a bootstrapped transition (Minari keeps its
-s'), where d4rl.qlearning_dataset drops it.
+Losses follow sfujim/TD3_BC (TD3_BC.py): TD3's critic update unchanged (zoo.agents.td3) and the actor
+(every `policy_delay` steps) on -lambda mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1|
+(detached, per batch; the MSE averages over batch and action dimensions).
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from gymnasium import spaces
-from stable_baselines3.common.type_aliases import Schedule
 
-from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.agents.base import Batch
+from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
-from zoo.nn import DeterministicActor, EnsembleQ, SharedQ
 
 
-class TD3BCPolicy(OfflinePolicy):
-    """Deterministic actor, twin critics as one batched ensemble, their targets and optimizers."""
-
-    optimizer_names = ("actor_optimizer", "critic_optimizer")
-
-    def __init__(
-        self,
-        observation_space: spaces.Box,
-        action_space: spaces.Box,
-        lr_schedule: Schedule,
-        net_arch: tuple[int, ...] | list[int] = (256, 256),
-        n_critics: int = 2,
-        actor_layer_norm: bool = False,
-        critic_layer_norm: bool = False,
-        actor_net_arch: tuple[int, ...] | list[int] | None = None,
-        shared_q: bool = False,
-    ):
-        super().__init__(observation_space, action_space, lr_schedule, net_arch)
-        actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
-        self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        critic_class = SharedQ if shared_q else EnsembleQ
-        self.critic = critic_class(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-
-    def build_optimizers(self, lr: float) -> None:
-        self.actor_optimizer = adam(self.actor.parameters(), lr, self.device)
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
-
-    def set_training_mode(self, mode: bool) -> None:
-        self.actor.train(mode)
-        self.critic.train(mode)
-        self.training = mode
-
-
-class TD3BC(OfflineAlgorithm):
+class TD3BC(TD3):
     """TD3+BC with Fujimoto's defaults.
 
-    :param dataset: the OfflineDataset to learn from
     :param alpha: weight of the Q term against behaviour cloning (lambda = alpha / mean|Q|)
-    :param policy_delay: critic updates per actor (and target) update
-    :param target_policy_noise: std of the smoothing noise on the target action
-    :param target_noise_clip: clip of that noise
-    :param policy_kwargs: net_arch (hidden sizes), actor_net_arch (the actor's, when it differs), n_critics,
-        actor_layer_norm, critic_layer_norm (LayerNorm without affine before each ReLU), shared_q (critics
-        with a transition head on their backbone, for pretrain="transition")
-    Other arguments: see OfflineAlgorithm.
+    Other arguments: see TD3 and OfflineAlgorithm.
     """
 
-    policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": TD3BCPolicy}
-    policy: TD3BCPolicy
-
-    def __init__(
-        self,
-        dataset: OfflineDataset | None = None,
-        policy: str | type[TD3BCPolicy] = "MlpPolicy",
-        *,
-        learning_rate: float = 3e-4,
-        batch_size: int = 256,
-        tau: float = 0.005,
-        gamma: float = 0.99,
-        alpha: float = 2.5,
-        policy_delay: int = 2,
-        target_policy_noise: float = 0.2,
-        target_noise_clip: float = 0.5,
-        normalize_observations: bool = True,
-        precision: str = "float32",
-        policy_kwargs: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, dataset: OfflineDataset | None = None, *, alpha: float = 2.5, **kwargs: Any):
         self.alpha = alpha
-        self.policy_delay = policy_delay
-        self.target_policy_noise = target_policy_noise
-        self.target_noise_clip = target_noise_clip
-        super().__init__(
-            policy,
-            dataset,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            tau=tau,
-            gamma=gamma,
-            normalize_observations=normalize_observations,
-            precision=precision,
-            policy_kwargs=policy_kwargs,
-            **kwargs,
-        )
-
-    def _setup_model(self) -> None:
-        super()._setup_model()
-        self.actor, self.critic = self.policy.actor, self.policy.critic
-        self._actor_params = list(self.actor.parameters())
-        self._target_pairs = (
-            [*self.policy.actor_target.parameters(), *self.policy.critic_target.parameters()],
-            [*self._actor_params, *self.critic.parameters()],
-        )
-        if self.pretraining is not None and self._n_updates > self.pretrain_until:
-            self.pretraining.finish(self)  # a loaded agent past its pretraining phase
-
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_target_pairs"]
-
-    # ------------------------------------------------------------------ losses
-
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
-        with torch.no_grad():
-            noise = (torch.randn_like(batch.actions) * self.target_policy_noise).clamp(
-                -self.target_noise_clip, self.target_noise_clip
-            )
-            next_actions = (self.policy.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)
-            next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=0).values
-            target = batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
-        q = self.critic(batch.observations, batch.actions)
-        return (q - target).pow(2).mean(dim=1).sum(), q
+        super().__init__(dataset, **kwargs)
 
     def actor_loss(self, batch: Batch) -> torch.Tensor:
         """-lambda * mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1(s, pi(s))| (detached)."""
@@ -144,35 +35,5 @@ class TD3BC(OfflineAlgorithm):
         lmbda = self.alpha / q.abs().mean().detach()
         return -lmbda * q.mean() + F.mse_loss(pi, batch.actions)
 
-    # ------------------------------------------------------------------ one update
 
-    def train(self, gradient_steps: int, batch_size: int) -> None:
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            batch = self._sample(batch_size)
-            if not self.pretraining_step(batch):
-                self.td3_update(batch)
-
-    def td3_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
-        """One TD3+BC update; a pretraining recipe may pass its own critic objective (PSQN does)."""
-        policy = self.policy
-
-        # Critic step on the twin TD targets (or the recipe's objective).
-        with self.autocast():
-            if critic_loss is None:
-                critic_loss, q = self.critic_loss(batch)
-                self._record(q_mean=q.mean())
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        policy.critic_optimizer.step()
-        self._record(critic_loss=critic_loss)
-
-        # Delayed actor step (gradients reach only the actor's weights), then the targets follow.
-        if self._n_updates % self.policy_delay == 0:
-            with self.autocast():
-                actor_loss = self.actor_loss(batch)
-            policy.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)
-            policy.actor_optimizer.step()
-            self.soft_update(*self._target_pairs, self.tau)
-            self._record(actor_loss=actor_loss)
+__all__ = ["TD3BC", "TD3Policy"]
