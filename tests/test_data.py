@@ -587,3 +587,32 @@ def test_make_behavior_dataset_round_trip(single_thread_torch):
     assert data.metadata["zoo_generator_version"] == GENERATOR_VERSION
     behavior = json.loads(data.metadata["zoo_behavior"])
     assert behavior == {"checkpoint": HOPPER_ACTOR, "deterministic": False, "seed": 0}
+
+
+# ---------------------------------------------------------------------------- flat-array cache
+
+
+def test_cache_serves_identical_arrays_and_follows_overwrites(tiny, write_tiny, minari_root_per_test, make_episode):
+    from zoo.data.minari_io import read_dataset
+
+    first = read_dataset(tiny.dataset_id)
+    cache_files = list((minari_root_per_test / ".zoo-cache").glob("*.npz"))
+    assert [p.name for p in cache_files] == ["zoo__hopper__tiny-v0.npz"]
+    cached = read_dataset(tiny.dataset_id)
+    for name in ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ends"):
+        np.testing.assert_array_equal(getattr(first, name), getattr(cached, name))
+    assert ".zoo-cache" not in " ".join(minari.list_local_datasets())
+    # Overwriting the dataset changes its files, so the next read does not use the stale cache.
+    write_tiny(episodes=[make_episode(7, 2, terminated=True)], overwrite=True)
+    fresh = read_dataset(tiny.dataset_id)
+    assert len(fresh.rewards) == 2 and fresh.observations[0, 0] == 700.0
+
+
+def test_a_corrupt_cache_is_ignored(tiny, minari_root_per_test):
+    from zoo.data.minari_io import read_dataset
+
+    expected = read_dataset(tiny.dataset_id, cache=False).rewards
+    assert not (minari_root_per_test / ".zoo-cache").exists()  # cache=False writes nothing
+    read_dataset(tiny.dataset_id)
+    (minari_root_per_test / ".zoo-cache" / "zoo__hopper__tiny-v0.npz").write_bytes(b"not an npz")
+    np.testing.assert_array_equal(read_dataset(tiny.dataset_id).rewards, expected)

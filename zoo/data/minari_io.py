@@ -84,8 +84,17 @@ class FlatEpisodes:
         return np.add.reduceat(self.rewards.astype(np.float64), self.episode_starts)
 
 
-def read_dataset(dataset_id: str) -> FlatEpisodes:
-    """Read every episode of a local Minari dataset into flat float32 arrays."""
+FLAT_ARRAYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ends")
+
+
+def read_dataset(dataset_id: str, *, cache: bool = True) -> FlatEpisodes:
+    """Read every episode of a local Minari dataset into flat float32 arrays.
+
+    Minari stores one HDF5 group per episode, which makes a 1M-transition dataset of short episodes
+    (hopper-random: 45k episodes) take about a minute to read. The flat arrays are therefore cached in
+    `<minari root>/.zoo-cache/` (a hidden folder Minari ignores), keyed by the size and modification
+    time of the dataset's files, so later loads take about a second; `cache=False` skips it.
+    """
     import minari
 
     dataset = minari.load_dataset(dataset_id)
@@ -96,6 +105,20 @@ def read_dataset(dataset_id: str) -> FlatEpisodes:
                 f"Dataset '{dataset_id}' has a {role} space {space}; zoo agents take flat Box spaces. "
                 "Flatten it when writing the dataset (gymnasium.wrappers.FlattenObservation)."
             )
+    cache_path, stamp = _cache_location(dataset_id)
+    arrays = _read_cache(cache_path, stamp) if cache else None
+    if arrays is None:
+        arrays = _read_episodes(dataset, dataset_id)
+        if cache:
+            _write_cache(cache_path, stamp, arrays)
+    flat = FlatEpisodes(
+        **arrays, observation_space=obs_space, action_space=act_space, metadata=dict(dataset.storage.metadata)
+    )
+    check_finite(flat, dataset_id)
+    return flat
+
+
+def _read_episodes(dataset, dataset_id: str) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
     lengths = []
     for episode in dataset.iterate_episodes():
@@ -109,7 +132,7 @@ def read_dataset(dataset_id: str) -> FlatEpisodes:
         lengths.append(len(episode.actions))
     if not lengths or sum(lengths) == 0:
         raise ValueError(f"Dataset '{dataset_id}' holds no transitions.")
-    flat = FlatEpisodes(
+    return dict(
         observations=np.concatenate(parts["obs"]),
         actions=np.concatenate(parts["act"]),
         rewards=np.concatenate(parts["rew"]),
@@ -117,12 +140,37 @@ def read_dataset(dataset_id: str) -> FlatEpisodes:
         terminations=np.concatenate(parts["term"]),
         truncations=np.concatenate(parts["trunc"]),
         episode_ends=np.cumsum(lengths),
-        observation_space=obs_space,
-        action_space=act_space,
-        metadata=dict(dataset.storage.metadata),
     )
-    check_finite(flat, dataset_id)
-    return flat
+
+
+def _cache_location(dataset_id: str) -> tuple[Path, str]:
+    data = minari_root() / dataset_id / "data"
+    stamp = ";".join(
+        f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in sorted(data.iterdir()) if f.is_file()
+    )
+    return minari_root() / ".zoo-cache" / (dataset_id.replace("/", "__") + ".npz"), stamp
+
+
+def _read_cache(path: Path, stamp: str) -> dict[str, np.ndarray] | None:
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if str(cached["stamp"]) != stamp:
+                return None
+            return {name: cached[name] for name in FLAT_ARRAYS}
+    except (OSError, KeyError, ValueError):
+        return None  # absent, stale or unreadable: read the dataset itself
+
+
+def _write_cache(path: Path, stamp: str, arrays: dict[str, np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.npz")
+    try:
+        np.savez(tmp, stamp=np.array(stamp), **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only root only costs the speed-up
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def check_finite(flat: FlatEpisodes, dataset_id: str) -> None:
