@@ -14,6 +14,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
+import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
@@ -32,6 +33,23 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) 
     """Adam with the fused kernel (CUDA and CPU): measured here ~3x faster than foreach on CPU."""
     fused = device.type in ("cuda", "cpu")
     return torch.optim.Adam(params, lr=lr, fused=fused, foreach=None if fused else True)
+
+
+class OnlineBuffer:
+    """Online transitions on the training device, rows laid out like the offline table."""
+
+    def __init__(self, capacity: int, width: int, device: torch.device):
+        self.data = torch.zeros(capacity, width, device=device)
+        self.size = 0
+
+    def add(self, row: torch.Tensor) -> None:
+        if self.size >= self.data.shape[0]:
+            raise RuntimeError(f"The online buffer is full ({self.data.shape[0]} transitions).")
+        self.data[self.size] = row
+        self.size += 1
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.data[torch.randint(self.size, (n,), device=self.data.device)]
 
 
 class GradientStepProgressBar(ProgressBarCallback):
@@ -98,6 +116,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     :param pretrain_steps: gradient steps of the pretraining phase, counted inside `learn`'s total; a float
         in (0, 1) is that share of the total of the first `learn` call (PSQN pretrains for 10%)
     :param pretrain_kwargs: options of the recipe (e.g. {"td_weight": 0.0} for "imitate")
+    :param online_mixing_ratio: share of each online fine-tuning batch drawn from the offline dataset
+        (Cal-QL: 0.5); the rest comes from the online buffer
+    :param online_utd_ratio: gradient steps per environment step during fine-tuning
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
         fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
     """
@@ -119,6 +140,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         pretrain: str | None = None,
         pretrain_steps: int | float = 0,
         pretrain_kwargs: dict[str, Any] | None = None,
+        online_mixing_ratio: float = 0.5,
+        online_utd_ratio: int = 1,
         precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
@@ -149,6 +172,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
+        if not 0.0 <= online_mixing_ratio <= 1.0:
+            raise ValueError(f"online_mixing_ratio is a share of the batch in [0, 1], got {online_mixing_ratio}.")
+        if int(online_utd_ratio) != online_utd_ratio or online_utd_ratio < 1:
+            raise ValueError(f"online_utd_ratio is a whole number of updates per env step >= 1, got {online_utd_ratio}.")
+        self.online_mixing_ratio, self.online_utd_ratio = online_mixing_ratio, int(online_utd_ratio)
         fraction = isinstance(pretrain_steps, float) and 0.0 < pretrain_steps < 1.0
         if not fraction and (int(pretrain_steps) != pretrain_steps or pretrain_steps < 0):
             raise ValueError(
@@ -180,6 +208,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         ).to(self.device)
         self.policy.build_optimizers(self.lr_schedule(1.0))
         self._table: torch.Tensor | None = None
+        self._online: OnlineBuffer | None = None
         self._stat_sums: dict[str, torch.Tensor] = {}
         self._stat_counts: dict[str, int] = {}
         self.pretraining = make_pretraining(self.pretrain, **self.pretrain_kwargs)
@@ -226,7 +255,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [
-            *super()._excluded_save_params(), "dataset", "_table", "_columns", "_stat_sums", "_stat_counts", "pretraining"
+            *super()._excluded_save_params(), "dataset", "_table", "_columns", "_stat_sums", "_stat_counts", "pretraining", "_online"
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -257,24 +286,34 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             )
         if self.dataset.device != self.device:
             self.dataset = self.dataset.to(self.device)
-        columns = self._dataset_columns(self.dataset)
-        self._columns: dict[str, slice] = {}
-        start = 0
-        parts = []
-        for name, column in columns.items():
-            column = column.reshape(len(self.dataset), -1).float()
-            width = column.shape[1]
+        columns = {
+            name: column.reshape(len(self.dataset), -1).float()
+            for name, column in self._dataset_columns(self.dataset).items()
+        }
+        self._columns = self._layout({name: column.shape[1] for name, column in columns.items()})
+        self._table = torch.cat(list(columns.values()), dim=1).contiguous()
+
+    @staticmethod
+    def _layout(widths: dict[str, int]) -> dict[str, tuple[slice, bool]]:
+        """Column slices of the packed table; scalar columns (rewards, flags) come out squeezed."""
+        layout, start = {}, 0
+        for name, width in widths.items():
             squeeze = width == 1 and name not in ("observations", "next_observations", "actions")
-            self._columns[name] = (slice(start, start + width), squeeze)
-            parts.append(column)
+            layout[name] = (slice(start, start + width), squeeze)
             start += width
-        self._table = torch.cat(parts, dim=1).contiguous()
+        return layout
 
     def _sample(self, batch_size: int) -> Batch:
-        """A uniform batch drawn on the device: no host round trip."""
-        assert self._table is not None
-        index = torch.randint(self._table.shape[0], (batch_size,), device=self.device)
-        rows = self._table[index]
+        """A uniform batch drawn on the device: no host round trip. Online, `online_mixing_ratio` of it
+        comes from the offline table and the rest from the online buffer (sizes are host-side counters)."""
+        online = self._online.size if self._online is not None else 0
+        n_offline = batch_size if online == 0 else int(round(self.online_mixing_ratio * batch_size))
+        parts = []
+        if n_offline > 0:
+            parts.append(self._table[torch.randint(self._table.shape[0], (n_offline,), device=self.device)])
+        if n_offline < batch_size:
+            parts.append(self._online.sample(batch_size - n_offline))
+        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         return Batch(
             {name: rows[:, cols].squeeze(1) if squeeze else rows[:, cols] for name, (cols, squeeze) in self._columns.items()}
         )
@@ -376,16 +415,102 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.policy.set_training_mode(False)
         return self
 
-    def finetune(self, total_timesteps: int, env: GymEnv | None = None, **kwargs: Any):
-        """Online fine-tuning from the offline agent (environment from the dataset's task unless given).
+    def finetune(
+        self,
+        total_timesteps: int,
+        env: gym.Env | None = None,
+        callback: MaybeCallback = None,
+        log_interval: int = 1000,
+        tb_log_name: str | None = None,
+        progress_bar: bool = False,
+    ):
+        """Online fine-tuning: `total_timesteps` environment steps, each followed by `online_utd_ratio`
+        gradient steps on batches mixing offline and online transitions.
 
-        The shared online loop (exploration, offline/online mixing, update-to-data ratio) lands with
-        the offline-to-online agents (Cal-QL, OPT); until then no agent supports it.
+        The environment is the dataset's (its task's env id) unless given. Online transitions are
+        normalised with the offline statistics and stored on the device; a time-limit end is stored as a
+        truncation (bootstrapped), only a termination stops the TD target. Callbacks see one `on_step`
+        per environment step, so `EvalCallback(eval_freq=...)` counts environment steps here.
         """
-        raise NotImplementedError(
-            f"{type(self).__name__} has no online fine-tuning yet: it arrives with the offline-to-online "
-            "agents (calql, opt). Use learn() for offline training."
+        if env is None:
+            if self.task is None:
+                raise ValueError(
+                    "finetune() needs an environment: pass env=gym.make('<id>'), or train on a dataset whose "
+                    "task names its environment."
+                )
+            env = gym.make(self.task.env_id)
+        for role, ours, theirs in (("observation", self.observation_space, env.observation_space),
+                                   ("action", self.action_space, env.action_space)):
+            if ours.shape != theirs.shape:
+                raise ValueError(f"The env's {role} space {theirs} does not match the agent's {ours}.")
+        if self.dataset is not None:
+            self._prepare_table()
+        elif self.online_mixing_ratio > 0:
+            raise ValueError(
+                f"online_mixing_ratio={self.online_mixing_ratio} mixes in offline data, but this agent has no "
+                "dataset: load it with load(path, dataset=...), or set online_mixing_ratio=0."
+            )
+        else:  # no offline table: the online rows carry the base columns only
+            obs_dim, act_dim = self.policy.obs_dim, self.policy.act_dim
+            self._columns = self._layout(
+                {"observations": obs_dim, "actions": act_dim, "rewards": 1, "next_observations": obs_dim, "terminations": 1}
+            )
+        width = max(cols.stop for cols, _ in self._columns.values())
+        self._online = OnlineBuffer(total_timesteps, width, self.device)
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, True, tb_log_name or f"{type(self).__name__}_finetune", progress_bar
         )
+        self._on_finetune_start()
+        callback.on_training_start(locals(), globals())
+        obs, _ = env.reset(seed=self.seed)
+        episode_return, episode_length = 0.0, 0
+        while self.num_timesteps < total_timesteps:
+            self.policy.set_training_mode(False)
+            action = self.explore(obs)
+            next_obs, reward, terminated, truncated, _ = env.step(action)
+            self._online.add(self._online_row(obs, action, reward, next_obs, terminated))
+            self.num_timesteps += 1
+            episode_return, episode_length = episode_return + float(reward), episode_length + 1
+            self.policy.set_training_mode(True)
+            self.train(gradient_steps=self.online_utd_ratio, batch_size=self.batch_size)
+            self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
+            callback.update_locals(locals())
+            if not callback.on_step():
+                break
+            if terminated or truncated:
+                self.ep_info_buffer.append({"r": episode_return, "l": episode_length})
+                self._record(online_episode_return=torch.tensor(episode_return))
+                episode_return, episode_length = 0.0, 0
+                next_obs, _ = env.reset()
+            obs = next_obs
+            if log_interval and self.num_timesteps % log_interval == 0:
+                self._dump_logs()
+        callback.on_training_end()
+        self.policy.set_training_mode(False)
+        return self
+
+    def explore(self, observation: np.ndarray) -> np.ndarray:
+        """The action taken online for one env observation (in the env's bounds); agents define it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define how it explores online.")
+
+    def _on_finetune_start(self) -> None:
+        """Hook for agents whose losses change between the offline and the online phase."""
+
+    def _online_row(self, obs, action, reward, next_obs, terminated) -> torch.Tensor:
+        """One transition laid out like a row of the offline table (extra columns, e.g. MC returns, 0)."""
+        policy = self.policy
+        as_tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)  # noqa: E731
+        row = torch.zeros(self._online.data.shape[1], device=self.device)
+        values = {
+            "observations": policy.normalize_observations(as_tensor(obs)),
+            "actions": as_tensor(policy.scale_action(np.asarray(action))),
+            "rewards": as_tensor([reward]),
+            "next_observations": policy.normalize_observations(as_tensor(next_obs)),
+            "terminations": as_tensor([float(terminated)]),
+        }
+        for name, value in values.items():
+            row[self._columns[name][0]] = value
+        return row
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         raise NotImplementedError

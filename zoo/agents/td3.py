@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
@@ -63,6 +64,7 @@ class TD3(OfflineAlgorithm):
     :param policy_delay: critic updates per actor (and target) update
     :param target_policy_noise: std of the smoothing noise on the target action
     :param target_noise_clip: clip of that noise
+    :param exploration_noise: std of the Gaussian noise on online actions, in [-1, 1] units (sfujim/TD3: 0.1)
     :param policy_kwargs: net_arch (hidden sizes), actor_net_arch (the actor's, when it differs), n_critics,
         actor_layer_norm, critic_layer_norm (LayerNorm without affine before each ReLU), shared_q (critics
         with a transition head on their backbone, for pretrain="transition")
@@ -84,6 +86,7 @@ class TD3(OfflineAlgorithm):
         policy_delay: int = 2,
         target_policy_noise: float = 0.2,
         target_noise_clip: float = 0.5,
+        exploration_noise: float = 0.1,
         normalize_observations: bool = True,
         precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
@@ -92,6 +95,7 @@ class TD3(OfflineAlgorithm):
         self.policy_delay = policy_delay
         self.target_policy_noise = target_policy_noise
         self.target_noise_clip = target_noise_clip
+        self.exploration_noise = exploration_noise
         super().__init__(
             policy,
             dataset,
@@ -116,8 +120,16 @@ class TD3(OfflineAlgorithm):
         if self.pretraining is not None and self._n_updates > self.pretrain_until:
             self.pretraining.finish(self)  # a loaded agent past its pretraining phase
 
+    def explore(self, observation: np.ndarray) -> np.ndarray:
+        """pi(s) + N(0, exploration_noise^2), clipped to the action bounds (sfujim/TD3 main.py)."""
+        if not hasattr(self, "_explore_rng"):
+            self._explore_rng = np.random.default_rng(self.seed)
+        action, _ = self.predict(observation, deterministic=True)
+        scaled = self.policy.scale_action(action) + self._explore_rng.normal(0.0, self.exploration_noise, action.shape)
+        return self.policy.unscale_action(np.clip(scaled, -1.0, 1.0))
+
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_target_pairs"]
+        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_target_pairs", "_explore_rng"]
 
     # ------------------------------------------------------------------ losses
 
