@@ -198,6 +198,30 @@ def zoo_td3bc(dataset, device, precision="float32"):
     return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
 
+def zoo_agent(key: str, dataset, device, phase: str):
+    """An agent of the registry, timed in its pretraining phase or in its RL phase (after it)."""
+    from zoo import make_agent
+
+    agent = make_agent(key, dataset, seed=0, device=device)
+    agent.learn(1)
+    if phase == "rl" and agent.pretraining is not None:
+        agent.pretrain_steps = 1  # skip straight to the agent's own losses
+        agent._n_updates = max(agent._n_updates, 1)
+    return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
+
+
+def zoo_finetune_rate(dataset, device, steps: int) -> float:
+    """Online fine-tuning: env steps per second, one TD3+BC update per step, HalfCheetah-v5."""
+    from zoo import TD3BC
+
+    agent = TD3BC(dataset, seed=0, device=device)
+    agent.finetune(20)  # warm-up
+    start = time.perf_counter()
+    agent.finetune(steps)
+    sync(device)
+    return steps / (time.perf_counter() - start)
+
+
 def rate_block(train_n, n: int, device: torch.device, warmup: int = 50) -> float:
     """Like `rate`, for an API that runs n updates in one call (SB3's `train(gradient_steps=n)`)."""
     train_n(warmup)
@@ -290,6 +314,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per implementation")
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time d3rlpy and SB3")
+    parser.add_argument("--agents", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time every registry agent (pretraining and RL phases) and online fine-tuning")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -331,6 +357,16 @@ def main() -> None:
                 print(f"{name + ':':24}{fn(data, device, args.steps):8.1f} updates/s")
             except ImportError as error:
                 print(f"{name + ':':24} skipped ({error.name} not installed: pip install -e .[bench])")
+    if args.agents:
+        from zoo import AGENTS
+
+        n = max(args.steps // 4, 100)
+        for key, spec in AGENTS.items():
+            phases = ("pretrain", "rl") if "pretrain" in spec.defaults else ("rl",)
+            for phase in phases:
+                label = f"zoo {key}" + (f" ({phase})" if len(phases) > 1 else "")
+                print(f"{label + ':':32}{rate(zoo_agent(key, dataset, device, phase), n, device):8.1f} updates/s")
+        print(f"{'zoo td3bc finetune:':32}{zoo_finetune_rate(dataset, device, n):8.1f} env steps/s (UTD 1)")
     print(f"ratio_vs_reference={ours / ref:.2f}")
 
 
