@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from zoo.nn.ensemble import EnsembleMLP
+from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP
 
 
 class EnsembleQ(nn.Module):
@@ -47,21 +47,18 @@ class SharedQ(nn.Module):
         layer_norm: bool = False,
     ):
         super().__init__()
-        from zoo.nn.ensemble import EnsembleLinear
-
         if not hidden:
             raise ValueError("A shared Q-network needs at least one hidden layer for its backbone.")
         self.n_critics = n_critics
         # The backbone is an MLP whose last layer is hidden too: ReLU after it, heads on top.
-        self.backbone = EnsembleMLP(n_critics, obs_dim + act_dim, hidden[-1], hidden[:-1], layer_norm)
+        self.backbone = EnsembleMLP(
+            n_critics, obs_dim + act_dim, hidden[-1], hidden[:-1], layer_norm, activate_output=True
+        )
         self.q_head = EnsembleLinear(n_critics, hidden[-1], 1)
         self.transition_head = EnsembleLinear(n_critics, hidden[-1], obs_dim)
 
     def features(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        z = self.backbone(torch.cat([obs, actions], dim=-1), members)
-        if self.backbone.layer_norm:
-            z = torch.nn.functional.layer_norm(z, z.shape[-1:])
-        return torch.relu(z)
+        return self.backbone(torch.cat([obs, actions], dim=-1), members)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         return self.q_head(self.features(obs, actions, members), members).squeeze(-1)

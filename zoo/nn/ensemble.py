@@ -60,18 +60,20 @@ class EnsembleMLP(nn.Module):
         out_features: int,
         hidden: Sequence[int] = (256, 256),
         layer_norm: bool = False,
+        activate_output: bool = False,
     ):
         super().__init__()
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.layer_norm = layer_norm
+        self.activate_output = activate_output  # a feature extractor: [LayerNorm ->] ReLU after the last layer too
         self.n_members = n_members
 
     def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        *hidden, last = self.layers
-        for layer in hidden:
+        for i, layer in enumerate(self.layers):
             x = layer(x, members)
-            if self.layer_norm:
-                x = F.layer_norm(x, x.shape[-1:])
-            x = F.relu(x)
-        return last(x, members)
+            if i < len(self.layers) - 1 or self.activate_output:
+                if self.layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:])
+                x = F.relu(x)
+        return x
