@@ -497,19 +497,18 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         """Hook for agents whose losses change between the offline and the online phase."""
 
     def _online_row(self, obs, action, reward, next_obs, terminated) -> torch.Tensor:
-        """One transition laid out like a row of the offline table (extra columns, e.g. MC returns, 0)."""
-        policy = self.policy
-        as_tensor = lambda x: torch.as_tensor(np.asarray(x, dtype=np.float32), device=self.device)  # noqa: E731
-        row = torch.zeros(self._online.data.shape[1], device=self.device)
-        values = {
-            "observations": policy.normalize_observations(as_tensor(obs)),
-            "actions": as_tensor(policy.scale_action(np.asarray(action))),
-            "rewards": as_tensor([reward]),
-            "next_observations": policy.normalize_observations(as_tensor(next_obs)),
-            "terminations": as_tensor([float(terminated)]),
-        }
-        for name, value in values.items():
-            row[self._columns[name][0]] = value
+        """One transition laid out like a row of the offline table (extra columns, e.g. MC returns, 0):
+        assembled on the host, one copy to the device, observations normalised there."""
+        policy, columns = self.policy, self._columns
+        host = np.zeros(self._online.data.shape[1], dtype=np.float32)
+        host[columns["observations"][0]] = obs
+        host[columns["actions"][0]] = policy.scale_action(np.asarray(action))
+        host[columns["rewards"][0]] = reward
+        host[columns["next_observations"][0]] = next_obs
+        host[columns["terminations"][0]] = float(terminated)
+        row = torch.as_tensor(host, device=self.device)
+        for name in ("observations", "next_observations"):
+            row[columns[name][0]] = policy.normalize_observations(row[columns[name][0]])
         return row
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
