@@ -36,11 +36,17 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) 
 
 
 class OnlineBuffer:
-    """Online transitions on the training device, rows laid out like the offline table."""
+    """Online transitions on the training device, rows laid out like the offline table.
+
+    `size` rows are stored; the first `ready` of them can be sampled. Most agents sample a transition as
+    soon as it is stored; agents whose columns need the whole episode (Cal-QL's Monte-Carlo returns)
+    release an episode's rows when it ends.
+    """
 
     def __init__(self, capacity: int, width: int, device: torch.device):
         self.data = torch.zeros(capacity, width, device=device)
         self.size = 0
+        self.ready = 0
 
     def add(self, row: torch.Tensor) -> None:
         if self.size >= self.data.shape[0]:
@@ -49,7 +55,7 @@ class OnlineBuffer:
         self.size += 1
 
     def sample(self, n: int) -> torch.Tensor:
-        return self.data[torch.randint(self.size, (n,), device=self.data.device)]
+        return self.data[torch.randint(self.ready, (n,), device=self.data.device)]
 
 
 class GradientStepProgressBar(ProgressBarCallback):
@@ -119,12 +125,18 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     :param online_mixing_ratio: share of each online fine-tuning batch drawn from the offline dataset
         (Cal-QL: 0.5); the rest comes from the online buffer
     :param online_utd_ratio: gradient steps per environment step during fine-tuning
+    :param reward_scale: rewards are trained on as r * reward_scale + reward_bias, offline and online
+        (Cal-QL/CQL on AntMaze: 10, -5; SPOT/OPT on AntMaze: 1, -1)
+    :param reward_bias: see reward_scale
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
         fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {}
     policy: OfflinePolicy
+    # Online rows become sampleable when their episode ends (agents whose columns need the whole
+    # episode, e.g. Monte-Carlo returns); otherwise as soon as they are stored.
+    online_rows_wait_for_episode_end: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -142,6 +154,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         pretrain_kwargs: dict[str, Any] | None = None,
         online_mixing_ratio: float = 0.5,
         online_utd_ratio: int = 1,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
         precision: str = "float32",
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
@@ -177,6 +191,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         if int(online_utd_ratio) != online_utd_ratio or online_utd_ratio < 1:
             raise ValueError(f"online_utd_ratio is a whole number of updates per env step >= 1, got {online_utd_ratio}.")
         self.online_mixing_ratio, self.online_utd_ratio = online_mixing_ratio, int(online_utd_ratio)
+        self.reward_scale, self.reward_bias = float(reward_scale), float(reward_bias)
         fraction = isinstance(pretrain_steps, float) and 0.0 < pretrain_steps < 1.0
         if not fraction and (int(pretrain_steps) != pretrain_steps or pretrain_steps < 0):
             raise ValueError(
@@ -272,11 +287,15 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         return {
             "observations": policy.normalize_observations(dataset.observations),
             "actions": 2.0 * (dataset.actions - low) / (high - low) - 1.0,  # SB3's scale_action, on device
-            "rewards": dataset.rewards,
+            "rewards": self.transform_rewards(dataset.rewards),
             "next_observations": policy.normalize_observations(dataset.next_observations),
             "terminations": dataset.terminations.float(),
             **(self.pretraining.columns(self, dataset) if self.pretraining is not None else {}),
         }
+
+    def transform_rewards(self, rewards):
+        """The rewards the losses see: r * reward_scale + reward_bias (identity by default)."""
+        return rewards * self.reward_scale + self.reward_bias
 
     def _prepare_table(self) -> None:
         """Pack every column into one (N, width) tensor so a batch is a single gather."""
@@ -306,7 +325,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def _sample(self, batch_size: int) -> Batch:
         """A uniform batch drawn on the device: no host round trip. Online, `online_mixing_ratio` of it
         comes from the offline table and the rest from the online buffer (sizes are host-side counters)."""
-        online = self._online.size if self._online is not None else 0
+        online = self._online.ready if self._online is not None else 0
         n_offline = batch_size if online == 0 else int(round(self.online_mixing_ratio * batch_size))
         parts = []
         if n_offline > 0:
@@ -469,6 +488,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             action = self.explore(obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             self._online.add(self._online_row(obs, action, reward, next_obs, terminated))
+            if not self.online_rows_wait_for_episode_end:
+                self._online.ready = self._online.size
+            elif terminated or truncated:
+                self._on_online_episode_end(self._online.size - episode_length - 1, self._online.size)
+                self._online.ready = self._online.size
             self.num_timesteps += 1
             episode_return, episode_length = episode_return + float(reward), episode_length + 1
             self.policy.set_training_mode(True)
@@ -496,6 +520,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def _on_finetune_start(self) -> None:
         """Hook for agents whose losses change between the offline and the online phase."""
 
+    def _on_online_episode_end(self, start: int, stop: int) -> None:
+        """Hook: online rows [start, stop) form a finished episode (fill whole-episode columns here)."""
+
     def _online_row(self, obs, action, reward, next_obs, terminated) -> torch.Tensor:
         """One transition laid out like a row of the offline table (extra columns, e.g. MC returns, 0):
         assembled on the host, one copy to the device, observations normalised there."""
@@ -503,7 +530,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         host = np.zeros(self._online.data.shape[1], dtype=np.float32)
         host[columns["observations"][0]] = obs
         host[columns["actions"][0]] = policy.scale_action(np.asarray(action))
-        host[columns["rewards"][0]] = reward
+        host[columns["rewards"][0]] = self.transform_rewards(reward)
         host[columns["next_observations"][0]] = next_obs
         host[columns["terminations"][0]] = float(terminated)
         row = torch.as_tensor(host, device=self.device)

@@ -145,10 +145,13 @@ class TD3(OfflineAlgorithm):
         q = self.critic(batch.observations, batch.actions)
         return (q - target).pow(2).mean(dim=1).sum(), q
 
+    def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """The Q-value the actor climbs: Q_1(s, a) (OPT swaps in its kappa-mix of two critics)."""
+        return self.critic(observations, actions, members=slice(0, 1))[0]
+
     def actor_loss(self, batch: Batch) -> torch.Tensor:
         """-mean Q_1(s, pi(s))."""
-        pi = self.actor(batch.observations)
-        return -self.critic(batch.observations, pi, members=slice(0, 1))[0].mean()
+        return -self.actor_q(batch.observations, self.actor(batch.observations)).mean()
 
     # ------------------------------------------------------------------ one update
 

@@ -31,7 +31,7 @@ class TD3BC(TD3):
     def actor_loss(self, batch: Batch) -> torch.Tensor:
         """-lambda * mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1(s, pi(s))| (detached)."""
         pi = self.actor(batch.observations)
-        q = self.critic(batch.observations, pi, members=slice(0, 1))[0]
+        q = self.actor_q(batch.observations, pi)
         lmbda = self.alpha / q.abs().mean().detach()
         return -lmbda * q.mean() + F.mse_loss(pi, batch.actions)
 
