@@ -1,7 +1,7 @@
 """Networks with a leading member axis: batched ensembles, critics, actors."""
 
-from zoo.nn.actors import DeterministicActor
+from zoo.nn.actors import DeterministicActor, TanhGaussianActor
 from zoo.nn.critics import EnsembleQ, SharedQ
-from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP
+from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP, initialize
 
-__all__ = ["DeterministicActor", "EnsembleLinear", "EnsembleMLP", "EnsembleQ", "SharedQ"]
+__all__ = ["DeterministicActor", "TanhGaussianActor", "initialize", "EnsembleLinear", "EnsembleMLP", "EnsembleQ", "SharedQ"]

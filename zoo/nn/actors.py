@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from zoo.nn.ensemble import EnsembleMLP
+from zoo.nn.ensemble import EnsembleMLP, initialize
 
 
 class DeterministicActor(nn.Module):
@@ -20,3 +22,68 @@ class DeterministicActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(obs)).squeeze(0)
+
+
+class TanhGaussianActor(nn.Module):
+    """a = tanh(u), u ~ N(mu(s), sigma(s)^2): the SAC-family policy (CQL, Cal-QL, EDAC).
+
+    One MLP outputs mu and log sigma side by side (the same maps as two linear heads on one trunk).
+    log sigma is clipped to `log_std_bounds`; with `learnable_log_std_scale` it is first mapped through
+    m * log_sigma + o with learnable scalars m (init 1) and o (init -1), as in JaxCQL/Cal-QL and CORL's CQL.
+    log pi(a|s) includes the tanh change of variables, computed stably as
+    log(1 - tanh(u)^2) = 2 (log 2 - u - softplus(-2u)).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        layer_norm: bool = False,
+        log_std_bounds: tuple[float, float] = (-20.0, 2.0),
+        learnable_log_std_scale: bool = False,
+        init: str = "default",
+        output_bound: float | None = None,
+    ):
+        super().__init__()
+        self.act_dim = act_dim
+        self.net = EnsembleMLP(1, obs_dim, 2 * act_dim, hidden, layer_norm)
+        initialize(self.net, init, output_bound)
+        self.log_std_bounds = tuple(log_std_bounds)
+        self.learnable_log_std_scale = learnable_log_std_scale
+        if learnable_log_std_scale:
+            self.log_std_multiplier = nn.Parameter(torch.tensor(1.0))
+            self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
+
+    def distribution(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, sigma) of the pre-tanh Gaussian, each (batch, act_dim)."""
+        mean, log_std = self.net(obs).squeeze(0).chunk(2, dim=-1)
+        if self.learnable_log_std_scale:
+            log_std = self.log_std_multiplier * log_std + self.log_std_offset
+        return mean, log_std.clamp(*self.log_std_bounds).exp()
+
+    @staticmethod
+    def _log_prob(u: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        gaussian = -0.5 * ((u - mean) / std).pow(2) - std.log() - 0.5 * math.log(2 * math.pi)
+        tanh_correction = 2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))
+        return (gaussian - tanh_correction).sum(-1)
+
+    def forward(
+        self, obs: torch.Tensor, deterministic: bool = False, n_samples: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised actions and their log-probabilities.
+
+        Shapes: (batch, act_dim) and (batch,); with `n_samples=K`, (K, batch, act_dim) and (K, batch),
+        K independent samples per state from one evaluation of the network.
+        """
+        mean, std = self.distribution(obs)
+        if n_samples is not None:
+            mean, std = mean.expand(n_samples, *mean.shape), std.expand(n_samples, *std.shape)
+        u = mean if deterministic else mean + std * torch.randn_like(mean)
+        return torch.tanh(u), self._log_prob(u, mean, std)
+
+    def log_prob(self, obs: torch.Tensor, actions: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+        """log pi(a|s) of given actions in [-1, 1] (clipped to ±(1 - eps): atanh(±1) is infinite)."""
+        mean, std = self.distribution(obs)
+        u = torch.atanh(actions.clamp(-1.0 + eps, 1.0 - eps))
+        return self._log_prob(u, mean, std)

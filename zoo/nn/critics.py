@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP
+from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP, initialize
 
 
 class EnsembleQ(nn.Module):
@@ -20,10 +20,13 @@ class EnsembleQ(nn.Module):
         n_critics: int = 2,
         hidden: Sequence[int] = (256, 256),
         layer_norm: bool = False,
+        init: str = "default",
+        output_bound: float | None = None,
     ):
         super().__init__()
         self.n_critics = n_critics
         self.net = EnsembleMLP(n_critics, obs_dim + act_dim, 1, hidden, layer_norm)
+        initialize(self.net, init, output_bound)  # see zoo.nn.ensemble.initialize for the schemes
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         return self.net(torch.cat([obs, actions], dim=-1), members).squeeze(-1)

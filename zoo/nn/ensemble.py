@@ -77,3 +77,31 @@ class EnsembleMLP(nn.Module):
                     x = F.layer_norm(x, x.shape[-1:])
                 x = F.relu(x)
         return x
+
+
+def initialize(mlp: EnsembleMLP, scheme: str = "default", output_bound: float | None = None) -> None:
+    """Re-initialise every member of `mlp` the way a reference implementation does.
+
+    - "default": nn.Linear's U(±1/sqrt(fan_in)) (what EnsembleLinear starts with).
+    - "orthogonal": hidden weights orthogonal with gain sqrt(2), output gain 1e-2, biases 0
+      (JaxCQL / Cal-QL `orthogonal_init`, CORL's CQL).
+    - "edac": hidden biases 0.1, output weight and bias ~ U(±output_bound) (EDAC, SPOT on AntMaze).
+    `output_bound` alone (any scheme) re-draws the output layer from U(±output_bound).
+    """
+    if scheme not in ("default", "orthogonal", "edac"):
+        raise ValueError(f"Unknown initialisation '{scheme}': use 'default', 'orthogonal' or 'edac'.")
+    *hidden, output = mlp.layers
+    with torch.no_grad():
+        if scheme == "orthogonal":
+            for layer, gain in [*((h, math.sqrt(2.0)) for h in hidden), (output, 1e-2)]:
+                for member in range(layer.n_members):
+                    weight = torch.empty(layer.out_features, layer.in_features)
+                    nn.init.orthogonal_(weight, gain)
+                    layer.weight[member].copy_(weight.T)
+                layer.bias.zero_()
+        elif scheme == "edac":
+            for layer in hidden:
+                layer.bias.fill_(0.1)
+        if output_bound is not None:
+            nn.init.uniform_(output.weight, -output_bound, output_bound)
+            nn.init.uniform_(output.bias, -output_bound, output_bound)

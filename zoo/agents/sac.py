@@ -1,0 +1,235 @@
+"""SAC with an ensemble of N critics (SAC-N, An et al., 2021) on a fixed dataset: the base of the
+SAC family (CQL, Cal-QL, EDAC).
+
+One update, in the order of CORL's CQL and of the official EDAC trainer, every loss built from the
+networks as they were at the start of the step (one policy forward on s serves alpha and actor):
+1. temperature: L_alpha = -mean(log_alpha * (log pi(a~|s) + H_target)), H_target = -|A| ("auto");
+2. actor:       L_pi = mean(alpha log pi(a~|s) - min_i Q_i(s, a~));
+3. critics:     sum_i MSE(Q_i(s, a), r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))),
+                a' ~ pi(s') (the entropy term only with backup_entropy);
+then one Adam step each and Polyak averaging of the target critics. There is no target actor.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import Schedule
+
+from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.data.dataset import OfflineDataset
+from zoo.nn import EnsembleQ, TanhGaussianActor
+
+
+class SACPolicy(OfflinePolicy):
+    """Tanh-Gaussian actor, N critics as one batched ensemble and their targets, the log temperature,
+    and one optimizer each (their learning rates can differ: Cal-QL's actor uses 1e-4, its critics 3e-4).
+
+    :param net_arch: the critics' hidden sizes
+    :param actor_net_arch: the actor's hidden sizes (default: net_arch)
+    :param n_critics: ensemble size N (2 for CQL/Cal-QL, 10-50 for EDAC)
+    :param actor_layer_norm / critic_layer_norm: LayerNorm without affine before each ReLU
+    :param actor_init / critic_init: "default", "orthogonal" (JaxCQL) or "edac"; see zoo.nn.initialize
+    :param actor_output_bound / critic_output_bound: output layer ~ U(±bound) (EDAC: 1e-3 and 3e-3)
+    :param log_std_bounds: clip of the actor's log sigma (JaxCQL (-20, 2), EDAC (-5, 2))
+    :param learnable_log_std_scale: JaxCQL's learnable multiplier/offset on log sigma
+    :param initial_log_alpha: starting log temperature (0: alpha = 1)
+    :param actor_lr / alpha_lr: learning rates of the actor and the temperature (default: the critics')
+    """
+
+    optimizer_names = ("actor_optimizer", "critic_optimizer", "alpha_optimizer")
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: tuple[int, ...] | list[int] = (256, 256),
+        actor_net_arch: tuple[int, ...] | list[int] | None = None,
+        n_critics: int = 2,
+        actor_layer_norm: bool = False,
+        critic_layer_norm: bool = False,
+        actor_init: str = "default",
+        critic_init: str = "default",
+        actor_output_bound: float | None = None,
+        critic_output_bound: float | None = None,
+        log_std_bounds: tuple[float, float] = (-20.0, 2.0),
+        learnable_log_std_scale: bool = False,
+        initial_log_alpha: float = 0.0,
+        actor_lr: float | None = None,
+        alpha_lr: float | None = None,
+    ):
+        super().__init__(observation_space, action_space, lr_schedule, net_arch)
+        self.actor_lr, self.alpha_lr = actor_lr, alpha_lr
+        actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
+        self.actor = TanhGaussianActor(
+            self.obs_dim, self.act_dim, actor_arch, actor_layer_norm, tuple(log_std_bounds),
+            learnable_log_std_scale, actor_init, actor_output_bound,
+        )
+        self.critic = EnsembleQ(
+            self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, critic_init, critic_output_bound
+        )
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.nn.Parameter(torch.tensor(float(initial_log_alpha)))
+
+    def build_optimizers(self, lr: float) -> None:
+        self.actor_optimizer = adam(self.actor.parameters(), self.actor_lr or lr, self.device)
+        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
+        self.alpha_optimizer = adam([self.log_alpha], self.alpha_lr or lr, self.device)
+
+    def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        actions, _ = self.actor(self.normalize_observations(observation.float()), deterministic=deterministic)
+        return actions
+
+    def set_training_mode(self, mode: bool) -> None:
+        self.actor.train(mode)
+        self.critic.train(mode)
+        self.training = mode
+
+
+class SAC(OfflineAlgorithm):
+    """Offline SAC with N critics (SAC-N: the minimum over all N in target and actor loss).
+
+    :param dataset: the OfflineDataset to learn from
+    :param learning_rate: the critics' Adam learning rate
+    :param actor_learning_rate: the actor's (default: learning_rate)
+    :param alpha_learning_rate: the temperature's (default: actor_learning_rate)
+    :param ent_coef: "auto" (learned, starting at 1; "auto_0.1" starts at 0.1) or a fixed float, as in SB3
+    :param target_entropy: "auto" (-|A|) or a float
+    :param backup_entropy: subtract alpha log pi(a'|s') in the TD target (SAC, EDAC: yes; CQL: no)
+    :param policy_kwargs: see SACPolicy (n_critics, net_arch, actor_net_arch, LayerNorm, init schemes)
+    Other arguments: see OfflineAlgorithm.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": SACPolicy}
+    policy: SACPolicy
+
+    def __init__(
+        self,
+        dataset: OfflineDataset | None = None,
+        policy: str | type[SACPolicy] = "MlpPolicy",
+        *,
+        learning_rate: float = 3e-4,
+        actor_learning_rate: float | None = None,
+        alpha_learning_rate: float | None = None,
+        ent_coef: str | float = "auto",
+        target_entropy: str | float = "auto",
+        backup_entropy: bool = True,
+        **kwargs: Any,
+    ):
+        self.actor_learning_rate = actor_learning_rate
+        self.alpha_learning_rate = alpha_learning_rate
+        self.ent_coef = ent_coef
+        self.target_entropy = target_entropy
+        self.backup_entropy = backup_entropy
+        self._learn_alpha, self._initial_alpha = self._parse_ent_coef(ent_coef)
+        super().__init__(policy, dataset, learning_rate=learning_rate, **kwargs)
+
+    @staticmethod
+    def _parse_ent_coef(ent_coef: str | float) -> tuple[bool, float]:
+        if isinstance(ent_coef, str):
+            if ent_coef == "auto":
+                return True, 1.0
+            if ent_coef.startswith("auto_"):
+                try:
+                    return True, float(ent_coef[5:])
+                except ValueError:
+                    pass
+            raise ValueError(f"ent_coef is 'auto', 'auto_<initial value>' or a float, got {ent_coef!r}.")
+        if ent_coef <= 0:
+            raise ValueError(f"A fixed ent_coef must be positive, got {ent_coef}.")
+        return False, float(ent_coef)
+
+    def _setup_model(self) -> None:
+        actor_lr = self.actor_learning_rate
+        self.policy_kwargs = {
+            "actor_lr": actor_lr,
+            "alpha_lr": self.alpha_learning_rate or actor_lr,
+            "initial_log_alpha": float(np.log(self._initial_alpha)),
+            **self.policy_kwargs,
+        }
+        super()._setup_model()
+        self.actor, self.critic = self.policy.actor, self.policy.critic
+        self.policy.log_alpha.requires_grad_(self._learn_alpha)
+        self._actor_params = list(self.actor.parameters())
+        self._critic_params = list(self.critic.parameters())
+        self._target_pairs = (list(self.policy.critic_target.parameters()), self._critic_params)
+        entropy = -float(self.policy.act_dim) if self.target_entropy == "auto" else float(self.target_entropy)
+        self._target_entropy = entropy
+        if self.pretraining is not None and self._n_updates > self.pretrain_until:
+            self.pretraining.finish(self)  # a loaded agent past its pretraining phase
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_critic_params", "_target_pairs"]
+
+    def explore(self, observation: np.ndarray) -> np.ndarray:
+        """An action sampled from pi(.|s) (SAC explores with its own stochastic policy)."""
+        action, _ = self.predict(observation, deterministic=False)
+        return action
+
+    @property
+    def alpha(self) -> torch.Tensor:
+        """The entropy temperature exp(log_alpha), detached (a device scalar: no host sync)."""
+        return self.policy.log_alpha.detach().exp()
+
+    # ------------------------------------------------------------------ losses
+
+    def alpha_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
+        """-mean(log_alpha * (log pi(a~|s) + H_target)), log pi detached."""
+        return -(self.policy.log_alpha * (log_prob.detach() + self._target_entropy)).mean()
+
+    def actor_loss(self, batch: Batch, actions: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """mean(alpha log pi(a~|s) - min_i Q_i(s, a~)) for a~ ~ pi(s), reparameterised."""
+        q = self.critic(batch.observations, actions).min(dim=0).values
+        return (alpha * log_prob - q).mean()
+
+    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
+        """r + gamma (1 - terminated) (min_i Q'_i(s', a') [- alpha log pi(a'|s')]), a' ~ pi(s')."""
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor(batch.next_observations)
+            next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=0).values
+            if self.backup_entropy:
+                next_q = next_q - alpha * next_log_prob
+            return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
+
+    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sum_i MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
+        target = self.td_target(batch, alpha)
+        q = self.critic(batch.observations, batch.actions)
+        return (q - target).pow(2).mean(dim=1).sum(), q
+
+    # ------------------------------------------------------------------ one update
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            batch = self._sample(batch_size)
+            if not self.pretraining_step(batch):
+                self.sac_update(batch)
+
+    def sac_update(self, batch: Batch) -> None:
+        """Temperature, actor and critics from the same pre-update networks, then one step each."""
+        policy = self.policy
+        with self.autocast():
+            actions, log_prob = self.actor(batch.observations)
+            alpha = self.alpha
+            actor_loss = self.actor_loss(batch, actions, log_prob, alpha)
+            critic_loss, q = self.critic_loss(batch, alpha)
+        if self._learn_alpha:
+            alpha_loss = self.alpha_loss(log_prob)
+            policy.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            policy.alpha_optimizer.step()
+            self._record(alpha_loss=alpha_loss)
+        policy.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)  # the critics' gradients come from their own loss
+        policy.actor_optimizer.step()
+        policy.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward(inputs=self._critic_params)
+        policy.critic_optimizer.step()
+        self.soft_update(*self._target_pairs, self.tau)
+        self._record(actor_loss=actor_loss, critic_loss=critic_loss, q_mean=q.mean(), alpha=alpha, entropy=-log_prob.mean())
