@@ -51,6 +51,21 @@ def test_train_eval_and_list_from_the_command_line(hopper_small, tmp_path, capsy
     assert DATASET in capsys.readouterr().out
 
 
+def test_train_then_finetune_from_the_command_line(hopper_small, tmp_path, capsys):
+    out = tmp_path / "run"
+    hyper = tmp_path / "td3bc.yml"
+    hyper.write_text("default:\n  eval_freq: 200\n  n_eval_episodes: 2\n  finetune_eval_freq: 150\n")
+    assert main(["train", "--algo", "td3bc", "--dataset", DATASET, "--steps", "200", "--finetune-steps", "300",
+                 "--hyperparams", str(hyper), "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "untrained" in printed and "offline (200 steps)" in printed and "online (300 env steps)" in printed
+    online = (out / "finetune" / "evaluations.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in online[1:]] == ["150", "300"]
+    agent = TD3BC.load(out / "td3bc-finetuned.zip")
+    assert agent.num_timesteps == 300 and (out / "td3bc.zip").exists()
+    assert json.loads((out / "config.json").read_text())["run"]["n_finetune_timesteps"] == 300
+
+
 def test_unknown_dataset_on_the_command_line_is_a_clear_error(capsys):
     assert main(["train", "--algo", "td3bc", "--dataset", "zoo/hopper/nothing-v0"]) == 2
     err = capsys.readouterr().err
@@ -66,7 +81,9 @@ def test_hyperparams_merge_default_env_and_dataset(tmp_path):
     )
     kwargs, run = load_hyperparams("td3bc", "zoo/hopper/medium-v0", hyper)
     assert kwargs == {"alpha": 10.0, "batch_size": 128}
-    assert run == {"n_timesteps": 100, "eval_freq": 50, "n_eval_episodes": 10}
+    assert run == {
+        "n_timesteps": 100, "eval_freq": 50, "n_eval_episodes": 10, "n_finetune_timesteps": 0, "finetune_eval_freq": 5000
+    }
     kwargs, _ = load_hyperparams("td3bc", "zoo/walker2d/medium-v0", hyper)
     assert kwargs == {"alpha": 2.5}
 

@@ -97,3 +97,35 @@ def test_bad_finetune_settings_are_clear_errors(hopper, tmp_path):
     loaded.online_mixing_ratio = 0.0
     loaded.finetune(20, env=gym.make("Hopper-v5"))
     assert loaded._online.size == 20 and torch.isfinite(loaded._online.data).all()
+
+
+def test_rewards_are_transformed_offline_and_online(hopper):
+    agent = TD3BC(hopper, seed=0, reward_scale=10.0, reward_bias=-5.0)
+    agent.learn(0)
+    torch.testing.assert_close(agent._table[:, agent._columns["rewards"][0]].squeeze(1), hopper.rewards * 10.0 - 5.0)
+    agent.finetune(3)
+    online = agent._online.data[:3, agent._columns["rewards"][0]].squeeze(1)
+    assert torch.all(online != 0)
+    raw = (online + 5.0) / 10.0  # Hopper's reward per step is about 1 near the start
+    assert torch.all((raw > 0.5) & (raw < 1.5))
+
+
+def test_whole_episode_columns_wait_for_the_episode_end(hopper):
+    ends = []
+
+    class WaitsForEpisodes(TD3BC):
+        online_rows_wait_for_episode_end = True
+
+        def _on_online_episode_end(self, start, stop):
+            ends.append((start, stop, self._online.ready))
+            assert self._online.size == stop
+
+    agent = WaitsForEpisodes(hopper, seed=0, online_mixing_ratio=0.5)
+    agent.learn(1)
+    readies = []
+    agent.finetune(60, env=gym.wrappers.TimeLimit(gym.make("Hopper-v5").unwrapped, max_episode_steps=25),
+                   callback=lambda *_: readies.append(agent._online.ready) or True)
+    # Episodes of at most 25 steps: rows become sampleable exactly at each episode's last step.
+    assert ends and ends[0][0] == 0 and all(start == prev_stop for (start, *_), (_, prev_stop, _) in zip(ends[1:], ends))
+    assert all(ready == start for start, _, ready in ends)
+    assert readies[ends[0][1] - 2] == 0 and readies[ends[0][1] - 1] == ends[0][1]

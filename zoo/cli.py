@@ -40,9 +40,16 @@ def _train(args: argparse.Namespace) -> None:
     result = train_offline(
         args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
         overrides={"device": args.device, **({"base": args.base} if args.base else {})},
+        n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
     )
-    score = result.final.normalized_score
-    print(f"final return {result.final.return_mean:.1f}" + (f", normalized score {score:.1f}" if score is not None else ""))
+    print()
+    print(f"{'stage':<28}{'return':>10}{'normalized score':>20}")
+    stages = [("untrained", result.initial), (f"offline ({result.offline.step} steps)", result.offline)]
+    if result.online_evaluations:
+        stages.append((f"online ({result.final.step} env steps)", result.final))
+    for name, evaluation in stages:
+        score = evaluation.normalized_score
+        print(f"{name:<28}{evaluation.return_mean:>10.1f}{(f'{score:.1f}' if score is not None else '-'):>20}")
     print(f"checkpoint: {result.checkpoint}")
 
 
@@ -137,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--subset", choices=["transitions", "trajectories"], default="transitions")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--steps", type=int, default=None, help="gradient steps (default: from the YAML)")
+    train.add_argument(
+        "--finetune-steps", type=int, default=None, help="online env steps after offline learning (default: YAML, 0)"
+    )
     train.add_argument("--hyperparams", default=None, help="YAML file instead of hyperparams/<algo>.yml")
     train.add_argument("--base", default=None, help="another base algorithm, where the method has one (psqn: td3)")
     train.add_argument("--device", default="auto")

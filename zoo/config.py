@@ -1,8 +1,8 @@
 """hyperparams/<algo>.yml -> constructor kwargs and run settings. Plain YAML, nothing is evaluated.
 
 A file maps keys to settings, merged from general to specific: `default`, then the env part of the
-dataset id (`hopper`), then the whole dataset id (`zoo/hopper/medium-v0`). Run settings (`n_timesteps`,
-`eval_freq`, `n_eval_episodes`) are split from the agent's keyword arguments.
+dataset id (`hopper`), then the whole dataset id (`zoo/hopper/medium-v0`). Run settings (RUN_SETTINGS:
+budgets and evaluation frequencies) are split from the agent's keyword arguments.
 """
 
 from __future__ import annotations
@@ -16,7 +16,13 @@ import yaml
 from zoo.data.tasks import env_key
 
 HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
-RUN_SETTINGS = {"n_timesteps": 1_000_000, "eval_freq": 5000, "n_eval_episodes": 10}
+RUN_SETTINGS = {
+    "n_timesteps": 1_000_000,
+    "eval_freq": 5000,
+    "n_eval_episodes": 10,
+    "n_finetune_timesteps": 0,  # online env steps after offline learning (`zoo train --finetune-steps`)
+    "finetune_eval_freq": 5000,  # in env steps
+}
 
 
 def load_hyperparams(
