@@ -56,14 +56,22 @@ def test_train_then_finetune_from_the_command_line(hopper_small, tmp_path, capsy
     hyper = tmp_path / "td3bc.yml"
     hyper.write_text("default:\n  eval_freq: 200\n  n_eval_episodes: 2\n  finetune_eval_freq: 150\n")
     assert main(["train", "--algo", "td3bc", "--dataset", DATASET, "--steps", "200", "--finetune-steps", "300",
-                 "--hyperparams", str(hyper), "--out", str(out), "--device", "cpu"]) == 0
+                 "--hyperparams", str(hyper), "--out", str(out), "--device", "cpu",
+                 "--set", "alpha=3.0", "--set", "n_eval_episodes=3"]) == 0
     printed = capsys.readouterr().out
     assert "untrained" in printed and "offline (200 steps)" in printed and "online (300 env steps)" in printed
     online = (out / "finetune" / "evaluations.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in online[1:]] == ["150", "300"]
     agent = TD3BC.load(out / "td3bc-finetuned.zip")
     assert agent.num_timesteps == 300 and (out / "td3bc.zip").exists()
-    assert json.loads((out / "config.json").read_text())["run"]["n_finetune_timesteps"] == 300
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["n_finetune_timesteps"] == 300 and config["run"]["n_eval_episodes"] == 3
+    assert config["kwargs"]["alpha"] == 3.0 and agent.alpha == 3.0
+    # A --set key the agent does not take, or one without a value, is refused with the known keys named.
+    assert main(["train", "--algo", "td3bc", "--dataset", DATASET, "--set", "alpah=3"]) == 2
+    assert "unknown setting(s) ['alpah']" in capsys.readouterr().err
+    assert main(["train", "--algo", "td3bc", "--dataset", DATASET, "--set", "alpha"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
 
 
 def test_unknown_dataset_on_the_command_line_is_a_clear_error(capsys):

@@ -32,14 +32,16 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from zoo.config import parse_assignments
     from zoo.data import load_dataset
     from zoo.runs import train_offline
 
+    overrides = {"device": args.device, **({"base": args.base} if args.base else {}), **parse_assignments(args.set)}
     dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=args.seed, device=args.device)
     out = args.out or os.path.join("runs", args.algo, args.dataset.replace("/", "_"), f"seed{args.seed}")
     result = train_offline(
         args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
-        overrides={"device": args.device, **({"base": args.base} if args.base else {})},
+        overrides=overrides,
         n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
     )
     print()
@@ -148,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-steps", type=int, default=None, help="online env steps after offline learning (default: YAML, 0)"
     )
     train.add_argument("--hyperparams", default=None, help="YAML file instead of hyperparams/<algo>.yml")
+    train.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a hyperparameter or run setting (YAML value), e.g. --set pretrain_steps=2000; repeatable",
+    )
     train.add_argument("--base", default=None, help="another base algorithm, where the method has one (psqn: td3)")
     train.add_argument("--device", default="auto")
     train.add_argument("--out", default=None)

@@ -26,9 +26,10 @@ RUN_SETTINGS = {
 
 
 def load_hyperparams(
-    algo: str, dataset_id: str, path: str | Path | None = None
+    algo: str, dataset_id: str, path: str | Path | None = None, overrides: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Return (agent kwargs, run settings) for `algo` on `dataset_id`."""
+    """Return (agent kwargs, run settings) for `algo` on `dataset_id`; `overrides` (e.g. `zoo train --set`)
+    sit on top of the file's sections and are checked the same way."""
     from zoo.registry import agent_class
 
     file = Path(path) if path else HYPERPARAMS_DIR / f"{algo}.yml"
@@ -45,6 +46,7 @@ def load_hyperparams(
             if not isinstance(section, dict):
                 raise ValueError(f"Section '{key}' of {file} must be a mapping, got {section!r}.")
             merged.update(section)
+    merged.update(overrides or {})
     run = {name: merged.pop(name, default) for name, default in RUN_SETTINGS.items()}
     allowed = {
         name
@@ -54,5 +56,16 @@ def load_hyperparams(
     } - {"self", "kwargs", "dataset", "policy", "_init_setup_model"} | {"base"}
     unknown = sorted(set(merged) - allowed)
     if unknown:
-        raise ValueError(f"{file}: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed)}.")
+        raise ValueError(f"{file} or --set: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed)}.")
     return merged, run
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`["pretrain_steps=2000", "policy_kwargs={n_critics: 10}"]` -> a dict; values are read as YAML."""
+    parsed = {}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set takes KEY=VALUE (value in YAML, e.g. alpha=2.5), got {item!r}.")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed

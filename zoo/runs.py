@@ -50,8 +50,7 @@ def train_offline(
     `n_finetune_timesteps` env steps (YAML `n_finetune_timesteps`, default 0); everything lands in `out_dir`
     (offline checkpoint `<algo>.zip`, fine-tuned `<algo>-finetuned.zip`, online evaluations in `finetune/`)."""
     out_dir = Path(out_dir)
-    kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path)
-    kwargs.update(overrides or {})
+    kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path, overrides)
     if n_timesteps is not None:
         run["n_timesteps"] = n_timesteps
     if n_finetune_timesteps is not None:
