@@ -134,6 +134,228 @@ class TransitionPrediction(Pretraining):
 PRETRAINING: dict[str, type[Pretraining]] = {Imitation.key: Imitation, TransitionPrediction.key: TransitionPrediction}
 
 
+class SoftImitation(Pretraining):
+    """First imitate, then improve for the maximum-entropy (SAC-family, EDAC) agents (Jelley et al., 2024;
+    AdamJelley/EfficientOfflineRL algorithms/edac.py `--pretrain softAC`).
+
+    Phase A, the first `bc_fraction` of the pretraining steps: the temperature update of the agent and an
+    alpha-entropy-regularised BC actor, L_pi = mean(alpha log pi(a~|s) - log pi(a_data|s)), alpha taken after
+    this step's temperature update as in the official code (which draws a separate no-grad sample for the
+    temperature loss; here one sample serves both); critics untouched.
+    At the switch, once: soft Monte-Carlo returns of every dataset transition with the BC actor and alpha,
+    G_t = sum_k gamma^k r_{t+k} + alpha sum_{k>=1} gamma^k H_{t+k}, H = -log pi(a~|s), a~ ~ pi(.|s) sampled
+    at each dataset state; an episode that did not terminate (time limit, or the dataset ended) has its last
+    reward and its last entropy bonus divided by (1 - gamma). They fill the table's `soft_returns_to_go`
+    column in place (zeros until then).
+    Phase B, the rest: the critics regress onto G, mean over members and batch of (Q_i(s, a) - G)^2, plus
+    eta * ES for EDAC (the diversity term is not loss-normalised, as in the official code); actor and
+    temperature frozen; target critics soft-updated every step. With td_weight = lambda > 0 the Monte-Carlo
+    part mixes with the agent's own soft TD loss, each divided by its detached value like `Imitation`.
+    Then the agent's own update takes over.
+
+    Length: the official script pretrains `epoch <= pretrain_epochs` epochs of 1000 updates with BC while
+    `epoch < pretrain_epochs * 0.5`, so `--pretrain_epochs 20` gives 10,000 BC updates and 11,000 critic
+    updates (the `<=` counts one epoch more than asked). Here pretrain_steps counts exactly: 20,000 with
+    bc_fraction 0.5 is 10,000 + 10,000; pretrain_steps=21_000, bc_fraction=10/21 reproduces the script.
+
+    Subsets: returns run over complete source episodes (as `OfflineDataset.returns_to_go`); with a
+    transition subset (fraction < 1, "transitions") the entropy bonus of a state not in the subset is that
+    of the next kept state of its episode (else of the last kept one before it): its observation is gone.
+    Soft returns are recomputed from the (frozen) actor whenever the table is rebuilt in phase B (a new
+    `learn` call, or a loaded agent), so a resumed run draws fresh a~.
+
+    :param bc_fraction: share of pretrain_steps spent on the BC actor, in (0, 1) (official: 0.5)
+    :param td_weight: lambda of the Monte-Carlo / TD mix of phase B, in [0, 1] (official best: 0)
+    :param chunk_size: states per actor evaluation when computing the entropy bonuses
+    """
+
+    key = "soft-imitate"
+
+    def __init__(self, bc_fraction: float = 0.5, td_weight: float = 0.0, chunk_size: int = 65536):
+        if not 0.0 < bc_fraction < 1.0:
+            raise ValueError(
+                f"bc_fraction is the share of pretrain_steps spent on behaviour cloning, in (0, 1), got {bc_fraction}."
+            )
+        if not 0.0 <= td_weight <= 1.0:
+            raise ValueError(f"The TD weight (lambda) of soft imitation pretraining lies in [0, 1], got {td_weight}.")
+        self.bc_fraction, self.td_weight, self.chunk_size = bc_fraction, td_weight, int(chunk_size)
+        self._source: dict[str, torch.Tensor] | None = None
+        self._returns_ready = False
+
+    def check(self, agent) -> None:
+        from zoo.agents.sac import SAC
+
+        if not isinstance(agent, SAC):
+            raise ValueError(
+                f"pretrain='soft-imitate' trains a tanh-Gaussian actor, a temperature and a critic ensemble; "
+                f"{type(agent).__name__} is not a SAC-family agent (use it with edac or sac; pretrain='imitate' "
+                "is the TD3-family recipe)."
+            )
+
+    def bc_steps(self, agent) -> int:
+        """Updates 1..bc_steps are phase A (BC), the rest of the pretraining phase B (critic)."""
+        return round(self.bc_fraction * agent.pretrain_until)
+
+    # ------------------------------------------------------------------ soft Monte-Carlo returns
+
+    def columns(self, agent, dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+        """A zero placeholder, filled at the switch; the episode layout of the source dataset is kept."""
+        self._source = self.source_layout(agent, dataset)
+        self._returns_ready = False
+        return {"soft_returns_to_go": torch.zeros(len(dataset), device=dataset.device)}
+
+    @staticmethod
+    def source_layout(agent, dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+        """Per position of the complete source dataset: reward (as trained on), last-of-episode and tail
+        flags, and the table row whose state gives its entropy bonus (-1: an episode without kept rows)."""
+        ends = torch.as_tensor(dataset._source_episode_ends, dtype=torch.long)
+        lengths = torch.diff(ends, prepend=ends.new_zeros(1))
+        n = int(ends[-1])
+        episode_of = torch.repeat_interleave(torch.arange(len(ends)), lengths)
+        last = torch.zeros(n, dtype=torch.bool)
+        last[ends - 1] = True
+        terminated = torch.as_tensor(dataset._source_terminations, dtype=torch.bool)
+        index = torch.as_tensor(dataset._source_index, dtype=torch.long)
+        row_of = torch.full((n,), -1, dtype=torch.long)
+        row_of[index] = torch.arange(len(index))
+        # The next kept position at or after each position, else the last kept one before it, same episode.
+        positions = torch.arange(n)
+        kept = row_of >= 0
+        after = torch.where(kept, positions, n).flip(0).cummin(0).values.flip(0)
+        before = torch.where(kept, positions, -1).cummax(0).values
+        use_after = (after < n) & (episode_of[after.clamp(max=n - 1)] == episode_of)
+        use_before = (before >= 0) & (episode_of[before.clamp(min=0)] == episode_of)
+        source = torch.where(use_after, after, torch.where(use_before, before, -1))
+        rows = torch.where(source >= 0, row_of[source.clamp(min=0)], -1)
+        rewards = agent.transform_rewards(torch.as_tensor(dataset._source_rewards, dtype=torch.float64))
+        device = dataset.device
+        return {
+            "rewards": rewards.to(device),
+            "last": last.to(device),
+            "tail": (last & ~terminated).to(device),
+            "rows": rows.to(device),
+            "index": index.to(device),
+            "max_length": int(lengths.max()),
+        }
+
+    @staticmethod
+    def discounted_suffix_sums(x: torch.Tensor, last: torch.Tensor, gamma: float, max_length: int) -> torch.Tensor:
+        """y_t = x_t + gamma y_{t+1} inside each episode (y_t = x_t where `last`), on the device.
+
+        A segmented parallel scan: after the round with offset d every y_t sums its next 2d steps, and the
+        carried coefficient (the product of gamma's, 0 across an episode end) stops it at the episode's end;
+        ceil(log2(max_length)) rounds of a few vector operations each.
+        """
+        y, a = x.clone(), torch.full_like(x, gamma).masked_fill(last, 0.0)
+        d = 1
+        while d < min(max_length, len(x)):
+            y = torch.cat([y[:-d] + a[:-d] * y[d:], y[-d:]])
+            a = torch.cat([a[:-d] * a[d:], torch.zeros_like(a[-d:])])
+            d *= 2
+        return y
+
+    @classmethod
+    def soft_returns_to_go(
+        cls,
+        rewards: torch.Tensor,
+        entropies: torch.Tensor,
+        last: torch.Tensor,
+        tail: torch.Tensor,
+        gamma: float,
+        alpha: torch.Tensor | float,
+        max_length: int | None = None,
+    ) -> torch.Tensor:
+        """G_t = sum_k gamma^k r_{t+k} + alpha sum_{k>=1} gamma^k H_{t+k} per episode, the last r and H of a
+        `tail` episode divided by (1 - gamma) (AdamJelley/EfficientOfflineRL `compute_soft_returns_to_go`)."""
+        dtype = torch.float32 if rewards.device.type == "mps" else torch.float64
+        r, h = rewards.to(dtype), entropies.to(dtype)
+        scale = torch.ones_like(r).masked_fill(tail, 1.0 / (1.0 - gamma))
+        r, h = r * scale, h * scale
+        alpha = torch.as_tensor(alpha, device=rewards.device).to(dtype)
+        # sum_k gamma^k (r + alpha H)_{t+k} - alpha H_t: the first step's entropy is not part of G_t.
+        total = cls.discounted_suffix_sums(r + alpha * h, last, gamma, max_length or len(r))
+        return (total - alpha * h).float()
+
+    @torch.no_grad()
+    def fill_soft_returns(self, agent) -> None:
+        """Compute the soft returns once with the current actor and alpha, into the table's column."""
+        table, columns = agent._table, agent._columns
+        observations = table[:, columns["observations"][0]]
+        entropies = torch.cat([-agent.actor(chunk)[1] for chunk in observations.split(self.chunk_size)])
+        source = self._source
+        rows = source["rows"]
+        entropies = torch.where(rows >= 0, entropies[rows.clamp(min=0)], 0.0)
+        returns = self.soft_returns_to_go(
+            source["rewards"], entropies, source["last"], source["tail"], agent.gamma, agent.alpha, source["max_length"]
+        )
+        table[:, columns["soft_returns_to_go"][0]] = returns[source["index"]].unsqueeze(1)
+        self._returns_ready = True
+
+    # ------------------------------------------------------------------ losses and updates
+
+    def actor_loss(self, agent, batch: "Batch", log_prob: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """mean(alpha log pi(a~|s) - log pi(a_data|s))."""
+        return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean()
+
+    def critic_loss(self, agent, batch: "Batch") -> tuple[torch.Tensor, torch.Tensor]:
+        """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + eta ES; returns (loss, ES)."""
+        eta = agent.eta if hasattr(agent, "q_and_diversity") else 0.0
+        if eta > 0.0:  # EDAC: the same forward gives Q and the diversity term
+            q, diversity = agent.q_and_diversity(batch.observations, batch.actions)
+        else:
+            q, diversity = agent.critic(batch.observations, batch.actions), torch.zeros((), device=batch.rewards.device)
+        loss = (q - batch.soft_returns_to_go).pow(2).mean()
+        if self.td_weight > 0.0:
+            td_loss = (q - agent.td_target(batch, agent.alpha)).pow(2).mean(dim=1).sum()
+            loss = (1 - self.td_weight) * loss / loss.detach() + self.td_weight * td_loss / td_loss.detach()
+        return loss + eta * diversity, diversity
+
+    def update(self, agent, batch: "Batch") -> None:
+        if agent._n_updates <= self.bc_steps(agent):
+            self.imitation_update(agent, batch)
+            return
+        if not self._returns_ready:
+            self.fill_soft_returns(agent)
+            batch = agent._sample(batch.rewards.shape[0])  # the drawn batch still held the placeholder
+        self.critic_update(agent, batch)
+
+    def imitation_update(self, agent, batch: "Batch") -> None:
+        """Phase A: temperature, then the entropy-regularised BC actor."""
+        policy = agent.policy
+        with agent.autocast():
+            _, log_prob = agent.actor(batch.observations)
+        if agent._learn_alpha:
+            alpha_loss = agent.alpha_loss(log_prob)
+            policy.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            policy.alpha_optimizer.step()
+            agent._record(pretrain_alpha_loss=alpha_loss)
+        alpha = agent.alpha
+        with agent.autocast():
+            actor_loss = self.actor_loss(agent, batch, log_prob, alpha)
+        policy.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=agent._actor_params)
+        policy.actor_optimizer.step()
+        agent._record(pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
+
+    def critic_update(self, agent, batch: "Batch") -> None:
+        """Phase B: the critics on the soft Monte-Carlo returns; the targets follow."""
+        policy = agent.policy
+        with agent.autocast():
+            critic_loss, diversity = self.critic_loss(agent, batch)
+        policy.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward(inputs=agent._critic_params)
+        policy.critic_optimizer.step()
+        agent.soft_update(*agent._target_pairs, agent.tau)
+        agent._record(pretrain_critic_loss=critic_loss, pretrain_diversity_loss=diversity)
+
+    def finish(self, agent) -> None:
+        self._source = None  # the episode layout is only needed at the switch (rebuilt with the table)
+
+
+PRETRAINING[SoftImitation.key] = SoftImitation
+
+
 def make_pretraining(key: str | None, **kwargs) -> Pretraining | None:
     if key is None:
         return None
