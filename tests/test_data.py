@@ -22,6 +22,7 @@ from zoo.data import (
     Episode,
     Task,
     discounted_returns_to_go,
+    discounted_suffix_sums,
     load_dataset,
     local_dataset_ids,
     minari_root,
@@ -163,6 +164,24 @@ def test_discounted_returns_to_go_by_hand():
         discounted_returns_to_go(rewards, ends, terminations, 1.0),
         flat([[10, 9, 7, 4], [36, 25, 13], [115, 94, 72, 49, 25]]),
     )
+
+
+def test_returns_of_transformed_rewards_and_the_device_scan():
+    rewards = flat([[1, 2, 3, 4], [0, 0, 0], [21, 22, 23, 24, 25]])
+    ends = np.array([4, 7, 12])
+    terminations = np.zeros(12, dtype=bool)
+    scaled = discounted_returns_to_go(rewards, ends, terminations, GAMMA, reward_scale=10.0, reward_bias=-5.0)
+    np.testing.assert_allclose(scaled, discounted_returns_to_go(rewards * 10.0 - 5.0, ends, terminations, GAMMA))
+    # The failure rule looks at the stored rewards and gives the transformed failure value: (10 * 0 - 5) / (1 - gamma).
+    failed = discounted_returns_to_go(
+        rewards, ends, terminations, GAMMA, failure_reward=0.0, reward_scale=10.0, reward_bias=-5.0
+    )
+    np.testing.assert_allclose(failed[4:7], -5.0 / (1 - GAMMA))
+    np.testing.assert_allclose(failed[:4], scaled[:4])
+    last = torch.zeros(12, dtype=torch.bool)
+    last[ends - 1] = True
+    on_device = discounted_suffix_sums(torch.as_tensor(rewards, dtype=torch.float64), last, GAMMA)
+    np.testing.assert_allclose(on_device.numpy(), discounted_returns_to_go(rewards, ends, terminations, GAMMA))
 
 
 def test_dataset_returns_to_go_plain_and_timeout_tail(tiny):

@@ -1,6 +1,9 @@
 """zoo: offline and offline-to-online RL agents on Stable-Baselines3, trained from Minari datasets."""
 
-from zoo.agents import TD3BC, OfflineAlgorithm
+from zoo.agents import SPOT, TD3BC, OfflineAlgorithm
+from zoo.agents.cql import CQL, CalQL
+from zoo.agents.edac import EDAC
+from zoo.agents.opt import OPT, OPTSPOT
 from zoo.data import OfflineDataset, Task, load_dataset
 from zoo.evaluation import EvalCallback, evaluate_returns
 from zoo.registry import AGENTS, make_agent
@@ -8,10 +11,16 @@ from zoo.registry import AGENTS, make_agent
 __version__ = "0.1.0"
 
 __all__ = [
+    "OPT",
+    "OPTSPOT",
     "AGENTS",
+    "CQL",
+    "CalQL",
+    "EDAC",
     "EvalCallback",
     "OfflineAlgorithm",
     "OfflineDataset",
+    "SPOT",
     "TD3BC",
     "Task",
     "evaluate_returns",

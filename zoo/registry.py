@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from zoo.agents import TD3, TD3BC, OfflineAlgorithm
+from zoo.agents import SPOT, TD3, TD3BC, OfflineAlgorithm
+from zoo.agents.cql import CQL, CalQL
+from zoo.agents.edac import EDAC
+from zoo.agents.opt import OPT, OPTSPOT
 from zoo.data.dataset import OfflineDataset
 
 @dataclass(frozen=True)
@@ -38,6 +41,36 @@ AGENTS: dict[str, AgentSpec] = {
         TD3BC,
         dict(pretrain="transition", pretrain_steps=0.1, policy_kwargs=dict(shared_q=True)),
         bases={"td3bc": TD3BC, "td3": TD3},
+    ),
+    # SPOT (Wu et al.): a conditional VAE of the behaviour policy (the first vae_steps of the budget), then
+    # TD3 whose actor pays lambda * the VAE's -log pi_beta estimate; lambda cooled online. Per-dataset
+    # lambda in hyperparams/spot.yml.
+    "spot": AgentSpec(SPOT),
+    # CQL (Kumar et al.), SAC-based: the class defaults are CORL's Gym-MuJoCo baseline configuration.
+    "cql": AgentSpec(CQL),
+    # Cal-QL (Nakamoto et al.): CQL whose policy-action Q in the logsumexp is bounded below by the MC return;
+    # the class defaults are the official code's; the bound stays on online. Settings in hyperparams/calql.yml.
+    "calql": AgentSpec(CalQL),
+    # OPT (Shin et al.): the base's offline phase unchanged, then online: n_tau frozen-policy steps, a new
+    # critic Q_on pre-trained on a meta objective over offline + online data, and fine-tuning on the
+    # kappa-mix of Q_off and Q_on with density-ratio balanced replay. TD3+BC base (MuJoCo) or SPOT
+    # (AntMaze, Adroit: "opt-spot"); kappa schedules per dataset in hyperparams/opt.yml, opt-spot.yml.
+    "opt": AgentSpec(OPT, bases={"td3bc": OPT, "spot": OPTSPOT}),
+    "opt-spot": AgentSpec(OPTSPOT),
+    # EDAC (An et al.): SAC-N with N critics (10) and the ensemble gradient-diversity penalty (eta 1.0);
+    # per-dataset N and eta in hyperparams/edac.yml.
+    "edac": AgentSpec(EDAC),
+    # First imitate, then improve for EDAC (Jelley et al., `--pretrain softAC`): an entropy-regularised BC
+    # actor for 10k steps, critics on its soft Monte-Carlo returns for 10k, then EDAC; LayerNorm without
+    # affine before every ReLU and normalised observations (EfficientOfflineRL algorithms/edac.py).
+    "edac-mc": AgentSpec(
+        EDAC,
+        dict(
+            pretrain="soft-imitate",
+            pretrain_steps=20_000,
+            normalize_observations=True,
+            policy_kwargs=dict(actor_layer_norm=True, critic_layer_norm=True),
+        ),
     ),
 }
 

@@ -332,7 +332,10 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             parts.append(self._table[torch.randint(self._table.shape[0], (n_offline,), device=self.device)])
         if n_offline < batch_size:
             parts.append(self._online.sample(batch_size - n_offline))
-        rows = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return self._batch(parts[0] if len(parts) == 1 else torch.cat(parts))
+
+    def _batch(self, rows: torch.Tensor) -> Batch:
+        """Rows of the packed layout as a Batch of named column views."""
         return Batch(
             {name: rows[:, cols].squeeze(1) if squeeze else rows[:, cols] for name, (cols, squeeze) in self._columns.items()}
         )
@@ -469,10 +472,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                 f"online_mixing_ratio={self.online_mixing_ratio} mixes in offline data, but this agent has no "
                 "dataset: load it with load(path, dataset=...), or set online_mixing_ratio=0."
             )
-        else:  # no offline table: the online rows carry the base columns only
+        else:  # no offline table: the online rows carry the base columns and the agent's online columns
             obs_dim, act_dim = self.policy.obs_dim, self.policy.act_dim
             self._columns = self._layout(
-                {"observations": obs_dim, "actions": act_dim, "rewards": 1, "next_observations": obs_dim, "terminations": 1}
+                {"observations": obs_dim, "actions": act_dim, "rewards": 1, "next_observations": obs_dim,
+                 "terminations": 1, **self._online_column_widths()}
             )
         width = max(cols.stop for cols, _ in self._columns.values())
         self._online = OnlineBuffer(total_timesteps, width, self.device)
@@ -496,7 +500,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self.num_timesteps += 1
             episode_return, episode_length = episode_return + float(reward), episode_length + 1
             self.policy.set_training_mode(True)
-            self.train(gradient_steps=self.online_utd_ratio, batch_size=self.batch_size)
+            if self._table is not None or self._online.ready > 0:  # else nothing can be sampled yet
+                self.train(gradient_steps=self.online_utd_ratio, batch_size=self.batch_size)
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
             callback.update_locals(locals())
             if not callback.on_step():
@@ -519,6 +524,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def _on_finetune_start(self) -> None:
         """Hook for agents whose losses change between the offline and the online phase."""
+
+    def _online_column_widths(self) -> dict[str, int]:
+        """Columns beyond the base five that online rows need when there is no offline table (Cal-QL's
+        Monte-Carlo returns); with a table, online rows take the table's layout."""
+        return {}
 
     def _on_online_episode_end(self, start: int, stop: int) -> None:
         """Hook: online rows [start, stop) form a finished episode (fill whole-episode columns here)."""

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from zoo.data.returns import discounted_suffix_sums
+
 if TYPE_CHECKING:
     from zoo.agents.base import Batch
     from zoo.agents.td3 import TD3
@@ -64,7 +66,11 @@ class Imitation(Pretraining):
             )
 
     def columns(self, agent: "TD3", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
-        return {"returns_to_go": dataset.returns_to_go(agent.gamma, timeout_tail=True)}
+        return {
+            "returns_to_go": dataset.returns_to_go(
+                agent.gamma, timeout_tail=True, reward_scale=agent.reward_scale, reward_bias=agent.reward_bias
+            )
+        }
 
     def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
         q = agent.critic(batch.observations, batch.actions)
@@ -238,22 +244,6 @@ class SoftImitation(Pretraining):
             "max_length": int(lengths.max()),
         }
 
-    @staticmethod
-    def discounted_suffix_sums(x: torch.Tensor, last: torch.Tensor, gamma: float, max_length: int) -> torch.Tensor:
-        """y_t = x_t + gamma y_{t+1} inside each episode (y_t = x_t where `last`), on the device.
-
-        A segmented parallel scan: after the round with offset d every y_t sums its next 2d steps, and the
-        carried coefficient (the product of gamma's, 0 across an episode end) stops it at the episode's end;
-        ceil(log2(max_length)) rounds of a few vector operations each.
-        """
-        y, a = x.clone(), torch.full_like(x, gamma).masked_fill(last, 0.0)
-        d = 1
-        while d < min(max_length, len(x)):
-            y = torch.cat([y[:-d] + a[:-d] * y[d:], y[-d:]])
-            a = torch.cat([a[:-d] * a[d:], torch.zeros_like(a[-d:])])
-            d *= 2
-        return y
-
     @classmethod
     def soft_returns_to_go(
         cls,
@@ -273,7 +263,7 @@ class SoftImitation(Pretraining):
         r, h = r * scale, h * scale
         alpha = torch.as_tensor(alpha, device=rewards.device).to(dtype)
         # sum_k gamma^k (r + alpha H)_{t+k} - alpha H_t: the first step's entropy is not part of G_t.
-        total = cls.discounted_suffix_sums(r + alpha * h, last, gamma, max_length or len(r))
+        total = discounted_suffix_sums(r + alpha * h, last, gamma, max_length)
         return (total - alpha * h).float()
 
     @torch.no_grad()

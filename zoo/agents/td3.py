@@ -133,15 +133,21 @@ class TD3(OfflineAlgorithm):
 
     # ------------------------------------------------------------------ losses
 
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
+    def td_target(self, batch: Batch, critic_target: torch.nn.Module | None = None) -> torch.Tensor:
+        """y = r + gamma (1 - terminated) min_i Q'_i(s', clip(pi'(s') + clipped noise)), with the target
+        critics (or another critic's targets: OPT's Q_on)."""
+        critic_target = self.policy.critic_target if critic_target is None else critic_target
         with torch.no_grad():
             noise = (torch.randn_like(batch.actions) * self.target_policy_noise).clamp(
                 -self.target_noise_clip, self.target_noise_clip
             )
             next_actions = (self.policy.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)
-            next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=0).values
-            target = batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
+            next_q = critic_target(batch.next_observations, next_actions).min(dim=0).values
+            return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
+
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
+        target = self.td_target(batch)
         q = self.critic(batch.observations, batch.actions)
         return (q - target).pow(2).mean(dim=1).sum(), q
 

@@ -85,12 +85,18 @@ class OfflineDataset:
         return mean, std
 
     def returns_to_go(
-        self, gamma: float, *, timeout_tail: bool = False, failure_reward: float | None = None
+        self,
+        gamma: float,
+        *,
+        timeout_tail: bool = False,
+        failure_reward: float | None = None,
+        reward_scale: float = 1.0,
+        reward_bias: float = 0.0,
     ) -> torch.Tensor:
         """Monte-Carlo returns of each transition, computed over its complete source episode.
 
-        See `zoo.data.returns.discounted_returns_to_go` for the timeout tail (imitate-then-improve) and
-        the sparse failure rule (Cal-QL).
+        See `zoo.data.returns.discounted_returns_to_go` for the timeout tail (imitate-then-improve), the
+        sparse failure rule (Cal-QL) and the reward transform (an agent's reward_scale/reward_bias).
         """
         returns = discounted_returns_to_go(
             self._source_rewards,
@@ -99,6 +105,8 @@ class OfflineDataset:
             gamma,
             timeout_tail=timeout_tail,
             failure_reward=failure_reward,
+            reward_scale=reward_scale,
+            reward_bias=reward_bias,
         )
         return torch.as_tensor(returns[self._source_index], dtype=torch.float32, device=self.device)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 from scipy.signal import lfilter
 
 
@@ -14,6 +15,8 @@ def discounted_returns_to_go(
     *,
     timeout_tail: bool = False,
     failure_reward: float | None = None,
+    reward_scale: float = 1.0,
+    reward_bias: float = 0.0,
 ) -> np.ndarray:
     """G_t = r_t + gamma * G_{t+1} inside each episode, with G = 0 after the last step by default.
 
@@ -26,9 +29,12 @@ def discounted_returns_to_go(
 
     failure_reward: Cal-QL's sparse-reward rule (nakamotoo/Cal-QL `calc_return_to_go`): an episode whose
     rewards all equal the failure reward never succeeded, and every step gets failure_reward / (1 - gamma).
+
+    reward_scale, reward_bias: returns of r * reward_scale + reward_bias (the agent's reward transform); the
+    failure rule compares the stored rewards with failure_reward and returns its transformed value.
     """
     stored = np.asarray(rewards)
-    rewards = stored.astype(np.float64)
+    rewards = stored.astype(np.float64) * reward_scale + reward_bias
     terminations = np.asarray(terminations, dtype=bool)
     # Compare in the rewards' own precision: float32(-0.1) != -0.1 once widened to float64.
     failure = failure_reward
@@ -39,7 +45,7 @@ def discounted_returns_to_go(
     for end in np.asarray(episode_ends, dtype=np.int64):
         episode = rewards[start:end].copy()
         if failure_reward is not None and np.all(stored[start:end] == failure):
-            returns[start:end] = failure_reward / (1.0 - gamma)
+            returns[start:end] = (failure_reward * reward_scale + reward_bias) / (1.0 - gamma)
             start = end
             continue
         if timeout_tail and not terminations[end - 1]:
@@ -48,3 +54,21 @@ def discounted_returns_to_go(
         returns[start:end] = lfilter([1.0], [1.0, -gamma], episode[::-1])[::-1]
         start = end
     return returns
+
+
+def discounted_suffix_sums(x: torch.Tensor, last: torch.Tensor, gamma: float, max_length: int | None = None) -> torch.Tensor:
+    """y_t = x_t + gamma y_{t+1} inside each episode (y_t = x_t where `last`), on x's device.
+
+    The device counterpart of `discounted_returns_to_go`'s filter, for returns computed during training
+    (soft Monte-Carlo returns, online episodes). A segmented parallel scan: after the round with offset d
+    every y_t sums its next 2d steps, and the carried coefficient (a product of gammas, 0 across an
+    episode end) stops it at the episode's end; ceil(log2(max_length)) rounds of a few vector operations.
+    """
+    n = len(x)
+    y, a = x.clone(), torch.full_like(x, gamma).masked_fill(last, 0.0)
+    d = 1
+    while d < min(max_length or n, n):
+        y = torch.cat([y[:-d] + a[:-d] * y[d:], y[-d:]])
+        a = torch.cat([a[:-d] * a[d:], torch.zeros_like(a[-d:])])
+        d *= 2
+    return y

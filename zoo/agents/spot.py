@@ -1,0 +1,281 @@
+"""SPOT: Supported Policy Optimization (Wu et al., NeurIPS 2022), TD3 constrained to the behaviour support.
+
+Losses follow thuml/SPOT (vae.py, train_vae.py, SPOT.py, main_finetune.py):
+1. VAE phase, the first `vae_steps` gradient steps of `learn`: a conditional VAE of the dataset's actions,
+   mean over batch of elbo_loss(s, a) (reconstruction MSE + beta * KL, one sample), its own Adam (lr 1e-3).
+   It is then frozen; it sees the same normalised states as the actor.
+2. Then TD3's critic update unchanged (zoo.agents.td3), and every `policy_delay` steps the actor on
+   L = -mean Q_1(s, pi(s)) / mean|Q_1(s, pi(s))| (detached) + lambda * mean n(s),
+   n(s) = elbo_loss(s, pi(s)) of the frozen VAE (a scaled stand-in for -log pi_beta(pi(s)|s)); Polyak targets.
+3. Online (`finetune`): the same update with lambda_t = lambda * max(lambda_end, 1 - t / T) when
+   `lambd_cool`, t = online gradient steps since the hand-over, T = the fine-tuning's env steps x UTD ratio
+   (thuml/SPOT divides by 1e6, its online budget; CORL by its online iterations). Offline lambda is constant.
+
+Deviations from thuml/SPOT, on purpose: the VAE phase counts inside `learn`'s budget (the official code
+trains the VAE in a separate script: 100k VAE steps + 1M policy steps is learn(1_100_000)); no "exit if
+mean Q > 1e4"; the time-limit step is kept as a bootstrapped transition (zoo convention, see td3.py).
+Kept from the official Gym code: actor dropout 0.1 in training mode (also on the target actor, which the
+official code never switches to eval mode), none at acting and evaluation time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from gymnasium import spaces
+from stable_baselines3.common.type_aliases import Schedule
+from torch import nn
+
+from zoo.agents.base import Batch, adam
+from zoo.agents.td3 import TD3, TD3Policy
+from zoo.data.dataset import OfflineDataset
+from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
+
+
+class DropoutActor(nn.Module):
+    """A DeterministicActor's MLP with dropout after each hidden layer's ReLU, active in training mode.
+
+    It wraps the actor's own `net` (same parameters, same state-dict keys), so the TD3 machinery built on
+    those parameters (optimizer, Polyak pairs) is unchanged. thuml/SPOT puts Dropout between Linear and
+    ReLU; ReLU commutes with dropout's non-negative scaling, so that is the same function.
+    """
+
+    def __init__(self, net: EnsembleMLP, p: float):
+        super().__init__()
+        self.net, self.p = net, p
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        x, last = obs, len(self.net.layers) - 1
+        for i, layer in enumerate(self.net.layers):
+            x = layer(x)
+            if i < last:
+                if self.net.layer_norm:
+                    x = F.layer_norm(x, x.shape[-1:])
+                x = F.dropout(F.relu(x), self.p, self.training)
+        return torch.tanh(x).squeeze(0)
+
+
+class SPOTPolicy(TD3Policy):
+    """TD3's actor and twin critics plus the behaviour VAE, whose optimizer is saved with the others.
+
+    :param vae_net_arch: hidden sizes of the VAE's encoder and decoder (SPOT: 750, 750)
+    :param vae_latent_dim: size of the VAE's latent (default 2 * action size)
+    Other arguments: see TD3Policy.
+    """
+
+    optimizer_names = ("actor_optimizer", "critic_optimizer", "vae_optimizer")
+
+    def __init__(
+        self,
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        lr_schedule: Schedule,
+        net_arch: tuple[int, ...] | list[int] = (256, 256),
+        vae_net_arch: tuple[int, ...] | list[int] = (750, 750),
+        vae_latent_dim: int | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(observation_space, action_space, lr_schedule, net_arch, **kwargs)
+        self.vae = VAE(self.obs_dim, self.act_dim, vae_net_arch, vae_latent_dim)
+        # Learning rates the agent sets (None: the critic's); read whenever the optimizers are (re)built.
+        self.actor_lr: float | None = None
+        self.vae_lr: float = 1e-3
+
+    def build_optimizers(self, lr: float) -> None:
+        self.actor_optimizer = adam(self.actor.parameters(), lr if self.actor_lr is None else self.actor_lr, self.device)
+        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
+        self.vae_optimizer = adam(self.vae.parameters(), self.vae_lr, self.device)
+
+
+class SPOT(TD3):
+    """SPOT-TD3 with the official defaults (thuml/SPOT main.py, train_vae.py, configs/).
+
+    :param dataset: the OfflineDataset to learn from
+    :param lambd: weight lambda of the density penalty (official default 1.0; per dataset, e.g. hopper-medium
+        0.1: see hyperparams/spot.yml)
+    :param beta: KL weight of the VAE's loss and of the penalty n(s)
+    :param vae_steps: gradient steps of the VAE phase, the first ones of `learn`'s budget (official: 100k)
+    :param vae_learning_rate: Adam learning rate of the VAE
+    :param num_samples: latent samples per state in the penalty n(s)
+    :param iwae: estimate -log pi_beta by importance sampling over num_samples latents instead of the ELBO loss
+    :param normalize_q: divide the Q term by mean|Q| (detached); False is the official `--without_Q_norm`
+    :param lambd_cool: during `finetune`, cool lambda linearly towards lambd_end * lambda
+    :param lambd_end: the floor of the cooling, as a share of lambda, in [0, 1]
+    :param actor_learning_rate: the actor's Adam learning rate (None: learning_rate; AntMaze/Adroit 1e-4);
+        a learning-rate schedule then drives only the critic
+    :param actor_dropout: dropout of the actor's hidden layers in training (official Gym 0.1; AntMaze and
+        CORL 0)
+    :param actor_init_w: draw the actor's output layer from U(-w, w) (AntMaze/Adroit: 1e-3); None: default init
+    :param critic_init_w: the same for the critics' output layer (AntMaze/Adroit: 3e-3)
+    :param policy_kwargs: TD3's, plus vae_net_arch and vae_latent_dim (see SPOTPolicy)
+    Other arguments: see TD3 and OfflineAlgorithm. A pretraining recipe (pretrain=...) runs right after the
+    VAE phase, before SPOT's own updates.
+    """
+
+    policy_aliases: ClassVar[dict[str, type[TD3Policy]]] = {"MlpPolicy": SPOTPolicy}
+    policy: SPOTPolicy
+
+    def __init__(
+        self,
+        dataset: OfflineDataset | None = None,
+        *,
+        lambd: float = 1.0,
+        beta: float = 0.5,
+        vae_steps: int = 100_000,
+        vae_learning_rate: float = 1e-3,
+        num_samples: int = 1,
+        iwae: bool = False,
+        normalize_q: bool = True,
+        lambd_cool: bool = True,
+        lambd_end: float = 0.2,
+        actor_learning_rate: float | None = None,
+        actor_dropout: float = 0.1,
+        actor_init_w: float | None = None,
+        critic_init_w: float | None = None,
+        **kwargs: Any,
+    ):
+        if not lambd >= 0:
+            raise ValueError(f"lambd (the density penalty's weight) must be >= 0, got {lambd}.")
+        if not beta >= 0 or (iwae and beta == 0):
+            raise ValueError(f"beta (the VAE's KL weight) must be >= 0, and > 0 with iwae=True; got {beta}.")
+        if isinstance(vae_steps, bool) or int(vae_steps) != vae_steps or vae_steps < 0:
+            raise ValueError(f"vae_steps is a whole number of gradient steps >= 0 (official: 100000), got {vae_steps}.")
+        if not vae_learning_rate > 0:
+            raise ValueError(f"vae_learning_rate must be > 0, got {vae_learning_rate}.")
+        if int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples is a whole number of latent samples >= 1, got {num_samples}.")
+        if not 0.0 <= lambd_end <= 1.0:
+            raise ValueError(
+                f"lambd_end is the floor of the online cooling as a share of lambd, in [0, 1]; got {lambd_end}."
+            )
+        if actor_learning_rate is not None and not actor_learning_rate > 0:
+            raise ValueError(f"actor_learning_rate must be > 0 (or None for learning_rate), got {actor_learning_rate}.")
+        if not 0.0 <= actor_dropout < 1.0:
+            raise ValueError(f"actor_dropout is a probability in [0, 1), got {actor_dropout}.")
+        for name, w in (("actor_init_w", actor_init_w), ("critic_init_w", critic_init_w)):
+            if w is not None and not w > 0:
+                raise ValueError(f"{name} is the half-width of a uniform output-layer init (> 0) or None, got {w}.")
+        self.lambd, self.beta = float(lambd), float(beta)
+        self.vae_steps, self.vae_learning_rate = int(vae_steps), float(vae_learning_rate)
+        self.num_samples, self.iwae, self.normalize_q = int(num_samples), bool(iwae), bool(normalize_q)
+        self.lambd_cool, self.lambd_end = bool(lambd_cool), float(lambd_end)
+        self.actor_learning_rate = actor_learning_rate
+        self.actor_dropout, self.actor_init_w, self.critic_init_w = float(actor_dropout), actor_init_w, critic_init_w
+        # Online lambda cooling: the update count at the hand-over (None offline) and the horizon T.
+        self._cooling_start: int | None = None
+        self._cooling_horizon = 1
+        super().__init__(dataset, **kwargs)
+
+    def _setup_model(self) -> None:
+        super()._setup_model()
+        policy = self.policy
+        if self.actor_dropout > 0:  # wrap the actor and its target around their own weights
+            policy.actor = DropoutActor(policy.actor.net, self.actor_dropout)
+            policy.actor_target = DropoutActor(policy.actor_target.net, self.actor_dropout)
+            self.actor = policy.actor
+        if self.actor_init_w is not None:
+            initialize(policy.actor.net, output_bound=self.actor_init_w)
+            policy.actor_target.load_state_dict(policy.actor.state_dict())
+        if self.critic_init_w is not None:
+            head = self.critic.q_head if isinstance(self.critic, SharedQ) else self.critic.net.layers[-1]
+            with torch.no_grad():
+                nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
+                nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
+            policy.critic_target.load_state_dict(self.critic.state_dict())
+        policy.actor_lr, policy.vae_lr = self.actor_learning_rate, self.vae_learning_rate
+        policy.build_optimizers(self.lr_schedule(1.0))
+        if self._n_updates >= self.vae_steps:  # a loaded agent past its VAE phase
+            self.freeze_vae()
+
+    def freeze_vae(self) -> None:
+        """The VAE stops learning: the actor's gradients pass through it to pi(s) but leave no trace on it."""
+        self.policy.vae.requires_grad_(False)
+
+    @property
+    def pretrain_until(self) -> int:
+        """The last gradient step before SPOT's own updates: the VAE phase, then a recipe's phase if any."""
+        return self.vae_steps + super().pretrain_until
+
+    def _update_learning_rate(self, optimizers) -> None:
+        """A learning-rate schedule drives the critic, and the actor unless actor_learning_rate is set; the
+        VAE keeps vae_learning_rate."""
+        fixed = [self.policy.vae_optimizer] + ([self.policy.actor_optimizer] if self.actor_learning_rate is not None else [])
+        super()._update_learning_rate([o for o in optimizers if all(o is not f for f in fixed)])
+
+    # ------------------------------------------------------------------ the density penalty and its weight
+
+    def current_lambda(self) -> float:
+        """lambda offline; lambda * max(lambd_end, 1 - t / T) during `finetune` with lambd_cool (host ints)."""
+        if not self.lambd_cool or self._cooling_start is None:
+            return self.lambd
+        t = self._n_updates - self._cooling_start
+        return self.lambd * max(self.lambd_end, 1.0 - t / self._cooling_horizon)
+
+    def learn(self, *args: Any, **kwargs: Any):
+        self._cooling_start = None  # offline, lambda is constant
+        return super().learn(*args, **kwargs)
+
+    def _on_finetune_start(self) -> None:
+        super()._on_finetune_start()
+        if self._n_updates < self.pretrain_until:
+            raise ValueError(
+                f"finetune() needs the VAE trained first: {self._n_updates} gradient steps so far, the VAE (and "
+                f"pretraining) phase lasts {self.pretrain_until}. Call learn() for at least that many steps."
+            )
+        # Cooling counts online updates from the hand-over; T = this fine-tuning's env steps x UTD ratio.
+        self._cooling_start = self._n_updates
+        self._cooling_horizon = max(self._total_timesteps * self.online_utd_ratio, 1)
+
+    def density_loss(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """n(s) per state: the frozen VAE's elbo_loss (or IWAE estimate) of -log pi_beta(a|s)."""
+        vae = self.policy.vae
+        if self.iwae:
+            return vae.iwae_loss(observations, actions, self.beta, self.num_samples)
+        return vae.elbo_loss(observations, actions, self.beta, self.num_samples)
+
+    # ------------------------------------------------------------------ losses
+
+    def vae_loss(self, batch: Batch) -> torch.Tensor:
+        """Mean over the batch of elbo_loss(s, a), one latent sample: thuml/SPOT train_vae.py's loss."""
+        return self.policy.vae.elbo_loss(batch.observations, batch.actions, self.beta).mean()
+
+    def actor_loss(self, batch: Batch) -> torch.Tensor:
+        """-mean Q(s, pi(s)) / mean|Q(s, pi(s))| (detached) + lambda_t * mean n(s), n from the frozen VAE."""
+        obs = batch.observations
+        pi = self.actor(obs)
+        q = self.actor_q(obs, pi)
+        q_term = -q.mean() / q.abs().mean().detach() if self.normalize_q else -q.mean()
+        density = self.density_loss(obs, pi).mean()
+        lambd = self.current_lambda()
+        self._record(neg_log_beta=density, lambd=torch.tensor(lambd))
+        return q_term + lambd * density
+
+    # ------------------------------------------------------------------ one update
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        if self.actor_dropout > 0 and not self.actor.training:
+            self.policy.set_training_mode(True)  # predict() (e.g. in an evaluation callback) switched it off
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            batch = self._sample(batch_size)
+            if self._n_updates <= self.vae_steps:
+                self.vae_update(batch)
+            elif not self.pretraining_step(batch):
+                self.td3_update(batch)
+
+    def vae_update(self, batch: Batch) -> None:
+        """One step of the VAE phase (actor and critics untouched); the VAE freezes after the last one."""
+        policy = self.policy
+        with self.autocast():
+            loss = self.vae_loss(batch)
+        policy.vae_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        policy.vae_optimizer.step()
+        self._record(vae_loss=loss)
+        if self._n_updates == self.vae_steps:
+            self.freeze_vae()
+
+
+__all__ = ["SPOT", "DropoutActor", "SPOTPolicy"]
