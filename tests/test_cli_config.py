@@ -94,6 +94,13 @@ def test_hyperparams_merge_default_env_and_dataset(tmp_path):
     }
     kwargs, _ = load_hyperparams("td3bc", "zoo/walker2d/medium-v0", hyper)
     assert kwargs == {"alpha": 2.5}
+    # policy_kwargs merge key by key, from the file's sections to the overrides.
+    hyper.write_text(
+        "default:\n  policy_kwargs: {net_arch: [64, 64], n_critics: 2}\n"
+        "hopper:\n  policy_kwargs: {critic_layer_norm: true}\n"
+    )
+    kwargs, _ = load_hyperparams("td3bc", "zoo/hopper/medium-v0", hyper, {"policy_kwargs": {"n_critics": 3}})
+    assert kwargs["policy_kwargs"] == {"net_arch": [64, 64], "n_critics": 3, "critic_layer_norm": True}
 
 
 def test_shipped_td3bc_yaml_has_the_official_defaults():

@@ -1,7 +1,8 @@
 """hyperparams/<algo>.yml -> constructor kwargs and run settings. Plain YAML, nothing is evaluated.
 
 A file maps keys to settings, merged from general to specific: `default`, then the env part of the
-dataset id (`hopper`), then the whole dataset id (`zoo/hopper/medium-v0`). Run settings (RUN_SETTINGS:
+dataset id (`hopper`), then the whole dataset id (`zoo/hopper/medium-v0`), then `zoo train --set`
+overrides; `policy_kwargs` and `pretrain_kwargs` merge key by key. Run settings (RUN_SETTINGS:
 budgets and evaluation frequencies) are split from the agent's keyword arguments.
 """
 
@@ -45,8 +46,8 @@ def load_hyperparams(
         if section:
             if not isinstance(section, dict):
                 raise ValueError(f"Section '{key}' of {file} must be a mapping, got {section!r}.")
-            merged.update(section)
-    merged.update(overrides or {})
+            _merge(merged, section)
+    _merge(merged, overrides or {})
     run = {name: merged.pop(name, default) for name, default in RUN_SETTINGS.items()}
     allowed = {
         name
@@ -58,6 +59,17 @@ def load_hyperparams(
     if unknown:
         raise ValueError(f"{file} or --set: unknown setting(s) {unknown} for '{algo}'. Known: {sorted(allowed)}.")
     return merged, run
+
+
+NESTED = ("policy_kwargs", "pretrain_kwargs")  # merged key by key across sections, not replaced whole
+
+
+def _merge(merged: dict[str, Any], section: dict[str, Any]) -> None:
+    for key, value in section.items():
+        if key in NESTED and isinstance(merged.get(key), dict) and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:
