@@ -1,9 +1,11 @@
-"""Offline update throughput: zoo's TD3+BC against a plain eager single-file TD3+BC, in one run.
+"""Update throughput: zoo's TD3+BC and CQL against plain eager single-file versions, in one run.
 
 The reference below is the usual single-file loop (CORL's `offline/td3_bc.py` shape: dataset tensors on
 the device, separate nn.Linear critics, default Adam, a per-parameter Polyak loop), with the same math
 and sizes as zoo's agent. d3rlpy's TD3PlusBC and SB3's TD3 `train` run on the same data when installed
-(`pip install -e .[bench]`). The last line is `ratio_vs_reference=<zoo / reference>`.
+(`pip install -e .[bench]`). Every registry agent is timed too: updates/s of each of its phases offline
+and env steps/s online at its own UTD ratio. The last lines are `cql_ratio_vs_reference=<zoo CQL / eager
+CQL>` and `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`.
 
     python benchmarks/throughput.py [--device cuda] [--steps 2000]
 """
@@ -171,6 +173,89 @@ class ReferenceTD3BC:
                 tp.data.copy_(0.005 * p.data + 0.995 * tp.data)
 
 
+class RefTanhGaussian(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(OBS_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU())
+        self.head = nn.Linear(HIDDEN, 2 * ACT_DIM)
+
+    def forward(self, s, repeat=None):
+        if repeat is not None:  # CORL's `extend_and_repeat`: (B, d) -> (B, repeat, d)
+            s = s.unsqueeze(1).repeat(1, repeat, 1)
+        mean, log_std = self.head(self.trunk(s)).chunk(2, -1)
+        dist = torch.distributions.TransformedDistribution(
+            torch.distributions.Normal(mean, log_std.clamp(-20, 2).exp()), torch.distributions.TanhTransform(cache_size=1)
+        )
+        a = dist.rsample()
+        return a, dist.log_prob(a).sum(-1)
+
+
+class RefQ(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(OBS_DIM + ACT_DIM, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 1)
+        )
+
+    def forward(self, s, a):  # a: (B, A) or (B, K, A), as CORL's FullyConnectedQFunction
+        if a.dim() == 3:
+            s = s.unsqueeze(1).repeat(1, a.shape[1], 1)
+        return self.net(torch.cat([s, a], -1)).squeeze(-1)
+
+
+class ReferenceCQL:
+    """The single-file SAC-based CQL update, eager, in the shape of CORL's `offline/cql.py` (Gym config:
+    importance sampling, 10 actions of each kind, fixed weight 10, no max backup, no entropy backup)."""
+
+    def __init__(self, data: dict[str, torch.Tensor], device: torch.device):
+        self.data, self.device = data, device
+        self.actor = RefTanhGaussian().to(device)
+        self.q1, self.q2 = RefQ().to(device), RefQ().to(device)
+        self.t1, self.t2 = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
+        self.log_alpha = torch.zeros((), device=device, requires_grad=True)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=3e-5)
+        self.q_opt = torch.optim.Adam([*self.q1.parameters(), *self.q2.parameters()], lr=3e-4)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=3e-5)
+
+    def update(self):
+        n, k = self.data["obs"].shape[0], 10
+        idx = torch.randint(0, n, (BATCH,), device=self.device)
+        s, a, r, s2, d = (self.data[key][idx] for key in ("obs", "act", "rew", "next_obs", "term"))
+        r, d = r.squeeze(1), d.squeeze(1)
+        pi, log_pi = self.actor(s)
+        alpha_loss = -(self.log_alpha * (log_pi + -ACT_DIM).detach()).mean()
+        alpha = self.log_alpha.exp()
+        actor_loss = (alpha.detach() * log_pi - torch.min(self.q1(s, pi), self.q2(s, pi))).mean()
+        q1, q2 = self.q1(s, a), self.q2(s, a)
+        with torch.no_grad():
+            a2, _ = self.actor(s2)
+            y = r + 0.99 * (1 - d) * torch.min(self.t1(s2, a2), self.t2(s2, a2))
+        td = F.mse_loss(q1, y) + F.mse_loss(q2, y)
+        rand = a.new_empty(BATCH, k, ACT_DIM).uniform_(-1, 1)
+        cur, cur_logp = self.actor(s, repeat=k)
+        nxt, nxt_logp = self.actor(s2, repeat=k)
+        cur, cur_logp, nxt, nxt_logp = cur.detach(), cur_logp.detach(), nxt.detach(), nxt_logp.detach()
+        cql = 0.0
+        for q, q_data in ((self.q1, q1), (self.q2, q2)):
+            cat = torch.cat(
+                [q(s, rand) - np.log(0.5**ACT_DIM), q(s, nxt) - nxt_logp, q(s, cur) - cur_logp], dim=1
+            )
+            cql = cql + 10.0 * (torch.logsumexp(cat, dim=1) - q_data).mean()
+        q_loss = td + cql
+        self.alpha_opt.zero_grad()
+        alpha_loss.backward()
+        self.alpha_opt.step()
+        self.actor_opt.zero_grad()
+        actor_loss.backward()
+        self.actor_opt.step()
+        self.q_opt.zero_grad()
+        q_loss.backward()
+        self.q_opt.step()
+        for q, t in ((self.q1, self.t1), (self.q2, self.t2)):
+            for p, tp in zip(q.parameters(), t.parameters()):
+                tp.data.copy_(0.005 * p.data + 0.995 * tp.data)
+
+
 # ---------------------------------------------------------------------- timing
 
 
@@ -198,11 +283,33 @@ def zoo_td3bc(dataset, device, precision="float32"):
     return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
 
+SLOW_AGENTS = ("cql", "calql", "edac", "edac-mc")
+
+# Settings that make a registry agent reach the phase being timed quickly (they do not change its update).
+PHASE_SETTINGS = {
+    "spot": {"vae_steps": 1},
+    "opt-spot": {"vae_steps": 1},
+}
+
+
+def agent_phases(key: str) -> tuple[str, ...]:
+    """The phases of a registry agent with an update of their own: its pretraining (or SPOT's VAE), then RL."""
+    from zoo import AGENTS
+
+    spec = AGENTS[key]
+    if "pretrain" in spec.defaults:
+        return ("pretrain", "rl")
+    if key in PHASE_SETTINGS:
+        return ("vae", "rl")
+    return ("rl",)
+
+
 def zoo_agent(key: str, dataset, device, phase: str):
-    """An agent of the registry, timed in its pretraining phase or in its RL phase (after it)."""
+    """An agent of the registry, timed in its pretraining phase (or SPOT's VAE phase) or in its RL phase."""
     from zoo import make_agent
 
-    agent = make_agent(key, dataset, seed=0, device=device)
+    settings = {} if phase == "vae" else PHASE_SETTINGS.get(key, {})
+    agent = make_agent(key, dataset, seed=0, device=device, **settings)
     agent.learn(1)
     if phase == "rl" and agent.pretraining is not None:
         agent.pretrain_steps = 1  # skip straight to the agent's own losses
@@ -210,16 +317,32 @@ def zoo_agent(key: str, dataset, device, phase: str):
     return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
 
-def zoo_finetune_rate(dataset, device, steps: int) -> float:
-    """Online fine-tuning: env steps per second, one TD3+BC update per step, HalfCheetah-v5."""
-    from zoo import TD3BC
+def zoo_finetune_rate(key: str, dataset, device, steps: int) -> float:
+    """Online fine-tuning of a registry agent on HalfCheetah-v5: env steps per second at its own UTD ratio
+    (OPT: its fine-tuning phase, after a 1-step collection and 10 online pre-training updates)."""
+    from zoo import make_agent
 
-    agent = TD3BC(dataset, seed=0, device=device)
+    settings = {**PHASE_SETTINGS.get(key, {})}
+    if key.startswith("opt"):
+        settings.update(n_tau=1, n_pretrain=10)
+    agent = make_agent(key, dataset, seed=0, device=device, **settings)
+    agent.learn(1)
+    if agent.pretraining is not None:
+        agent.pretrain_steps = 1
     agent.finetune(20)  # warm-up
     start = time.perf_counter()
     agent.finetune(steps)
     sync(device)
     return steps / (time.perf_counter() - start)
+
+
+def zoo_cql(dataset, device):
+    """zoo's CQL in the reference's configuration (2x256 actor and critics, weight 10, importance sampling)."""
+    from zoo.agents import CQL
+
+    agent = CQL(dataset, seed=0, device=device, policy_kwargs=dict(net_arch=[HIDDEN, HIDDEN], critic_init="default"))
+    agent.learn(1)
+    return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
 
 def rate_block(train_n, n: int, device: torch.device, warmup: int = 50) -> float:
@@ -314,6 +437,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="interleaved timing rounds per implementation")
     parser.add_argument("--transitions", type=int, default=20_000)
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time d3rlpy and SB3")
+    parser.add_argument("--cql", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time zoo's CQL against the plain eager CQL reference")
     parser.add_argument("--agents", action=argparse.BooleanOptionalAction, default=True,
                         help="also time every registry agent (pretraining and RL phases) and online fine-tuning")
     args = parser.parse_args()
@@ -342,11 +467,16 @@ def main() -> None:
         "zoo TD3BC": zoo_td3bc(dataset, device),
         "zoo TD3BC, bf16 matmuls": zoo_td3bc(dataset, device, precision="bfloat16"),
     }
+    if args.cql:
+        contenders["reference eager CQL"] = ReferenceCQL(tensors, device).update
+        contenders["zoo CQL"] = zoo_cql(dataset, device)
     results: dict[str, list[float]] = {name: [] for name in contenders}
     # Interleave rounds so that drift in machine load hits every contender alike; report the best round.
+    # CQL updates cost ~15x a TD3+BC update (31 actions per state through both critics): fewer of them.
     for _ in range(args.rounds):
         for name, step in contenders.items():
-            results[name].append(rate(step, args.steps // args.rounds, device))
+            n = args.steps // args.rounds // (15 if "CQL" in name else 1)
+            results[name].append(rate(step, max(n, 10), device, warmup=5 if "CQL" in name else 50))
     best = {name: max(rates) for name, rates in results.items()}
     ref, ours = best["reference eager TD3+BC"], best["zoo TD3BC"]
     for name, value in best.items():
@@ -358,15 +488,23 @@ def main() -> None:
             except ImportError as error:
                 print(f"{name + ':':24} skipped ({error.name} not installed: pip install -e .[bench])")
     if args.agents:
-        from zoo import AGENTS
+        from zoo import AGENTS, make_agent
 
         n = max(args.steps // 4, 100)
-        for key, spec in AGENTS.items():
-            phases = ("pretrain", "rl") if "pretrain" in spec.defaults else ("rl",)
+        for key in AGENTS:
+            phases = agent_phases(key)
+            # The SAC family's ensembles and CQL's 31 actions per state make an update 10-30x a TD3 one.
+            m = max(n // 20, 20) if key in SLOW_AGENTS else n
             for phase in phases:
                 label = f"zoo {key}" + (f" ({phase})" if len(phases) > 1 else "")
-                print(f"{label + ':':32}{rate(zoo_agent(key, dataset, device, phase), n, device):8.1f} updates/s")
-        print(f"{'zoo td3bc finetune:':32}{zoo_finetune_rate(dataset, device, n):8.1f} env steps/s (UTD 1)")
+                value = rate(zoo_agent(key, dataset, device, phase), m, device, warmup=5)
+                print(f"{label + ':':32}{value:8.1f} updates/s")
+            utd = make_agent(key, dataset, device=device, **PHASE_SETTINGS.get(key, {})).online_utd_ratio
+            value = zoo_finetune_rate(key, dataset, device, m)
+            print(f"{'zoo ' + key + ' finetune:':32}{value:8.1f} env steps/s (UTD {utd})")
+    if args.cql:
+        cql_ref, cql_ours = best["reference eager CQL"], best["zoo CQL"]
+        print(f"cql_ratio_vs_reference={cql_ours / cql_ref:.2f}")
     print(f"ratio_vs_reference={ours / ref:.2f}")
 
 

@@ -222,12 +222,14 @@ def test_actor_dropout_and_head_init_options(hopper):
     last = policy.actor.net.layers[-1]
     torch.testing.assert_close(policy.actor(obs), torch.tanh(x @ last.weight[0] + last.bias[0, 0]))
     assert list(policy.actor.state_dict()) == [f"net.layers.{i}.{p}" for i in range(3) for p in ("weight", "bias")]
-    # predict() switches to eval mode; the next gradient step switches dropout back on.
+    # predict() (an evaluation callback's) switches to eval mode; learn's next gradient step switches
+    # dropout back on.
     agent.learn(1)
     agent.predict(obs.numpy(), deterministic=True)
     assert not policy.actor.training
-    agent.train(gradient_steps=1, batch_size=8)
-    assert policy.actor.training
+    modes = []
+    agent.learn(1, reset_num_timesteps=False, callback=lambda *_: modes.append(policy.actor.training) or True)
+    assert modes == [True]
     assert policy.actor_target.training  # the official target actor keeps its dropout
 
 

@@ -419,12 +419,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
         )
         callback.on_training_start(locals(), globals())
-        self.policy.set_training_mode(True)
         scheduled_lr = callable(self.learning_rate)
         optimizers = [getattr(self.policy, name) for name in self.policy.optimizer_names]
         while self.num_timesteps < total_timesteps:
             if scheduled_lr:  # SB3 schedules take the remaining progress, 1 -> 0
                 self._update_learning_rate(optimizers)
+            self.policy.set_training_mode(True)  # a callback's predict() (evaluation) switches it off
             self.train(gradient_steps=1, batch_size=self.batch_size)
             self.num_timesteps += 1
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)

@@ -490,14 +490,7 @@ class OnlinePretraining:
         )
 
         # 4. Delayed actor step on Q_mix (through `actor_q`), then every target follows.
-        if self._n_updates % self.policy_delay == 0:
-            with self.autocast():
-                actor_loss = self.actor_loss(batch)
-            policy.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)
-            policy.actor_optimizer.step()
-            self.soft_update(*self._all_target_pairs, self.tau)
-            self._record(actor_loss=actor_loss)
+        self.delayed_actor_step(batch, self._all_target_pairs)
 
 
 class OPT(OnlinePretraining, TD3BC):

@@ -314,12 +314,7 @@ class SoftImitation(Pretraining):
         policy = agent.policy
         with agent.autocast():
             _, log_prob = agent.actor(batch.observations)
-        if agent._learn_alpha:
-            alpha_loss = agent.alpha_loss(log_prob)
-            policy.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            policy.alpha_optimizer.step()
-            agent._record(pretrain_alpha_loss=alpha_loss)
+        agent.alpha_step(log_prob)
         alpha = agent.alpha
         with agent.autocast():
             actor_loss = self.actor_loss(agent, batch, log_prob, alpha)

@@ -204,6 +204,16 @@ class SAC(OfflineAlgorithm):
 
     # ------------------------------------------------------------------ one update
 
+    def alpha_step(self, log_prob: torch.Tensor) -> None:
+        """One step of the temperature on L_alpha (nothing when ent_coef is fixed)."""
+        if not self._learn_alpha:
+            return
+        alpha_loss = self.alpha_loss(log_prob)
+        self.policy.alpha_optimizer.zero_grad(set_to_none=True)
+        alpha_loss.backward()
+        self.policy.alpha_optimizer.step()
+        self._record(alpha_loss=alpha_loss)
+
     def train(self, gradient_steps: int, batch_size: int) -> None:
         for _ in range(gradient_steps):
             self._n_updates += 1
@@ -219,12 +229,7 @@ class SAC(OfflineAlgorithm):
             alpha = self.alpha
             actor_loss = self.actor_loss(batch, actions, log_prob, alpha)
             critic_loss, q = self.critic_loss(batch, alpha)
-        if self._learn_alpha:
-            alpha_loss = self.alpha_loss(log_prob)
-            policy.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            policy.alpha_optimizer.step()
-            self._record(alpha_loss=alpha_loss)
+        self.alpha_step(log_prob)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)  # the critics' gradients come from their own loss
         policy.actor_optimizer.step()

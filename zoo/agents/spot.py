@@ -101,7 +101,8 @@ class SPOT(TD3):
     :param num_samples: latent samples per state in the penalty n(s)
     :param iwae: estimate -log pi_beta by importance sampling over num_samples latents instead of the ELBO loss
     :param normalize_q: divide the Q term by mean|Q| (detached); False is the official `--without_Q_norm`
-    :param lambd_cool: during `finetune`, cool lambda linearly towards lambd_end * lambda
+    :param lambd_cool: during `finetune`, cool lambda linearly towards lambd_end * lambda (on in every
+        official and CORL fine-tuning config, off in the official argparse default; offline it has no effect)
     :param lambd_end: the floor of the cooling, as a share of lambda, in [0, 1]
     :param actor_learning_rate: the actor's Adam learning rate (None: learning_rate; AntMaze/Adroit 1e-4);
         a learning-rate schedule then drives only the critic
@@ -255,8 +256,6 @@ class SPOT(TD3):
     # ------------------------------------------------------------------ one update
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
-        if self.actor_dropout > 0 and not self.actor.training:
-            self.policy.set_training_mode(True)  # predict() (e.g. in an evaluation callback) switched it off
         for _ in range(gradient_steps):
             self._n_updates += 1
             batch = self._sample(batch_size)

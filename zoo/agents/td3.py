@@ -182,12 +182,18 @@ class TD3(OfflineAlgorithm):
         policy.critic_optimizer.step()
         self._record(critic_loss=critic_loss)
 
-        # Delayed actor step (gradients reach only the actor's weights), then the targets follow.
-        if self._n_updates % self.policy_delay == 0:
-            with self.autocast():
-                actor_loss = self.actor_loss(batch)
-            policy.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward(inputs=self._actor_params)
-            policy.actor_optimizer.step()
-            self.soft_update(*self._target_pairs, self.tau)
-            self._record(actor_loss=actor_loss)
+        self.delayed_actor_step(batch)
+
+    def delayed_actor_step(self, batch: Batch, target_pairs: tuple[list, list] | None = None) -> None:
+        """Every `policy_delay` updates: an actor step (gradients reach only the actor's weights), then the
+        targets follow (`target_pairs`: OPT's include its second critic pair)."""
+        if self._n_updates % self.policy_delay != 0:
+            return
+        policy = self.policy
+        with self.autocast():
+            actor_loss = self.actor_loss(batch)
+        policy.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward(inputs=self._actor_params)
+        policy.actor_optimizer.step()
+        self.soft_update(*(target_pairs or self._target_pairs), self.tau)
+        self._record(actor_loss=actor_loss)
