@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh Minari root per test and tiny hand-made Hopper-v5 datasets written to it."""
+"""Shared fixtures: one torch thread, a fresh Minari root per test and tiny hand-made Hopper-v5 datasets."""
 
 from __future__ import annotations
 
@@ -9,9 +9,19 @@ import numpy as np
 import pytest
 
 from zoo.data import Episode, write_dataset
+from zoo.threads import torch_threads
 
 OBS_DIM, ACT_DIM = 11, 3
 TINY_ID = "zoo/hopper/tiny-v0"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tests use small networks and batches: one intra-op thread is as fast on an idle 2-core machine and
+    much faster on a busy one, where two threads spin-wait (measured: a short EDAC run took 8 s with one
+    thread, 86 s with two, under load)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -18,16 +18,8 @@ from zoo.agents.base import Batch
 from zoo.agents.cql import CQL, CalQL
 from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
-from zoo.threads import torch_threads
 
 SMALL = dict(net_arch=[32, 32])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one intra-op thread is faster than two spinning on a shared 2-core machine."""
-    with torch_threads(1):
-        yield
 
 
 def log_sum_exp(values: np.ndarray, axis: int) -> np.ndarray:

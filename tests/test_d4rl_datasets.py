@@ -37,15 +37,6 @@ FIELDS = ("observations", "actions", "rewards", "next_observations", "terminatio
 ASSETS = Path(d4rl.__file__).parents[1] / "assets" / "behavior"
 
 
-@pytest.fixture(autouse=True)
-def single_thread_torch():
-    """Batches of a few observations: torch's intra-op threads only cost time on a busy 2-core box."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture
 def make():
     """make_d4rl_dataset with test-sized defaults (2 envs), returning the dataset loaded on the CPU."""

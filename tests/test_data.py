@@ -67,15 +67,6 @@ def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
-@pytest.fixture
-def single_thread_torch():
-    """Batches of 2 observations: torch's intra-op threads only cost time (a lot on a busy 2-core box)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Writing and alignment
 # ----------------------------------------------------------------------------------------------------------
@@ -520,7 +511,7 @@ def test_task_for_unknown_env_without_metadata(dataset_id, key):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def test_sac_actor_acts_in_bounds(single_thread_torch):
+def test_sac_actor_acts_in_bounds():
     with gym.make("Hopper-v5") as env:
         actor = SACActor.from_state_dict(vendored_behavior(HOPPER_ACTOR), env)
         obs = np.stack([env.reset(seed=s)[0] for s in range(5)])
@@ -559,7 +550,7 @@ def _collect(seed: int) -> list[Episode]:
     return collect_episodes("Hopper-v5", policy, 300, seed=seed, n_envs=2)
 
 
-def test_collect_episodes_is_a_function_of_the_seed(single_thread_torch):
+def test_collect_episodes_is_a_function_of_the_seed():
     first, second = _collect(0), _collect(0)
     assert len(first) == len(second) >= 1
     for a, b in zip(first, second):
@@ -589,7 +580,7 @@ def test_collect_episodes_is_a_function_of_the_seed(single_thread_torch):
     assert not np.array_equal(mine.actions[:5], theirs.actions[:5])  # other noise
 
 
-def test_make_behavior_dataset_round_trip(single_thread_torch):
+def test_make_behavior_dataset_round_trip():
     checkpoint = vendored_behavior(HOPPER_ACTOR)
     path = make_behavior_dataset("zoo/hopper/behave-v0", "Hopper-v5", checkpoint, 300, seed=0, n_envs=2)
     assert path == minari_root() / "zoo" / "hopper" / "behave-v0"

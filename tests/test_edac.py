@@ -21,16 +21,6 @@ from zoo.evaluation import agent_predict
 SMALL = dict(net_arch=[16, 16], n_critics=3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks on a shared 2-core machine: one intra-op thread is faster, and much faster when other
-    processes load the cores (measured: the short run below took 8 s with one thread, 86 s with two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def explicit_diversity(critic, observations, actions):
     """ES with one autograd call per member: 1/(N-1) sum_{i != j} <g_i, g_j>, g_i = unit grad_a Q_i."""
     n = critic.n_critics

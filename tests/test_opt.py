@@ -18,14 +18,6 @@ from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
 from zoo.nn import EnsembleQ
 from zoo.nn.density import DensityRatio
-from zoo.threads import torch_threads
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small nets and batches: one intra-op thread (two spin-wait on a busy 2-core machine, zoo.threads)."""
-    with torch_threads(1):
-        yield
 
 
 SMALL = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32], density_net_arch=[32, 32]))

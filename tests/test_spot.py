@@ -15,16 +15,8 @@ from zoo.agents.spot import DropoutActor
 from zoo.config import load_hyperparams
 from zoo.evaluation import EvalCallback, agent_predict
 from zoo.nn import VAE
-from zoo.threads import torch_threads
 
 SMALL = dict(policy_kwargs=dict(net_arch=[32, 32], vae_net_arch=[32, 32]), batch_size=64)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks: one intra-op thread is faster, and much faster on a busy 2-core machine."""
-    with torch_threads(1):
-        yield
 
 
 def snapshot(module):
