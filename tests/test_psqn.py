@@ -129,5 +129,32 @@ def test_psqn_on_td3_for_exorl(hopper):
     assert agent.actor_loss(batch).item() == pytest.approx(-3.0)
     agent.learn(20)
     assert agent.pretrain_until == 2
-    with pytest.raises(ValueError, match="'psqn' cannot be built on 'cql'. Supported bases: td3, td3bc"):
-        make_agent("psqn", hopper, base="cql")
+    with pytest.raises(ValueError, match="'psqn' cannot be built on 'edac'. Supported bases: calql, cql, td3, td3bc"):
+        make_agent("psqn", hopper, base="edac")
+
+
+def test_psqn_on_calql_pretrains_the_shared_critics_then_hands_over(hopper):
+    from zoo import CalQL
+
+    agent = make_agent("psqn", hopper, base="calql", seed=0, batch_size=32, n_actions=2,
+                       policy_kwargs=dict(net_arch=[32, 32]))
+    assert isinstance(agent, CalQL) and isinstance(agent.critic, SharedQ) and agent.pretrain_steps == 0.1
+    snapshot = lambda module: [p.detach().clone() for p in module.parameters()]  # noqa: E731
+    q_head, transition_head = snapshot(agent.critic.q_head), snapshot(agent.critic.transition_head)
+    # 20 steps: updates 1-2 predict the next state, then Cal-QL's own critic loss (with the bound).
+    agent.learn(20, callback=lambda *_: agent.num_timesteps < 2)
+    assert agent.pretrain_until == 2 and agent.num_timesteps == 2
+    assert all(torch.equal(a, b) for a, b in zip(q_head, agent.critic.q_head.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(transition_head, agent.critic.transition_head.parameters()))
+    before, q_before = snapshot(agent.critic.transition_head), snapshot(agent.critic.q_head)
+    agent.train(gradient_steps=3, batch_size=32)
+    assert all(torch.equal(a, b) for a, b in zip(before, agent.critic.transition_head.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(q_before, agent.critic.q_head.parameters()))
+    assert "calql_bound_rate" in agent._stat_sums  # the calibrated loss ran after the switch
+    # The frozen variant keeps the backbone fixed under the SAC-family update too.
+    frozen = make_agent("psqn", hopper, base="cql", seed=0, batch_size=32, n_actions=2,
+                        pretrain_kwargs={"freeze_backbone": True}, policy_kwargs=dict(net_arch=[32, 32]))
+    frozen.learn(10)
+    backbone = snapshot(frozen.critic.backbone)
+    frozen.train(gradient_steps=3, batch_size=32)
+    assert all(torch.equal(a, b) for a, b in zip(backbone, frozen.critic.backbone.parameters()))

@@ -123,9 +123,9 @@ def test_vae_phase_ends_at_exactly_vae_steps(hopper):
     agent = SPOT(hopper, seed=0, vae_steps=3, policy_delay=2, **SMALL)
     policy = agent.policy
     vae_calls, td3_calls, vae_batches = [], [], []
-    vae_update, td3_update, vae_loss = agent.vae_update, agent.td3_update, agent.vae_loss
+    vae_update, rl_update, vae_loss = agent.vae_update, agent.rl_update, agent.vae_loss
     agent.vae_update = lambda b: (vae_calls.append(agent._n_updates), vae_update(b))
-    agent.td3_update = lambda b: (td3_calls.append(agent._n_updates), td3_update(b))
+    agent.rl_update = lambda b: (td3_calls.append(agent._n_updates), rl_update(b))
     agent.vae_loss = lambda b: (vae_batches.append(b), vae_loss(b))[1]
     vae0, actor0, critic0 = snapshot(policy.vae), snapshot(policy.actor), snapshot(policy.critic)
     targets0 = snapshot(policy.actor_target) + snapshot(policy.critic_target)
@@ -150,9 +150,9 @@ def test_vae_phase_ends_at_exactly_vae_steps(hopper):
 def test_a_pretraining_recipe_runs_between_the_vae_phase_and_spot(hopper):
     agent = SPOT(hopper, seed=0, vae_steps=3, pretrain="imitate", pretrain_steps=2, **SMALL)
     calls = {"vae": [], "pretrain": [], "td3": []}
-    vae_update, td3_update, pretrain_update = agent.vae_update, agent.td3_update, agent.pretraining.update
+    vae_update, rl_update, pretrain_update = agent.vae_update, agent.rl_update, agent.pretraining.update
     agent.vae_update = lambda b: (calls["vae"].append(agent._n_updates), vae_update(b))
-    agent.td3_update = lambda b: (calls["td3"].append(agent._n_updates), td3_update(b))
+    agent.rl_update = lambda b: (calls["td3"].append(agent._n_updates), rl_update(b))
     agent.pretraining.update = lambda a, b: (calls["pretrain"].append(a._n_updates), pretrain_update(a, b))
     agent.learn(7)
     assert agent.pretrain_until == 5

@@ -36,11 +36,11 @@ AGENTS: dict[str, AgentSpec] = {
     ),
     # Pretraining a shared Q-network (Park, Park & Lee): each critic's backbone first learns to predict
     # the normalised next state (10% of the budget), then TD3+BC (D4RL) or TD3 (ExoRL: base="td3")
-    # fine-tunes it.
+    # fine-tunes it; base="cql" / "calql" put the same critics under CQL (the paper's CQL variant).
     "psqn": AgentSpec(
         TD3BC,
         dict(pretrain="transition", pretrain_steps=0.1, policy_kwargs=dict(shared_q=True)),
-        bases={"td3bc": TD3BC, "td3": TD3},
+        bases={"td3bc": TD3BC, "td3": TD3, "cql": CQL, "calql": CalQL},
     ),
     # SPOT (Wu et al.): a conditional VAE of the behaviour policy (the first vae_steps of the budget), then
     # TD3 whose actor pays lambda * the VAE's -log pi_beta estimate; lambda cooled online. Per-dataset

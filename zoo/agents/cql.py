@@ -278,10 +278,10 @@ class CQL(SAC):
 
     # ------------------------------------------------------------------ one update
 
-    def sac_update(self, batch: Batch) -> None:
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
         """SAC's temperature, actor and critic steps (critic loss with the conservative term), then alpha'."""
-        super().sac_update(batch)
-        if self.cql_lagrange:
+        super().rl_update(batch, critic_loss)
+        if self.cql_lagrange and critic_loss is None:
             policy = self.policy
             loss = self.alpha_prime_loss(self._cql_gap)
             policy.alpha_prime_optimizer.zero_grad(set_to_none=True)

@@ -107,6 +107,9 @@ class TransitionPrediction(Pretraining):
     (the official code keeps training the actor on the untrained Q head and soft-updating the targets,
     and one Adam optimizer serves both phases). Then the TD loss takes over and fine-tunes the backbone,
     or, with freeze_backbone=True (the paper's frozen variant, App. F), trains only the Q heads.
+    Any critic-based agent with shared-Q critics takes it: the TD3 family (the paper's TD3+BC and TD3)
+    and the SAC family (CQL, Cal-QL: the paper's CQL variant; there the actor and temperature keep
+    training during the phase too, as TD3's actor does).
     """
 
     key = "transition"
@@ -130,7 +133,7 @@ class TransitionPrediction(Pretraining):
     def update(self, agent: "TD3", batch: "Batch") -> None:
         with agent.autocast():
             loss = self.critic_loss(agent, batch)
-        agent.td3_update(batch, critic_loss=loss)
+        agent.rl_update(batch, critic_loss=loss)
 
     def finish(self, agent: "TD3") -> None:
         if self.freeze_backbone:

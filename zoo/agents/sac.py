@@ -22,7 +22,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
 from zoo.data.dataset import OfflineDataset
-from zoo.nn import EnsembleQ, TanhGaussianActor
+from zoo.nn import EnsembleQ, SharedQ, TanhGaussianActor
 
 
 class SACPolicy(OfflinePolicy):
@@ -39,6 +39,7 @@ class SACPolicy(OfflinePolicy):
     :param learnable_log_std_scale: JaxCQL's learnable multiplier/offset on log sigma
     :param initial_log_alpha: starting log temperature (0: alpha = 1)
     :param actor_lr / alpha_lr: learning rates of the actor and the temperature (default: the critics')
+    :param shared_q: critics with a transition head on their backbone (PSQN's shared Q-network)
     """
 
     optimizer_names = ("actor_optimizer", "critic_optimizer", "alpha_optimizer")
@@ -62,6 +63,7 @@ class SACPolicy(OfflinePolicy):
         initial_log_alpha: float = 0.0,
         actor_lr: float | None = None,
         alpha_lr: float | None = None,
+        shared_q: bool = False,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch)
         self.actor_lr, self.alpha_lr = actor_lr, alpha_lr
@@ -70,9 +72,12 @@ class SACPolicy(OfflinePolicy):
             self.obs_dim, self.act_dim, actor_arch, actor_layer_norm, tuple(log_std_bounds),
             learnable_log_std_scale, actor_init, actor_output_bound,
         )
-        self.critic = EnsembleQ(
-            self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, critic_init, critic_output_bound
-        )
+        if shared_q:  # a transition head beside each Q head (pretrain="transition"); PyTorch's default init
+            self.critic = SharedQ(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
+        else:
+            self.critic = EnsembleQ(
+                self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, critic_init, critic_output_bound
+            )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(initial_log_alpha)))
 
@@ -219,22 +224,25 @@ class SAC(OfflineAlgorithm):
             self._n_updates += 1
             batch = self._sample(batch_size)
             if not self.pretraining_step(batch):
-                self.sac_update(batch)
+                self.rl_update(batch)
 
-    def sac_update(self, batch: Batch) -> None:
-        """Temperature, actor and critics from the same pre-update networks, then one step each."""
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
+        """Temperature, actor and critics from the same pre-update networks, then one step each; a
+        pretraining recipe may pass its own critic objective (PSQN's transition prediction)."""
         policy = self.policy
         with self.autocast():
             actions, log_prob = self.actor(batch.observations)
             alpha = self.alpha
             actor_loss = self.actor_loss(batch, actions, log_prob, alpha)
-            critic_loss, q = self.critic_loss(batch, alpha)
+            if critic_loss is None:
+                critic_loss, q = self.critic_loss(batch, alpha)
+                self._record(q_mean=q.mean())
         self.alpha_step(log_prob)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)  # the critics' gradients come from their own loss
         policy.actor_optimizer.step()
         policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward(inputs=self._critic_params)
+        critic_loss.backward()  # only critic weights are in this graph (a frozen PSQN backbone is left out)
         policy.critic_optimizer.step()
         self.soft_update(*self._target_pairs, self.tau)
-        self._record(actor_loss=actor_loss, critic_loss=critic_loss, q_mean=q.mean(), alpha=alpha, entropy=-log_prob.mean())
+        self._record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())

@@ -262,7 +262,7 @@ class SPOT(TD3):
             if self._n_updates <= self.vae_steps:
                 self.vae_update(batch)
             elif not self.pretraining_step(batch):
-                self.td3_update(batch)
+                self.rl_update(batch)
 
     def vae_update(self, batch: Batch) -> None:
         """One step of the VAE phase (actor and critics untouched); the VAE freezes after the last one."""

@@ -166,9 +166,9 @@ class TD3(OfflineAlgorithm):
             self._n_updates += 1
             batch = self._sample(batch_size)
             if not self.pretraining_step(batch):
-                self.td3_update(batch)
+                self.rl_update(batch)
 
-    def td3_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
         """One TD3 update; a pretraining recipe may pass its own critic objective (PSQN does)."""
         policy = self.policy
 
