@@ -21,12 +21,13 @@ args() {
     td3bc-mc) echo --steps 10000 --set pretrain_steps=3000 --finetune-steps 5000 ;;
     spot) echo --steps 12000 --set vae_steps=2000 --finetune-steps 5000 ;;
     opt) echo --steps 10000 --finetune-steps 4000 --set n_tau=1000 --set n_pretrain=1000 --set kappa_steps=3000 ;;
-    opt-spot) echo --steps 12000 --set vae_steps=2000 --set lambd=0.1 --finetune-steps 4000 \
-      --set n_tau=1000 --set n_pretrain=1000 --set kappa_steps=3000 ;;
-    cql | calql) echo --steps 2000 --finetune-steps 1000 "${SLOW[@]}" ;;
-    edac) echo --steps 2000 --set 'policy_kwargs={"n_critics":10}' --finetune-steps 1000 "${SLOW[@]}" ;;
-    edac-mc) echo --steps 4000 --set pretrain_steps=3000 --set 'policy_kwargs={"n_critics":10}' \
-      --finetune-steps 1000 "${SLOW[@]}" ;;
+    opt-spot) echo --steps 6000 --set vae_steps=1000 --set lambd=0.1 --finetune-steps 2000 \
+      --set n_tau=500 --set n_pretrain=500 --set kappa_steps=1500 "${SLOW[@]}" ;;
+    cql | calql) echo --steps 1000 --finetune-steps 500 --set eval_freq=500 --set finetune_eval_freq=500 ;;
+    edac) echo --steps 1000 --set 'policy_kwargs={"n_critics":10}' --finetune-steps 500 \
+      --set eval_freq=500 --set finetune_eval_freq=500 ;;
+    edac-mc) echo --steps 2500 --set pretrain_steps=2000 --set 'policy_kwargs={"n_critics":10}' \
+      --finetune-steps 500 --set eval_freq=500 --set finetune_eval_freq=500 ;;
     *) echo "unknown agent $1" >&2; return 1 ;;
   esac
 }
