@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml Makefile
 		echo "GPU found: installing the CUDA build of torch"; $(PIP) install -q "torch>=2.4,<3"; \
 	else \
 		echo "no GPU: installing the CPU build of torch $(TORCH_VERSION)"; \
+		: "a local wheel with local deps, a local +cpu wheel with deps from the index, the CPU index, PyPI"; \
 		$(PIP) install -q --no-index "torch==$(TORCH_VERSION)" 2>/dev/null \
+		|| $(PIP) install -q "torch==$(TORCH_VERSION)+cpu" 2>/dev/null \
 		|| $(PIP) install -q "torch==$(TORCH_VERSION)" --index-url $(TORCH_CPU_INDEX) \
 		|| $(PIP) install -q "torch==$(TORCH_VERSION)"; \
 	fi
