@@ -45,6 +45,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflinePolicy, adam
+from zoo.agents.losses import ensemble_mse
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 from zoo.data.returns import discounted_suffix_sums
@@ -257,7 +258,7 @@ class CQL(SAC):
         actions = torch.cat([batch.actions.unsqueeze(0), samples.random, samples.next, samples.current])
         q_all = self.q_values(self.critic, batch.observations, actions)
         q = q_all[:, 0]
-        bellman = (q - target).pow(2).mean(dim=1).sum()
+        bellman = ensemble_mse(q, target)
         # Conservative term per critic.
         gap = self.conservative_gap(
             q, q_all[:, 1 : 1 + k], q_all[:, 1 + k : 1 + 2 * k], q_all[:, 1 + 2 * k :],

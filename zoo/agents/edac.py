@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from zoo.agents.base import Batch
+from zoo.agents.losses import ensemble_mse
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 
@@ -101,6 +102,13 @@ class EDAC(SAC):
         diversity = (cosines * off_diagonal).sum(dim=(1, 2)).mean() / (n - 1)
         return q, diversity
 
+    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q_i(s, a) and eta * ES from one forward (SAC-N's when eta = 0)."""
+        if self.eta == 0.0:
+            return super().q_and_penalty(observations, actions)
+        q, diversity = self.q_and_diversity(observations, actions)
+        return q, self.eta * diversity
+
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_i MSE(Q_i(s, a), y) + eta * ES; returns (loss, Q(s, a) of all critics)."""
         if self.eta == 0.0:  # SAC-N
@@ -109,7 +117,7 @@ class EDAC(SAC):
         target = self.td_target(batch, alpha)
         # One forward of the ensemble at (s, a) serves the TD loss and the gradient-diversity term.
         q, diversity = self.q_and_diversity(batch.observations, batch.actions)
-        td_loss = (q - target).pow(2).mean(dim=1).sum()
+        td_loss = ensemble_mse(q, target)
         self._record(critic_td_loss=td_loss, diversity_loss=diversity)
         return td_loss + self.eta * diversity, q
 

@@ -57,6 +57,7 @@ import torch
 from torch.func import functional_call
 
 from zoo.agents.base import Batch, adam
+from zoo.agents.losses import ensemble_mse
 from zoo.agents.spot import SPOT, SPOTPolicy
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.agents.td3bc import TD3BC
@@ -66,11 +67,6 @@ from zoo.nn.density import DensityRatio
 from zoo.nn.ensemble import EnsembleLinear
 
 # ---------------------------------------------------------------------------------------------- losses
-
-
-def td_loss(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the twin critics of MSE(Q_i(s, a), y): q is (n_critics, batch), target (batch,)."""
-    return (q - target).pow(2).mean(dim=1).sum()
 
 
 def meta_critic_loss(
@@ -88,7 +84,7 @@ def meta_critic_loss(
     meta-gradient grad L_off + w (I - inner_lr H_off) grad L_on(psi'): the inner gradient keeps its graph.
     """
     # Offline TD loss at psi, and its gradient with the graph kept (second-order term).
-    loss_off = td_loss(
+    loss_off = ensemble_mse(
         functional_call(critic, params, (offline.observations, offline.actions)), offline_target
     )
     grads = torch.autograd.grad(loss_off, list(params.values()), create_graph=True, allow_unused=True)
@@ -96,7 +92,7 @@ def meta_critic_loss(
     # shared-Q transition head, have no gradient and stay).
     inner = {name: p if g is None else p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
     # Online TD loss at psi'.
-    loss_on = td_loss(functional_call(critic, inner, (online.observations, online.actions)), online_target)
+    loss_on = ensemble_mse(functional_call(critic, inner, (online.observations, online.actions)), online_target)
     # Gradient weighting (code-level): scale L_on down to L_off's size when it is larger.
     weight = torch.minimum(loss_off, loss_on).detach() / (loss_on.detach() + 1e-10)
     return loss_off + weight * loss_on, loss_off, loss_on, weight
@@ -384,7 +380,7 @@ class OnlinePretraining:
     def online_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Q_on's TD3 critic loss on its own targets; returns (loss, Q_on(s, a) of both critics)."""
         q = self.policy.online_critic(batch.observations, batch.actions)
-        return td_loss(q, self.td_target(batch, self.policy.online_critic_target)), q
+        return ensemble_mse(q, self.td_target(batch, self.policy.online_critic_target)), q
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: the base's Q."""

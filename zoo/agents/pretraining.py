@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from zoo.agents.losses import ensemble_mse
 from zoo.data.returns import discounted_suffix_sums
 
 if TYPE_CHECKING:
@@ -74,7 +75,7 @@ class Imitation(Pretraining):
 
     def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
         q = agent.critic(batch.observations, batch.actions)
-        mc_loss = (q - batch.returns_to_go).pow(2).mean(dim=1).sum()
+        mc_loss = ensemble_mse(q, batch.returns_to_go)
         if self.td_weight == 0.0:
             return mc_loss
         td_loss, _ = agent.critic_loss(batch)
@@ -291,17 +292,14 @@ class SoftImitation(Pretraining):
         return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean()
 
     def critic_loss(self, agent, batch: "Batch") -> tuple[torch.Tensor, torch.Tensor]:
-        """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + eta ES; returns (loss, ES)."""
-        eta = agent.eta if hasattr(agent, "q_and_diversity") else 0.0
-        if eta > 0.0:  # EDAC: the same forward gives Q and the diversity term
-            q, diversity = agent.q_and_diversity(batch.observations, batch.actions)
-        else:
-            q, diversity = agent.critic(batch.observations, batch.actions), torch.zeros((), device=batch.rewards.device)
+        """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + the agent's critic term (EDAC: eta ES);
+        returns (loss, that term)."""
+        q, penalty = agent.q_and_penalty(batch.observations, batch.actions)  # EDAC: one forward for both
         loss = (q - batch.soft_returns_to_go).pow(2).mean()
         if self.td_weight > 0.0:
-            td_loss = (q - agent.td_target(batch, agent.alpha)).pow(2).mean(dim=1).sum()
+            td_loss = ensemble_mse(q, agent.td_target(batch, agent.alpha))
             loss = (1 - self.td_weight) * loss / loss.detach() + self.td_weight * td_loss / td_loss.detach()
-        return loss + eta * diversity, diversity
+        return loss + penalty, penalty
 
     def update(self, agent, batch: "Batch") -> None:
         if agent._n_updates <= self.bc_steps(agent):
@@ -330,12 +328,12 @@ class SoftImitation(Pretraining):
         """Phase B: the critics on the soft Monte-Carlo returns; the targets follow."""
         policy = agent.policy
         with agent.autocast():
-            critic_loss, diversity = self.critic_loss(agent, batch)
+            critic_loss, penalty = self.critic_loss(agent, batch)
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward(inputs=agent._critic_params)
         policy.critic_optimizer.step()
         agent.soft_update(*agent._target_pairs, agent.tau)
-        agent._record(pretrain_critic_loss=critic_loss, pretrain_diversity_loss=diversity)
+        agent._record(pretrain_critic_loss=critic_loss, pretrain_critic_penalty=penalty)
 
     def finish(self, agent) -> None:
         self._source = None  # the episode layout is only needed at the switch (rebuilt with the table)

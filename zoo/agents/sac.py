@@ -21,6 +21,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import EnsembleQ, SharedQ, TanhGaussianActor
 
@@ -201,11 +202,16 @@ class SAC(OfflineAlgorithm):
                 next_q = next_q - alpha * next_log_prob
             return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
 
+    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q_i(s, a) of every critic, (N, batch), and the agent's extra critic term at these pairs, already
+        weighted (SAC-N: none, 0; EDAC: eta * gradient diversity). Pretraining recipes add it to their loss."""
+        return self.critic(observations, actions), torch.zeros((), device=observations.device)
+
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_i MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
         target = self.td_target(batch, alpha)
         q = self.critic(batch.observations, batch.actions)
-        return (q - target).pow(2).mean(dim=1).sum(), q
+        return ensemble_mse(q, target), q
 
     # ------------------------------------------------------------------ one update
 

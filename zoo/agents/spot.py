@@ -62,7 +62,8 @@ class SPOTPolicy(TD3Policy):
 
     :param vae_net_arch: hidden sizes of the VAE's encoder and decoder (SPOT: 750, 750)
     :param vae_latent_dim: size of the VAE's latent (default 2 * action size)
-    Other arguments: see TD3Policy.
+    :param vae_lr: the VAE's Adam learning rate (set by the agent's vae_learning_rate)
+    Other arguments: see TD3Policy (actor_lr: set by the agent's actor_learning_rate).
     """
 
     optimizer_names = ("actor_optimizer", "critic_optimizer", "vae_optimizer")
@@ -75,17 +76,15 @@ class SPOTPolicy(TD3Policy):
         net_arch: tuple[int, ...] | list[int] = (256, 256),
         vae_net_arch: tuple[int, ...] | list[int] = (750, 750),
         vae_latent_dim: int | None = None,
+        vae_lr: float = 1e-3,
         **kwargs: Any,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch, **kwargs)
         self.vae = VAE(self.obs_dim, self.act_dim, vae_net_arch, vae_latent_dim)
-        # Learning rates the agent sets (None: the critic's); read whenever the optimizers are (re)built.
-        self.actor_lr: float | None = None
-        self.vae_lr: float = 1e-3
+        self.vae_lr = vae_lr
 
     def build_optimizers(self, lr: float) -> None:
-        self.actor_optimizer = adam(self.actor.parameters(), lr if self.actor_lr is None else self.actor_lr, self.device)
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
+        super().build_optimizers(lr)
         self.vae_optimizer = adam(self.vae.parameters(), self.vae_lr, self.device)
 
 
@@ -170,6 +169,10 @@ class SPOT(TD3):
         super().__init__(dataset, **kwargs)
 
     def _setup_model(self) -> None:
+        # The policy builds its optimizers once, with these learning rates.
+        self.policy_kwargs = {
+            "actor_lr": self.actor_learning_rate, "vae_lr": self.vae_learning_rate, **self.policy_kwargs
+        }
         super()._setup_model()
         policy = self.policy
         if self.actor_dropout > 0:  # wrap the actor and its target around their own weights
@@ -185,8 +188,6 @@ class SPOT(TD3):
                 nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
                 nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
             policy.critic_target.load_state_dict(self.critic.state_dict())
-        policy.actor_lr, policy.vae_lr = self.actor_learning_rate, self.vae_learning_rate
-        policy.build_optimizers(self.lr_schedule(1.0))
         if self._n_updates >= self.vae_steps:  # a loaded agent past its VAE phase
             self.freeze_vae()
 

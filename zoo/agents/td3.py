@@ -18,6 +18,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import DeterministicActor, EnsembleQ, SharedQ
 
@@ -38,8 +39,10 @@ class TD3Policy(OfflinePolicy):
         critic_layer_norm: bool = False,
         actor_net_arch: tuple[int, ...] | list[int] | None = None,
         shared_q: bool = False,
+        actor_lr: float | None = None,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch)
+        self.actor_lr = actor_lr  # the actor's Adam learning rate (None: the critics'; SPOT sets its own)
         actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
         self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
@@ -48,7 +51,7 @@ class TD3Policy(OfflinePolicy):
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
     def build_optimizers(self, lr: float) -> None:
-        self.actor_optimizer = adam(self.actor.parameters(), lr, self.device)
+        self.actor_optimizer = adam(self.actor.parameters(), self.actor_lr or lr, self.device)
         self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
 
     def set_training_mode(self, mode: bool) -> None:
@@ -149,7 +152,7 @@ class TD3(OfflineAlgorithm):
         """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
         target = self.td_target(batch)
         q = self.critic(batch.observations, batch.actions)
-        return (q - target).pow(2).mean(dim=1).sum(), q
+        return ensemble_mse(q, target), q
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The Q-value the actor climbs: Q_1(s, a) (OPT swaps in its kappa-mix of two critics)."""
