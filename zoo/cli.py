@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def _train(args: argparse.Namespace) -> None:
         args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
         overrides=overrides,
         n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
+        command=shlex.join(["zoo", *sys.argv[1:]]), fraction=args.fraction,
     )
     print()
     print(f"{'stage':<28}{'return':>10}{'normalized score':>20}")

@@ -3,7 +3,6 @@ checkpoints, logs and learning curve."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ from stable_baselines3.common.logger import configure
 from zoo.agents import OfflineAlgorithm
 from zoo.config import load_hyperparams
 from zoo.data import OfflineDataset
+from zoo.io import atomic_write_json
 from zoo.evaluation import EvalCallback, Evaluation, agent_predict, evaluate_returns
 from zoo.plots import plot_learning_curve
 from zoo.registry import make_agent
@@ -45,6 +45,8 @@ def train_offline(
     evaluate_initial: bool = False,
     progress_bar: bool = True,
     verbose: int = 1,
+    command: str | None = None,
+    fraction: float = 1.0,
 ) -> RunResult:
     """Train `algo` on `dataset` with its YAML hyperparameters, then fine-tune it online for
     `n_finetune_timesteps` env steps (YAML `n_finetune_timesteps`, default 0); everything lands in `out_dir`
@@ -56,8 +58,11 @@ def train_offline(
     if n_finetune_timesteps is not None:
         run["n_finetune_timesteps"] = n_finetune_timesteps
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"algo": algo, "dataset": dataset.dataset_id, "seed": seed, "kwargs": kwargs, "run": run}
-    (out_dir / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    config = {
+        "algo": algo, "dataset": dataset.dataset_id, "fraction": fraction, "seed": seed,
+        "kwargs": kwargs, "run": run, "command": command,
+    }
+    atomic_write_json(out_dir / "config.json", config)
 
     agent = make_agent(algo, dataset, seed=seed, **kwargs)
     agent.set_logger(configure(str(out_dir), ["csv", "tensorboard"] + (["stdout"] if verbose > 1 else [])))

@@ -1,0 +1,21 @@
+"""Errors that are the user's to fix: the CLI prints them as one line (no traceback) and exits with 2.
+
+Raise `UserError` (or a subclass) with a message that names what is wrong and how to fix it. Anything
+else that escapes is a bug in zoo and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class UserError(ValueError):
+    """Bad input: a setting, a path, a dataset or a device the user can change. Subclasses ValueError so
+    that library callers catching ValueError keep working."""
+
+
+class ConfigError(UserError):
+    """A hyperparameter or run setting outside its type or range (names the setting, value, allowed
+    range, and the file/section or flag it came from)."""
+
+
+class DataError(UserError):
+    """A dataset, env or checkpoint that does not fit (names the field, index and the fix)."""
