@@ -16,7 +16,7 @@ import yaml
 
 from zoo.data.tasks import env_key
 
-HYPERPARAMS_DIR = Path(__file__).resolve().parent.parent / "hyperparams"
+HYPERPARAMS_DIR = Path(__file__).resolve().parent / "hyperparams"  # shipped inside the package
 RUN_SETTINGS = {
     "n_timesteps": 1_000_000,
     "eval_freq": 5000,
