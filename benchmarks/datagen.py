@@ -1,6 +1,6 @@
 """Dataset generation throughput: the `zoo datasets make` collection path against a plain rollout loop.
 
-zoo: `zoo.data.d4rl.collect_parts` on the recipe of the chosen dataset, i.e. `collect_episodes` stepping
+zoo: `zoo.datagen.d4rl.collect_parts` on the recipe of the chosen dataset, i.e. `collect_episodes` stepping
 n_envs environments with one batched policy call (stochastic SAC actor, or uniform actions) per step of
 all of them. Reference: the usual single-env loop (one env, one policy call per step, the same actor and
 seed, episodes stored as the same arrays). Both collect the same parts in the same run; then the whole
@@ -27,8 +27,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from zoo.data.behavior import SACActor
-from zoo.data.d4rl import Part, behavior_set, collect_parts, make_d4rl_dataset, parse_dataset_id, recipe
+from zoo.datagen.behavior import SACActor
+from zoo.datagen.d4rl import Part, behavior_set, collect_parts, make_d4rl_dataset, parse_dataset_id, recipe
 from zoo.threads import torch_threads
 
 
@@ -70,7 +70,8 @@ def plain_rollouts(env_id: str, part: Part) -> int:
 
 def relabel_row(n_episodes: int, seed: int) -> tuple[str, int, float]:
     """The ExoRL relabeller: walker physics states from a uniform-random collection, rewards for 'walk'."""
-    from zoo.data.exorl import collect, episode_files, make_dmc_env, read_episode, relabel_rewards
+    from zoo.datagen.exorl import collect, episode_files, read_episode, relabel_rewards
+    from zoo.envs import make_dmc_env
 
     with tempfile.TemporaryDirectory() as root:
         collect("walker", "random", root, steps=1000 * n_episodes, seed=seed)

@@ -64,7 +64,7 @@ def ensure_dataset(root: Path) -> str:
     try:  # the generator may live in the data layer or in its own layer
         from zoo.datagen.generate import QUICKSTART_DATASET, make_quickstart_dataset
     except ImportError:
-        from zoo.data.generate import QUICKSTART_DATASET, make_quickstart_dataset
+        from zoo.datagen.generate import QUICKSTART_DATASET, make_quickstart_dataset
     if QUICKSTART_DATASET not in local_dataset_ids():
         make_quickstart_dataset(N_TRANSITIONS, seed=0, progress=False)
     return QUICKSTART_DATASET

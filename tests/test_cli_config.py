@@ -12,8 +12,8 @@ from zoo import TD3BC
 from zoo.cli import main
 from zoo.config import load_hyperparams
 from zoo.data import write_dataset
-from zoo.data.behavior import vendored_behavior
-from zoo.data.generate import make_behavior_dataset
+from zoo.datagen.behavior import vendored_behavior
+from zoo.datagen.generate import make_behavior_dataset
 
 DATASET = "zoo/hopper/cli-v0"
 

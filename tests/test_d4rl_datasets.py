@@ -1,4 +1,4 @@
-"""D4RL-style datasets built locally (zoo.data.d4rl), the vendored behaviour checkpoints and their training.
+"""D4RL-style datasets built locally (zoo.datagen.d4rl), the vendored behaviour checkpoints and their training.
 
 Every dataset is a real Minari dataset collected in MuJoCo and written to the per-test root of
 conftest.py, at small sizes (a few episodes' worth).
@@ -18,9 +18,9 @@ import torch
 
 from zoo.cli import main
 from zoo.data import D4RL_REFERENCE_RETURNS, d4rl, load_dataset, local_dataset_ids, read_dataset
-from zoo.data.behavior import SACActor, vendored_behavior
-from zoo.data.behavior_training import read_progress, train_behavior
-from zoo.data.d4rl import (
+from zoo.datagen.behavior import SACActor, vendored_behavior
+from zoo.datagen.behavior_training import read_progress, train_behavior
+from zoo.datagen.d4rl import (
     ENVS,
     SEGMENT_STEPS,
     behavior_set,
@@ -30,7 +30,7 @@ from zoo.data.d4rl import (
     read_manifest,
     recipe,
 )
-from zoo.data.generate import GENERATOR_VERSION
+from zoo.datagen.generate import GENERATOR_VERSION
 
 ENV_IDS = {"hopper": "Hopper-v5", "halfcheetah": "HalfCheetah-v5", "walker2d": "Walker2d-v5"}
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations")

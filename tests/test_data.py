@@ -30,8 +30,8 @@ from zoo.data import (
     task_for,
     write_dataset,
 )
-from zoo.data.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
-from zoo.data.generate import GENERATOR_VERSION, make_behavior_dataset
+from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
+from zoo.datagen.generate import GENERATOR_VERSION, make_behavior_dataset
 
 GAMMA = 0.9
 HOPPER_ACTOR = "hopper_sac_actor_0130000.pt"

@@ -14,20 +14,19 @@ import pytest
 import torch
 
 from zoo.data import load_dataset, read_dataset, task_for
-from zoo.data.exorl import (
+from zoo.datagen.exorl import (
     EpisodeReplay,
     ExoRLEpisodeError,
     ExplorerConfig,
     collect,
-    dmc_env_id,
     episode_files,
     import_exorl,
-    make_dmc_env,
     read_collect_info,
     read_episode,
     relabel_rewards,
 )
-from zoo.data.exorl.explorers import Batch, DDPGExplorer, ICMReward, RNDReward, SMMReward
+from zoo.datagen.exorl.explorers import Batch, DDPGExplorer, ICMReward, RNDReward, SMMReward
+from zoo.envs import dmc_env_id, make_dmc_env
 
 LENGTH = 30  # steps per episode in the collected test folders (dm_control's own limit is 1000)
 TINY = {"hidden_dim": 32, "batch_size": 16, "num_seed_frames": 20, "rnd_rep_dim": 8}

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 
 from zoo import TD3BC, evaluate_returns, load_dataset
 from zoo.agents.base import Batch
-from zoo.data.behavior import vendored_behavior
-from zoo.data.generate import make_behavior_dataset
+from zoo.datagen.behavior import vendored_behavior
+from zoo.datagen.generate import make_behavior_dataset
 from zoo.evaluation import EvalCallback, agent_predict
 
 DATASET = "zoo/hopper/test-medium-v0"

@@ -5,6 +5,7 @@ from zoo.agents.cql import CQL, CalQL
 from zoo.agents.edac import EDAC
 from zoo.agents.opt import OPT, OPTSPOT
 from zoo.data import OfflineDataset, Task, load_dataset
+from zoo.envs import dmc as _dmc  # noqa: F401  registers the zoo/dmc-<domain>-<task>-v0 env ids
 from zoo.evaluation import EvalCallback, evaluate_returns
 from zoo.registry import AGENTS, make_agent
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 def _quickstart(args: argparse.Namespace) -> None:
     from zoo.data import load_dataset
-    from zoo.data.generate import QUICKSTART_DATASET, make_quickstart_dataset
+    from zoo.datagen.generate import QUICKSTART_DATASET, make_quickstart_dataset
     from zoo.data.minari_io import dataset_exists
     from zoo.runs import train_offline
 
@@ -69,7 +69,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 def _datasets_list(args: argparse.Namespace) -> None:
     from zoo.data import local_dataset_ids, minari_root
-    from zoo.data.d4rl import d4rl_dataset_ids
+    from zoo.datagen.d4rl import d4rl_dataset_ids
 
     ids = local_dataset_ids()
     print(f"Minari root: {minari_root()}")
@@ -91,7 +91,7 @@ def _dataset_line(dataset_id: str) -> str:
 
 
 def _datasets_make(args: argparse.Namespace) -> None:
-    from zoo.data.d4rl import make_d4rl_dataset
+    from zoo.datagen.d4rl import make_d4rl_dataset
 
     path = make_d4rl_dataset(
         args.dataset, steps=args.steps, seed=args.seed, n_envs=args.n_envs, overwrite=args.overwrite, progress=True
@@ -101,7 +101,7 @@ def _datasets_make(args: argparse.Namespace) -> None:
 
 
 def _datasets_train_behavior(args: argparse.Namespace) -> None:
-    from zoo.data.behavior_training import resolve_env, train_behavior
+    from zoo.datagen.behavior_training import resolve_env, train_behavior
 
     key, env_id = resolve_env(args.env)
     out = train_behavior(key, args.out or os.path.join("behavior", key), args.steps, seed=args.seed, progress=True)
@@ -109,7 +109,7 @@ def _datasets_train_behavior(args: argparse.Namespace) -> None:
 
 
 def _exorl_collect(args: argparse.Namespace) -> None:
-    from zoo.data.exorl import collect
+    from zoo.datagen.exorl import collect
 
     folder = collect(
         args.domain, args.explorer, args.out, args.steps, seed=args.seed, config=args.config, device=args.device,
@@ -119,7 +119,7 @@ def _exorl_collect(args: argparse.Namespace) -> None:
 
 
 def _exorl_import(args: argparse.Namespace) -> None:
-    from zoo.data.exorl import exorl_dataset_id, import_exorl
+    from zoo.datagen.exorl import exorl_dataset_id, import_exorl
 
     for task in args.tasks:
         import_exorl(

@@ -21,6 +21,3 @@ __all__ = [
     "task_for",
     "write_dataset",
 ]
-
-# Registers the zoo/dmc-<domain>-<task>-v0 evaluation env ids (dm_control itself is imported lazily).
-from zoo.data import exorl as _exorl  # noqa: E402,F401

@@ -10,7 +10,7 @@ the resumed run refills it from its current policy (as the README's runs would h
 
 `check_checkpoints` / `choose_checkpoints` / `vendor_behavior` re-evaluate a run's checkpoints with more
 episodes, pick medium (return about a third of the expert's, as D4RL) and expert (the best), and copy
-exactly the files the recipes of zoo.data.d4rl need into zoo/assets/behavior/ with manifest.json.
+exactly the files the recipes of zoo.datagen.d4rl need into zoo/assets/behavior/ with manifest.json.
 """
 
 from __future__ import annotations
@@ -206,7 +206,7 @@ def evaluate_actor(
     path: str | Path, env_id: str, episodes: int, seed: int, *, deterministic: bool = True
 ) -> np.ndarray:
     """Returns of `episodes` episodes (reset seeds seed..seed+episodes-1) of a saved SAC actor, batched."""
-    from zoo.data.behavior import SACActor
+    from zoo.datagen.behavior import SACActor
     from zoo.evaluation import evaluate_returns
 
     with gym.make(env_id) as env:

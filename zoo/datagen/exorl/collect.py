@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from zoo.data.dataset import resolve_device
-from zoo.data.exorl.env import make_dmc_env, primal_task
-from zoo.data.exorl.episodes import buffer_dir, episode_filename, write_episode
-from zoo.data.exorl.explorers import EXPLORERS, Batch, ExplorerConfig, make_explorer, resolve_config
+from zoo.envs.dmc import make_dmc_env, primal_task
+from zoo.datagen.exorl.episodes import buffer_dir, episode_filename, write_episode
+from zoo.datagen.exorl.explorers import EXPLORERS, Batch, ExplorerConfig, make_explorer, resolve_config
 from zoo.threads import torch_threads
 
 COLLECT_INFO = "zoo_collect.json"

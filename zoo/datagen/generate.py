@@ -7,7 +7,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from zoo.data.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
+from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
 from zoo.data.minari_io import write_dataset
 from zoo.data.tasks import D4RL_REFERENCE_RETURNS, env_key
 

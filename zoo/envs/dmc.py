@@ -27,7 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 ENV_ID_TEMPLATE = "zoo/dmc-{domain}-{task}-v0"
-ENTRY_POINT = "zoo.data.exorl.env:DMCEnv"
+ENTRY_POINT = "zoo.envs.dmc:DMCEnv"
 
 # Suite tasks of the ExoRL domains (exorl README) that are registered at import. ExoRL's custom tasks
 # (walker flip, cheetah run_backward/flip, point_mass_maze, jaco) are not part of dm_control's suite.

@@ -17,7 +17,7 @@ env: hopper, halfcheetah, walker2d (Gymnasium MuJoCo v5). quality, as in D4RL (F
                  Walker2d 10k-step segments: 3-4% lower mean return), in every segment.
 
 The behaviour checkpoints are SB3 SAC actors vendored in zoo/assets/behavior/, chosen by return (see
-manifest.json there and zoo.data.behavior_training.check_checkpoints). Every part of a dataset is
+manifest.json there and zoo.datagen.behavior_training.check_checkpoints). Every part of a dataset is
 collected by `collect_episodes` (n_envs environments, one batched actor call per step; whole episodes
 only) with its own seed (reset seeds and action noise), so a dataset is a function of (id, steps, seed). Collection runs entirely in memory and the dataset is
 written once at the end through `write_dataset`'s staging folder: a failure leaves nothing in the root.
@@ -35,8 +35,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from zoo.data.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
-from zoo.data.generate import GENERATOR_VERSION
+from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
+from zoo.datagen.generate import GENERATOR_VERSION
 from zoo.data.minari_io import Episode, dataset_exists, minari_root, write_dataset
 from zoo.data.tasks import D4RL_REFERENCE_RETURNS, LOCOMOTION_ENV_IDS
 

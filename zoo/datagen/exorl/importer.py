@@ -8,9 +8,9 @@ from typing import Literal
 
 import numpy as np
 
-from zoo.data.exorl.collect import read_collect_info
-from zoo.data.exorl.env import check_task, dmc_env_id, make_dmc_env
-from zoo.data.exorl.episodes import (
+from zoo.datagen.exorl.collect import read_collect_info
+from zoo.envs.dmc import check_task, dmc_env_id, make_dmc_env
+from zoo.datagen.exorl.episodes import (
     ExoRLEpisode,
     ExoRLEpisodeError,
     buffer_dir,
