@@ -277,6 +277,54 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         names = ["policy"] + [f"policy.{name}" for name in self.policy.optimizer_names]
         return names, []
 
+    # ------------------------------------------------------------------ loading without unpickling (zoo.checkpoint)
+    # The zoo's checkpoints and SB3's zips are both rebuilt here from plain values: the constructor's
+    # arguments, the spaces and the counters; the loaders then put the weights in.
+
+    @classmethod
+    def rebuild(
+        cls,
+        kwargs: dict[str, Any],
+        observation_space: spaces.Box,
+        action_space: spaces.Box,
+        *,
+        dataset: OfflineDataset | None = None,
+        device: torch.device | str = "auto",
+        dataset_id: str | None = None,
+        task: Task | None = None,
+        num_timesteps: int = 0,
+        n_updates: int = 0,
+        pretrain_budget: int = 0,
+    ) -> "OfflineAlgorithm":
+        """The agent `cls(**kwargs)` is, built on spaces instead of a dataset, its counters set before the
+        set-up (so phase switches already passed apply, as in SB3's load); weights as initialised. With
+        `dataset` (checked against the spaces) it can learn and fine-tune."""
+        agent = cls(device=device, _init_setup_model=False, **kwargs)
+        agent.observation_space, agent.action_space = observation_space, action_space
+        agent.dataset, agent.dataset_id, agent.task = dataset, dataset_id, task
+        agent.num_timesteps, agent._n_updates, agent._pretrain_budget = num_timesteps, n_updates, pretrain_budget
+        agent._setup_model()
+        return agent
+
+    @property
+    def training_counters(self) -> dict[str, int]:
+        """The counters a checkpoint keeps: env/gradient timesteps, updates, the pretraining budget base."""
+        return {
+            "num_timesteps": int(self.num_timesteps),
+            "n_updates": int(self._n_updates),
+            "pretrain_budget": int(self._pretrain_budget),
+        }
+
+    @classmethod
+    def load(cls, path, env=None, device="auto", custom_objects=None, print_system_info=False,
+             force_reset=True, **kwargs):
+        """SB3's zip read without unpickling (zoo.checkpoint.load_sb3_zip): SB3's own `load` runs the
+        cloudpickle stored in the zip, which can execute any code. `dataset=` gives the agent its data."""
+        from zoo.checkpoint import load_sb3_zip
+
+        return load_sb3_zip(cls, path, device=device, **kwargs)
+    # ------------------------------------------------------------------ (end of zoo.checkpoint's section)
+
     # ------------------------------------------------------------------ data on the device
 
     def _dataset_columns(self, dataset: OfflineDataset) -> dict[str, torch.Tensor]:
