@@ -138,6 +138,14 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     # episode, e.g. Monte-Carlo returns); otherwise as soon as they are stored.
     online_rows_wait_for_episode_end: ClassVar[bool] = False
 
+    def __new__(cls, *args: Any, **kwargs: Any):
+        """Every constructor argument is type- and range-checked (zoo.validation) before any __init__
+        along the MRO runs, so a bad value is one ConfigError, never a failure half-way through set-up."""
+        from zoo.validation import validate_constructor_call
+
+        validate_constructor_call(cls, args, kwargs)
+        return super().__new__(cls)
+
     def __init__(
         self,
         policy: str | type[OfflinePolicy],
