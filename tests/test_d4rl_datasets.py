@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from zoo.cli import main
-from zoo.data import D4RL_REFERENCE_RETURNS, d4rl, load_dataset, local_dataset_ids, read_dataset
+from zoo.data import D4RL_REFERENCE_RETURNS, load_dataset, local_dataset_ids, read_dataset
+from zoo.datagen import d4rl
 from zoo.datagen.behavior import SACActor, vendored_behavior
 from zoo.datagen.behavior_training import read_progress, train_behavior
 from zoo.datagen.d4rl import (

@@ -25,7 +25,7 @@ from zoo.datagen.exorl import (
     read_episode,
     relabel_rewards,
 )
-from zoo.datagen.exorl.explorers import Batch, DDPGExplorer, ICMReward, RNDReward, SMMReward
+from zoo.datagen.exorl.explorers import DDPGExplorer, ICMReward, NStepBatch, RNDReward, SMMReward
 from zoo.envs import dmc_env_id, make_dmc_env
 
 LENGTH = 30  # steps per episode in the collected test folders (dm_control's own limit is 1000)
@@ -319,7 +319,7 @@ def _fixed_batch(obs_dim=24, action_dim=6, size=64, meta_dim=0, seed=0):
     meta = None
     if meta_dim:
         meta = torch.nn.functional.one_hot(torch.randint(meta_dim, (size,), generator=g), meta_dim).float()
-    return Batch(
+    return NStepBatch(
         obs=obs,
         action=torch.rand(size, action_dim, generator=g) * 2 - 1,
         reward=torch.zeros(size, 1),

@@ -56,7 +56,9 @@ def discounted_returns_to_go(
     return returns
 
 
-def discounted_suffix_sums(x: torch.Tensor, last: torch.Tensor, gamma: float, max_length: int | None = None) -> torch.Tensor:
+def discounted_suffix_sums(
+    x: torch.Tensor, last: torch.Tensor, gamma: float, max_length: int | None = None
+) -> torch.Tensor:
     """y_t = x_t + gamma y_{t+1} inside each episode (y_t = x_t where `last`), on x's device.
 
     The device counterpart of `discounted_returns_to_go`'s filter, for returns computed during training

@@ -20,8 +20,9 @@ LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's SAC actor clamps log-std to this 
 class SACActor(nn.Module):
     """The network of an SB3 SAC `policy.actor` (obs -> 256 -> 256 -> mean, log-std; tanh-squashed).
 
-    Loads the state dicts in ../shared/behavior (`latent_pi.*`, `mu.*`, `log_std.*`) without
-    building a whole SB3 model, and acts on a batch of observations at once.
+    Loads the saved `policy.actor.state_dict()` (`latent_pi.*`, `mu.*`, `log_std.*`) without building
+    a whole SB3 model, and acts on a batch of observations at once:
+    a = tanh(μ(s)) deterministic, a = tanh(μ(s) + σ(s)·ε), ε ~ N(0, I), σ = exp(clamp(log σ, -20, 2)).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: tuple[int, ...] = (256, 256)):
@@ -43,16 +44,19 @@ class SACActor(nn.Module):
         hidden = tuple(state[k].shape[0] for k in sorted(weights, key=lambda k: int(k.split(".")[1])))
         if state["latent_pi.0.weight"].shape[1] != obs_dim or state["mu.weight"].shape[0] != act_dim:
             raise ValueError(
-                f"Behaviour checkpoint {path} expects observations of size {state['latent_pi.0.weight'].shape[1]} "
-                f"and actions of size {state['mu.weight'].shape[0]}, but {env.spec.id if env.spec else env} has "
-                f"{obs_dim} and {act_dim}: use the checkpoint trained on that environment."
+                f"Behaviour checkpoint {path} expects observations of size "
+                f"{state['latent_pi.0.weight'].shape[1]} and actions of size {state['mu.weight'].shape[0]}, "
+                f"but {env.spec.id if env.spec else env} has {obs_dim} and {act_dim}: use the checkpoint "
+                "trained on that environment."
             )
         actor = cls(obs_dim, act_dim, hidden)
         actor.load_state_dict(state)
         return actor.eval()
 
     @torch.no_grad()
-    def act(self, obs: np.ndarray, deterministic: bool, generator: torch.Generator | None = None) -> np.ndarray:
+    def act(
+        self, obs: np.ndarray, deterministic: bool, generator: torch.Generator | None = None
+    ) -> np.ndarray:
         latent = self.latent_pi(torch.as_tensor(obs, dtype=torch.float32))
         mean = self.mu(latent)
         if deterministic:
@@ -90,7 +94,12 @@ def collect_episodes(
 
 
 def _collect_episodes(
-    env_id: str, policy: Callable[[np.ndarray], np.ndarray], n_steps: int, seed: int, n_envs: int, progress: bool
+    env_id: str,
+    policy: Callable[[np.ndarray], np.ndarray],
+    n_steps: int,
+    seed: int,
+    n_envs: int,
+    progress: bool,
 ) -> list[Episode]:
     envs = [gym.make(env_id) for _ in range(n_envs)]
     next_episode = 0

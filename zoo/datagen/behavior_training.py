@@ -1,24 +1,25 @@
 """SAC behaviour policies for the D4RL-style datasets: training them, and choosing the checkpoints to ship.
 
-`train_behavior` is the recipe behind ../shared/behavior (its README): SB3's
-`SAC("MlpPolicy", env, learning_starts=10_000, seed=0)` with every other setting at SB3's default, one
-torch thread. Every 10k environment steps it saves `policy.actor.state_dict()` as actor_<step:07d>.pt,
-evaluates 5 deterministic episodes (reset seeds 10000-10004), appends step, eval_mean, eval_std, wall_s
-to progress.csv, and saves the whole model (no replay buffer) as last_model.zip. Called again on the
-same folder it resumes from last_model.zip: SB3 cannot restore the replay buffer that was not saved, so
-the resumed run refills it from its current policy (as the README's runs would have).
+`train_behavior` runs SB3's `SAC("MlpPolicy", env, learning_starts=10_000, seed=0)`, every other
+setting at SB3's default, on one torch thread. Every 10k environment steps it saves the actor's state
+dict (actor_<step:07d>.pt), evaluates 5 deterministic episodes (reset seeds 10000-10004) into
+progress.csv (step, eval_mean, eval_std, wall_s), and saves the whole model without its replay buffer
+(last_model.zip), each file written atomically. Called again on the same folder it resumes from
+last_model.zip.
 
-`check_checkpoints` / `choose_checkpoints` / `vendor_behavior` re-evaluate a run's checkpoints with more
-episodes, pick medium (return about a third of the expert's, as D4RL) and expert (the best), and copy
-exactly the files the recipes of zoo.datagen.d4rl need into zoo/assets/behavior/ with manifest.json.
+`check_checkpoints` re-evaluates the checkpoints with more episodes and chooses, as D4RL does,
+expert = argmax_k R(k) and medium = argmin_{k < expert} |R(k) - R(expert)/3| over measured returns R;
+`vendor_behavior` copies exactly the files the recipes of zoo.datagen.d4rl need into
+zoo/assets/behavior/ with manifest.json.
+
+Differs from an uninterrupted SB3 run: a resumed run refills its replay buffer from its current policy
+(SB3 cannot restore a buffer that was not saved).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import shutil
 import time
 import warnings
 from collections.abc import Callable
@@ -31,6 +32,9 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from zoo.data.tasks import LOCOMOTION_ENV_IDS
+from zoo.datagen.behavior import SACActor
+from zoo.evaluation import evaluate_returns
+from zoo.io import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 from zoo.threads import torch_threads
 
 PROGRESS_FIELDS = ("step", "eval_mean", "eval_std", "wall_s")
@@ -101,9 +105,7 @@ def train_behavior(
         if remaining <= 0:  # already there: leave the folder as it is
             return out
         _write_progress(out, rows)  # drops the rows of a crash after the last saved model
-        callback = _CheckpointCallback(
-            out, env_id, checkpoint_every, eval_episodes, wall_offset=rows[-1]["wall_s"] if rows else 0.0
-        )
+        callback = _CheckpointCallback(out, env_id, checkpoint_every, eval_episodes, rows)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="rich is experimental")  # SB3's progress bar
             model.learn(remaining, callback=callback, reset_num_timesteps=reset, progress_bar=progress)
@@ -127,13 +129,11 @@ def read_progress(run_dir: str | Path) -> list[dict]:
 
 
 def _write_progress(out: Path, rows: list[dict]) -> None:
-    tmp = out / "progress.csv.tmp"
-    with tmp.open("w", newline="") as f:
+    with atomic_write(out / "progress.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS)
         writer.writeheader()
         for row in rows:
             writer.writerow(_progress_row(row))
-    os.replace(tmp, out / "progress.csv")
 
 
 def _progress_row(row: dict) -> dict:
@@ -146,18 +146,18 @@ def _progress_row(row: dict) -> dict:
 
 
 def _save_actor(model, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.policy.actor.state_dict(), tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(model.policy.actor.state_dict(), tmp)
 
 
 class _CheckpointCallback(BaseCallback):
     """Every `every` env steps: actor state dict, deterministic evaluation, progress row, whole model."""
 
-    def __init__(self, out: Path, env_id: str, every: int, eval_episodes: int, wall_offset: float):
+    def __init__(self, out: Path, env_id: str, every: int, eval_episodes: int, rows: list[dict]):
         super().__init__()
         self.out, self.env_id, self.every, self.eval_episodes = out, env_id, every, eval_episodes
-        self.wall_offset = wall_offset
+        self.rows = list(rows)  # progress.csv is rewritten whole (atomically) at each checkpoint
+        self.wall_offset = rows[-1]["wall_s"] if rows else 0.0
 
     def _on_training_start(self) -> None:
         self.start = time.perf_counter()
@@ -174,13 +174,10 @@ class _CheckpointCallback(BaseCallback):
             self._save_model()
 
     def _save_model(self) -> None:
-        tmp = self.out / "last_model.tmp.zip"
-        self.model.save(tmp)
-        os.replace(tmp, self.out / "last_model.zip")
+        with atomic_path(self.out / "last_model.zip") as tmp:
+            self.model.save(tmp)
 
     def _checkpoint(self, step: int) -> None:
-        from zoo.evaluation import evaluate_returns
-
         _save_actor(self.model, self.out / actor_file(step))
         returns = evaluate_returns(
             lambda obs: self.model.predict(obs, deterministic=True)[0],
@@ -189,12 +186,10 @@ class _CheckpointCallback(BaseCallback):
             seed=EVAL_SEED,
         )
         wall = self.wall_offset + time.perf_counter() - self.start
-        with (self.out / "progress.csv").open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=PROGRESS_FIELDS).writerow(
-                _progress_row(
-                    {"step": step, "eval_mean": returns.mean(), "eval_std": returns.std(), "wall_s": wall}
-                )
-            )
+        self.rows.append(
+            {"step": step, "eval_mean": returns.mean(), "eval_std": returns.std(), "wall_s": wall}
+        )
+        _write_progress(self.out, self.rows)
         # The model last: a crash before this resumes from the previous checkpoint (later rows are dropped).
         self._save_model()
 
@@ -206,9 +201,6 @@ def evaluate_actor(
     path: str | Path, env_id: str, episodes: int, seed: int, *, deterministic: bool = True
 ) -> np.ndarray:
     """Returns of `episodes` episodes (reset seeds seed..seed+episodes-1) of a saved SAC actor, batched."""
-    from zoo.datagen.behavior import SACActor
-    from zoo.evaluation import evaluate_returns
-
     with gym.make(env_id) as env:
         actor = SACActor.from_state_dict(path, env)
     generator = torch.Generator().manual_seed(seed)
@@ -252,7 +244,8 @@ def check_checkpoints(
         }
         if log:
             log(
-                f"{key} {step:>7}: progress.csv {progress[step]['eval_mean']:8.1f}  checked {returns.mean():8.1f} ± {returns.std():6.1f}"
+                f"{key} {step:>7}: progress.csv {progress[step]['eval_mean']:8.1f}  "
+                f"checked {returns.mean():8.1f} ± {returns.std():6.1f}"
             )
     if not checks:
         raise ValueError(f"No checkpoints with progress.csv rows in {run}.")
@@ -285,7 +278,8 @@ def check_checkpoints(
         "deterministic_episodes": episodes,
         "reset_seeds": f"{CHECK_SEED}..{CHECK_SEED + episodes - 1}",
         "recheck": f"the {n_recheck} best and the {n_recheck} nearest to {medium_fraction:.3g} x best: "
-        f"{recheck_episodes} more episodes (reset seeds {RECHECK_SEED}..{RECHECK_SEED + recheck_episodes - 1}), pooled",
+        f"{recheck_episodes} more episodes "
+        f"(reset seeds {RECHECK_SEED}..{RECHECK_SEED + recheck_episodes - 1}), pooled",
         "medium_rule": f"measured return nearest {medium_fraction:.3g} x the expert's, before the expert",
         "expert_rule": "highest measured return",
     }
@@ -325,7 +319,7 @@ def vendor_behavior(
             name = f"{key}_sac_actor_{step:07d}.pt"
             src = Path(run_dir) / actor_file(step)
             if not (dest / name).exists() or (dest / name).read_bytes() != src.read_bytes():
-                shutil.copyfile(src, dest / name)
+                atomic_write_bytes(dest / name, src.read_bytes())
             returns = evaluate_actor(
                 dest / name, env_id, stochastic_episodes, CHECK_SEED, deterministic=False
             )
@@ -353,5 +347,5 @@ def vendor_behavior(
         "checkpoints": entries,
     }
     manifest["envs"] = dict(sorted(manifest["envs"].items()))
-    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(manifest_path, json.dumps(manifest, indent=1) + "\n")
     return manifest["envs"][key]

@@ -9,18 +9,19 @@ env: hopper, halfcheetah, walker2d (Gymnasium MuJoCo v5). quality, as in D4RL (F
 - medium-replay: what SAC's own training collected up to the medium checkpoint: the first 10k steps
                  uniform random (SB3's learning_starts), then each checkpoint k = 10k, 20k, ... (up to
                  the medium checkpoint, exclusive) acting stochastically for the 10k steps it was in
-                 charge of. Its default size is the medium checkpoint's training step (e.g. 130k for
-                 Hopper), not 1M. With `steps=N` the N transitions are shared out equally among the
-                 segments (the random one included), keeping their order and relative sizes. Each
-                 segment runs in a single env, as the training did: with n envs, stopping at a
-                 segment's end would drop up to n-1 running episodes, the longer ones (measured on
-                 Walker2d 10k-step segments: 3-4% lower mean return), in every segment.
+                 charge of. With `steps=N` the N transitions are shared out equally among the segments
+                 (the random one included), keeping their order; each segment runs in a single env.
 
-The behaviour checkpoints are SB3 SAC actors vendored in zoo/assets/behavior/, chosen by return (see
-manifest.json there and zoo.datagen.behavior_training.check_checkpoints). Every part of a dataset is
-collected by `collect_episodes` (n_envs environments, one batched actor call per step; whole episodes
-only) with its own seed (reset seeds and action noise), so a dataset is a function of (id, steps, seed). Collection runs entirely in memory and the dataset is
-written once at the end through `write_dataset`'s staging folder: a failure leaves nothing in the root.
+Every part of a dataset is collected by `collect_episodes` (n_envs environments, one batched actor call
+per step, whole episodes only) with its own seed (reset seeds and action noise), so a dataset is a
+function of (id, steps, seed). Collection runs in memory; the dataset is written once at the end through
+`write_dataset`'s staging folder, so a failure leaves nothing in the root.
+
+Differs from D4RL:
+- medium-replay re-runs each saved checkpoint for its 10k steps instead of storing the training run's
+  replay buffer; its default size is the medium checkpoint's training step (hopper 130k), not 200k-400k.
+- The behaviour policies are SB3 SAC checkpoints (zoo/assets/behavior/, chosen by measured return in
+  `zoo.datagen.behavior_training.check_checkpoints`), on MuJoCo v5 envs instead of gym's v2.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
-from zoo.datagen.generate import GENERATOR_VERSION
 from zoo.data.minari_io import Episode, dataset_exists, minari_root, write_dataset
 from zoo.data.tasks import D4RL_REFERENCE_RETURNS, LOCOMOTION_ENV_IDS
+from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
+from zoo.datagen.generate import GENERATOR_VERSION
 
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 ENVS = tuple(LOCOMOTION_ENV_IDS)  # hopper, halfcheetah, walker2d
@@ -215,9 +216,9 @@ def recipe(env: str, quality: str, steps: int | None = None, seed: int = 0) -> l
         )
     shares = [total // len(actors) + (j < total % len(actors)) for j in range(len(actors))]
     return [
-        Part(
-            actor, share, seed + j * PART_SEED_STRIDE, n_envs=1
-        )  # one stream per segment: no dropped episodes
+        # One env per segment, as the training ran: with n envs, stopping at a segment's end would drop
+        # up to n-1 running episodes, the longer ones (Walker2d 10k-step segments: 3-4% lower mean return).
+        Part(actor, share, seed + j * PART_SEED_STRIDE, n_envs=1)
         for j, (actor, share) in enumerate(zip(actors, shares))
     ]
 
@@ -314,7 +315,7 @@ def make_d4rl_dataset(
 def collect_parts(
     env_id: str, parts: list[Part], *, n_envs: int = 8, progress: bool = False, desc: str | None = None
 ) -> tuple[list[Episode], list[tuple[int, int]]]:
-    """Collect every part in order (in memory); return all episodes and each part's [start, end) episode span."""
+    """Collect every part in order, in memory: (all episodes, each part's [start, end) episode span)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm

@@ -7,9 +7,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
 from zoo.data.minari_io import write_dataset
 from zoo.data.tasks import D4RL_REFERENCE_RETURNS, env_key
+from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
 
 GENERATOR_VERSION = "1"
 
@@ -54,13 +54,19 @@ def make_behavior_dataset(
         ),
         extra_metadata={
             "zoo_generator_version": GENERATOR_VERSION,
-            "zoo_behavior": {"checkpoint": Path(checkpoint).name, "deterministic": deterministic, "seed": seed},
+            "zoo_behavior": {
+                "checkpoint": Path(checkpoint).name,
+                "deterministic": deterministic,
+                "seed": seed,
+            },
         },
         overwrite=overwrite,
     )
 
 
-def make_quickstart_dataset(n_steps: int = 50_000, *, seed: int = 0, overwrite: bool = False, progress: bool = True) -> Path:
+def make_quickstart_dataset(
+    n_steps: int = 50_000, *, seed: int = 0, overwrite: bool = False, progress: bool = True
+) -> Path:
     return make_behavior_dataset(
         QUICKSTART_DATASET,
         "Hopper-v5",

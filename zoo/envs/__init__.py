@@ -15,4 +15,12 @@ from zoo.envs.dmc import (
     suite_tasks,
 )
 
-__all__ = ["DMCEnv", "check_task", "dmc_env_id", "make_dmc_env", "primal_task", "register_dmc_env", "suite_tasks"]
+__all__ = [
+    "DMCEnv",
+    "check_task",
+    "dmc_env_id",
+    "make_dmc_env",
+    "primal_task",
+    "register_dmc_env",
+    "suite_tasks",
+]

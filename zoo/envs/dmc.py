@@ -146,7 +146,8 @@ class DMCEnv(gym.Env):
         )
         if episode_length is not None and (episode_length < 1 or too_long):
             raise ValueError(
-                f"episode_length must lie in [1, {self.time_limit_steps}] for {domain}-{task}, got {episode_length}."
+                f"episode_length must lie in [1, {self.time_limit_steps}] for {domain}-{task}, "
+                f"got {episode_length}."
             )
         self.episode_length = episode_length if episode_length is not None else self.time_limit_steps
         self.render_mode = render_mode
@@ -178,7 +179,8 @@ class DMCEnv(gym.Env):
         action = np.asarray(action, dtype=np.float32).astype(np.float64)  # ExoRL's float32 action spec
         if action.shape != self.action_space.shape:
             raise ValueError(
-                f"{self.domain}-{self.task_name} expects actions of shape {self.action_space.shape}, got {action.shape}."
+                f"{self.domain}-{self.task_name} expects actions of shape {self.action_space.shape}, "
+                f"got {action.shape}."
             )
         scaled = self._act_low + (action + 1.0) * 0.5 * (self._act_high - self._act_low)
         time_step = self.dm_env.step(scaled)

@@ -2,9 +2,9 @@
 
     from zoo.datagen.exorl import collect, import_exorl
 
-    collect("walker", "rnd", "data/exorl", steps=100_000, config="small")      # reward-free exploration
-    import_exorl("data/exorl", "walker", "rnd", "walk")                       # -> zoo/exorl/walker-walk/rnd-v0
-    env = gymnasium.make("zoo/dmc-walker-walk-v0")                           # evaluation env (zoo.envs)
+    collect("walker", "rnd", "data/exorl", steps=100_000, config="small")  # reward-free exploration
+    import_exorl("data/exorl", "walker", "rnd", "walk")  # -> zoo/exorl/walker-walk/rnd-v0
+    env = gymnasium.make("zoo/dmc-walker-walk-v0")  # evaluation env (zoo.envs)
 
 The dm_control envs live in `zoo.envs` (registered whenever zoo is imported); dm_control is needed to
 make an env, collect or import.

@@ -3,10 +3,10 @@
 `collect("walker", "rnd", "data/exorl", steps=100_000, config="small")` explores walker with DDPG + RND
 and writes every training episode to `data/exorl/walker/rnd/buffer/episode_<index>_<length>.npz`
 (observation, action, reward, discount, physics, and SMM's `z`), plus `zoo_collect.json` beside the
-buffer with the explorer, the config and the speed, which `import_exorl` copies into the Minari
-metadata. The loop follows `pretrain.py`: act (uniform before `num_seed_frames`), update (every
-`update_every_steps` steps after the seed phase, from complete episodes only), step the env. The
-reward written is that of the domain's URLB pretraining task (walker: stand); explorers ignore it.
+buffer (explorer, config, speed), which `import_exorl` copies into the Minari metadata. The loop: act
+(uniform before `num_seed_frames`), update every `update_every_steps` steps after the seed phase from
+complete episodes only, step the env. The reward written is that of the domain's URLB pretraining task
+(walker: stand); the explorers ignore it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,9 +21,10 @@ import numpy as np
 import torch
 
 from zoo.data.dataset import resolve_device
-from zoo.envs.dmc import make_dmc_env, primal_task
 from zoo.datagen.exorl.episodes import buffer_dir, episode_filename, write_episode
-from zoo.datagen.exorl.explorers import EXPLORERS, Batch, ExplorerConfig, make_explorer, resolve_config
+from zoo.datagen.exorl.explorers import EXPLORERS, ExplorerConfig, NStepBatch, make_explorer, resolve_config
+from zoo.envs.dmc import make_dmc_env, primal_task
+from zoo.io import atomic_write_json, remove_stale_temporaries
 from zoo.threads import torch_threads
 
 COLLECT_INFO = "zoo_collect.json"
@@ -80,7 +79,7 @@ class EpisodeReplay:
         self.lengths[slot] = n - 1
         self.n_added += 1
 
-    def sample(self, batch_size: int, nstep: int, gamma: float) -> Batch:
+    def sample(self, batch_size: int, nstep: int, gamma: float) -> NStepBatch:
         """URLB `_sample`: idx ~ U{1..L-n+1}; s = O[idx-1], a = A[idx], s' = O[idx+n-1], z = M[idx-1];
         r = Σ_k γ^k Π_{j<k} D[idx+j] R[idx+k], γ_n = Π_k γ D[idx+k]."""
         episodes = torch.randint(len(self), (batch_size,), device=self.device)
@@ -92,7 +91,7 @@ class EpisodeReplay:
         cumulative = torch.cumprod(gammas, dim=1)
         before = torch.cat([torch.ones_like(cumulative[:, :1]), cumulative[:, :-1]], dim=1)
         reward = (before * self.reward[ep, rows]).sum(dim=1, keepdim=True)
-        return Batch(
+        return NStepBatch(
             obs=self.obs[episodes, idx - 1],
             action=self.action[episodes, idx],
             reward=reward,
@@ -154,6 +153,7 @@ def collect(
     for path in existing:
         path.unlink()
     buffer.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(buffer)  # episodes a killed run was writing
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -180,7 +180,7 @@ def collect(
         "episodes": 0,
         "steps": 0,
     }
-    _write_json(folder / COLLECT_INFO, info)
+    atomic_write_json(folder / COLLECT_INFO, info)
 
     thread_context = (
         torch_threads(threads) if threads is not None and device.type == "cpu" else contextlib.nullcontext()
@@ -257,7 +257,7 @@ def collect(
         steps_per_second=round(global_step / elapsed, 1),
         mean_metrics={k: float(v) / n_updates for k, v in metric_sums.items()} if n_updates else {},
     )
-    _write_json(folder / COLLECT_INFO, info)
+    atomic_write_json(folder / COLLECT_INFO, info)
     env.close()
     return folder
 
@@ -268,10 +268,3 @@ def read_collect_info(folder: str | Path) -> dict | None:
     if not path.exists():
         return None
     return json.loads(path.read_text())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)

@@ -16,15 +16,15 @@ Extra keys (SMM's `z`, other explorers' meta) are allowed and ignored by the loa
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from zoo.io import atomic_write
 
 REQUIRED_KEYS = ("observation", "action", "reward", "discount", "physics")
 EPISODE_NAME = re.compile(r"^(?P<prefix>[^_]+)_(?P<index>\d+)_(?P<length>\d+)\.npz$")
@@ -75,19 +75,13 @@ class ExoRLEpisode:
 
 
 def write_episode(path: Path | str, arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write one episode with np.savez_compressed, atomically (a temporary file renamed into place)."""
+    """Write one episode with np.savez_compressed, atomically (zoo.io.atomic_write)."""
     path = Path(path)
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
     if missing:
         raise ValueError(f"Episode for {path.name} lacks the keys {missing}.")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle:
+        np.savez_compressed(handle, **{k: np.asarray(v) for k, v in arrays.items()})
     return path
 
 
@@ -144,7 +138,8 @@ def read_episode(
         if expected is not None and values.shape[1] != expected:
             raise ExoRLEpisodeError(
                 path,
-                f"'{name}' has width {values.shape[1]}, the environment expects {expected} (another domain?).",
+                f"'{name}' has width {values.shape[1]}, the environment expects {expected} "
+                "(another domain?).",
             )
     for name, values in (
         ("observation", observation),

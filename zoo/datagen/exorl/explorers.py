@@ -1,18 +1,26 @@
-"""URLB's reward-free explorers for state observations: a DDPG learner driven by RND, ICM or SMM rewards.
+"""URLB's reward-free explorers for state observations: DDPG trained on an RND, ICM or SMM reward.
 
-A re-implementation of `rll-research/url_benchmark` (commit bb98f0c) `agent/{ddpg,rnd,icm,smm}.py` as
-specified in shared/research/exorl-explorers.md §2–§5, with URLB's quirks kept on purpose:
+DDPG (one actor μ, no target actor; a critic with a shared trunk and two heads Q1, Q2; a target
+critic Q̄), on n-step batches whose reward r_int is the intrinsic one:
 
-* DDPG: one actor (no target actor), one critic with a *shared* trunk and two Q heads, one target
-  critic; fixed exploration std 0.2; target and actor-loss actions are noisy samples clipped at 0.3.
-* The intrinsic reward *replaces* the n-step reward of the sampled transition, but the critic still
-  bootstraps with γ³ from s_{t+3} (nstep=3). `ExplorerConfig(nstep=1)` removes that quirk, and then ICM
-  also sees (s_t, a_t, s_{t+1}) instead of (s_t, a_t, s_{t+3}).
-* RND divides the prediction error by a running standard deviation (no mean subtraction).
-* SMM adds `+CE = -log d(z|s)`, URLB's sign; `smm_latent_cond_ent_coef=-1` gives the `+log d(z|s)` variant.
+    y = r_int + γ_n · min(Q̄1, Q̄2)(s', μ(s') + clip(ε', ±0.3)),      ε, ε' ~ N(0, 0.2²)
+    L_Q = (Q1(s, a) - y)² + (Q2(s, a) - y)²,   L_μ = -min(Q1, Q2)(s, μ(s) + clip(ε, ±0.3))
+    Q̄ ← (1 - τ) Q̄ + τ Q (τ = 0.01);  actions are clamped to ±(1 - 1e-6) with a straight-through gradient
 
-Everything runs on the module's device: no host round trip and no `.item()` in `update`; metrics come
-back as detached tensors.
+- RND: r = c·e(s) / (sqrt(running var of e) + 1e-8), e(s) = mean_k (f̄(s̃) - f(s̃))², s̃ = clamp(BN(s), ±5).
+- ICM: r = log(1 + c·‖s' - f(s, a)‖), f trained with g on ‖s' - f(s, a)‖ + ‖a - g(s, s')‖.
+- SMM: r = c_s Σ_d (x - x̂)² + c_z log(z_dim) + c_zs CE(d(·|s), z), x = s ⊕ z, from the VAE's and the
+  discriminator's errors before their step.
+
+URLB's quirks are kept: r_int replaces the sampled n-step reward while the critic still bootstraps
+with γ_n = γ³ from s_{t+3}; RND divides by a running std without subtracting a mean; SMM adds
++CE = -log d(z|s) (`smm_latent_cond_ent_coef=-1` gives the +log d(z|s) variant).
+
+Differs from the official code:
+- RND normalises the batch and computes the frozen target's features once per update (URLB calls
+  `rnd(obs)` twice; BatchNorm uses batch statistics, so both calls see the same values).
+- `ExplorerConfig(nstep=1)` removes the n-step quirk (ICM then sees (s_t, a_t, s_{t+1})).
+- Metrics stay on the device as detached tensors: no `.item()` or host round trip in `update`.
 """
 
 from __future__ import annotations
@@ -88,8 +96,12 @@ def resolve_config(config: str | ExplorerConfig | dict | None) -> tuple[str, Exp
     )
 
 
-class Batch(NamedTuple):
-    """An n-step batch as URLB's sampler returns it: s = O[i-1], a = A[i], n-step r and γ_n, s' = O[i+n-1]."""
+class NStepBatch(NamedTuple):
+    """An n-step batch as URLB's sampler returns it: s = O[i-1], a = A[i], n-step r and γ_n, s' = O[i+n-1].
+
+    Not the agents' `zoo.agents.replay.Batch` (named column views of the device replay): this one is
+    URLB's fixed tuple, with the n-step reward and discount already summed.
+    """
 
     obs: torch.Tensor
     action: torch.Tensor
@@ -108,7 +120,7 @@ def weight_init(module: nn.Module) -> None:
 
 
 def truncated_normal_sample(mu: torch.Tensor, std: float, clip: float | None = None) -> torch.Tensor:
-    """URLB `TruncatedNormal.sample`: μ + (clipped) σ·ε, clamped to ±(1-1e-6) with a straight-through gradient."""
+    """URLB `TruncatedNormal.sample`: μ + (clipped) σ·ε, clamped to ±(1-1e-6), straight-through gradient."""
     eps = torch.randn_like(mu) * std
     if clip is not None:
         eps = eps.clamp(-clip, clip)
@@ -116,8 +128,12 @@ def truncated_normal_sample(mu: torch.Tensor, std: float, clip: float | None = N
     return x - x.detach() + x.detach().clamp(-1.0 + 1e-6, 1.0 - 1e-6)
 
 
-def make_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with PyTorch's default betas/eps (URLB), fused on CUDA and foreach on CPU."""
+def urlb_adam(params, lr: float, device: torch.device) -> torch.optim.Adam:
+    """URLB's Adam (PyTorch's default betas/eps), fused on CUDA and foreach on CPU.
+
+    Not the agents' `zoo.agents.base.adam`, which is fused on CPU too: the fused CPU kernel rounds
+    differently (~1e-7 per step), so using it here would change the collected ExoRL episodes.
+    """
     if device.type == "cuda":
         return torch.optim.Adam(params, lr=lr, fused=True)
     return torch.optim.Adam(params, lr=lr, foreach=True)
@@ -171,7 +187,7 @@ class IntrinsicReward(nn.Module):
         """The per-episode meta input (SMM's skill); empty for the others."""
         return np.zeros(0, dtype=np.float32)
 
-    def update(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def update(self, batch: NStepBatch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         raise NotImplementedError
 
 
@@ -228,16 +244,16 @@ class RND(nn.Module):
 
 
 class RNDReward(IntrinsicReward):
-    """URLB RND (§3): one predictor step on s_t, then r = scale · e(s_t) / (sqrt(running var) + 1e-8)."""
+    """URLB RND: one predictor step on s_t, then r = scale · e(s_t) / (sqrt(running var) + 1e-8)."""
 
     def __init__(self, obs_dim: int, action_dim: int, config: ExplorerConfig, device: torch.device):
         super().__init__()
         self.scale = config.rnd_scale
         self.rnd = RND(obs_dim, config.hidden_dim, config.rnd_rep_dim, config.rnd_clip).to(device)
         self.rms = RunningMeanStd(device)
-        self.optimizer = make_adam(self.rnd.predictor.parameters(), config.lr, device)
+        self.optimizer = urlb_adam(self.rnd.predictor.parameters(), config.lr, device)
 
-    def update(self, batch: Batch):
+    def update(self, batch: NStepBatch):
         # URLB runs `rnd(obs)` twice; BatchNorm (batch statistics) and the frozen target give the same
         # normalised input and target features both times, so they are computed once.
         obs = self.rnd.normalize(batch.obs)
@@ -278,15 +294,15 @@ class ICM(nn.Module):
 
 
 class ICMReward(IntrinsicReward):
-    """URLB ICM (§4): one step on mean‖s'-f(s,a)‖ + mean‖a-g(s,s')‖, then r = log(1 + scale·‖s'-f(s,a)‖)."""
+    """URLB ICM: one step on mean‖s'-f(s,a)‖ + mean‖a-g(s,s')‖, then r = log(1 + scale·‖s'-f(s,a)‖)."""
 
     def __init__(self, obs_dim: int, action_dim: int, config: ExplorerConfig, device: torch.device):
         super().__init__()
         self.scale = config.icm_scale
         self.icm = ICM(obs_dim, action_dim, config.hidden_dim).to(device)
-        self.optimizer = make_adam(self.icm.parameters(), config.lr, device)
+        self.optimizer = urlb_adam(self.icm.parameters(), config.lr, device)
 
-    def update(self, batch: Batch):
+    def update(self, batch: NStepBatch):
         forward_error, backward_error = self.icm(batch.obs, batch.action, batch.next_obs)
         loss = forward_error.mean() + backward_error.mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -298,8 +314,11 @@ class ICMReward(IntrinsicReward):
         return reward, {"icm_loss": loss.detach()}
 
 
-class VAE(nn.Module):
-    """SMM's density model q(s, z): 150-150 MLP encoder/decoder, code size 128, orthogonal init."""
+class SMMDensityVAE(nn.Module):
+    """SMM's density model q(s ⊕ z): 150-150 MLP encoder/decoder, code size 128, orthogonal init.
+
+    An unconditional VAE over states and skills; not `zoo.nn.VAE` (SPOT's behaviour model p(a|s)).
+    """
 
     def __init__(self, input_dim: int, code_dim: int = 128, beta: float = 0.5):
         super().__init__()
@@ -325,8 +344,8 @@ class VAE(nn.Module):
 
 
 class SMMReward(IntrinsicReward):
-    """URLB SMM (§5): VAE step on (s, z), discriminator step on d(z|s), then
-    r = state_ent·Σ(x-x̂)² + latent_ent·log(z_dim) + latent_cond_ent·CE(d(·|s), z), with pre-step errors."""
+    """URLB SMM: VAE step on (s, z), discriminator step on d(z|s), then, from the pre-step errors,
+    r = state_ent·Σ(x-x̂)² + latent_ent·log(z_dim) + latent_cond_ent·CE(d(·|s), z)."""
 
     def __init__(self, obs_dim: int, action_dim: int, config: ExplorerConfig, device: torch.device):
         super().__init__()
@@ -337,9 +356,9 @@ class SMMReward(IntrinsicReward):
             nn.Linear(obs_dim, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, self.z_dim)
         ).to(device)
         self.z_pred_net.apply(weight_init)
-        self.vae = VAE(obs_dim + self.z_dim, beta=config.smm_vae_beta).to(device)
-        self.pred_optimizer = make_adam(self.z_pred_net.parameters(), config.smm_sp_lr, device)
-        self.vae_optimizer = make_adam(self.vae.parameters(), config.smm_vae_lr, device)
+        self.vae = SMMDensityVAE(obs_dim + self.z_dim, beta=config.smm_vae_beta).to(device)
+        self.pred_optimizer = urlb_adam(self.z_pred_net.parameters(), config.smm_sp_lr, device)
+        self.vae_optimizer = urlb_adam(self.vae.parameters(), config.smm_vae_lr, device)
 
     def init_meta(self, rng: np.random.Generator) -> np.ndarray:
         """A uniformly drawn one-hot skill, once per episode."""
@@ -347,7 +366,7 @@ class SMMReward(IntrinsicReward):
         z[rng.integers(self.z_dim)] = 1.0
         return z
 
-    def update(self, batch: Batch, epsilon: torch.Tensor | None = None):
+    def update(self, batch: NStepBatch, epsilon: torch.Tensor | None = None):
         z = batch.meta
         # 1. VAE step on x = s ⊕ z; its (pre-step) reconstruction error is the state-entropy term.
         vae_loss, h_s_z = self.vae.loss(torch.cat([batch.obs, z], dim=1), epsilon)
@@ -378,7 +397,7 @@ INTRINSIC_REWARDS = {"rnd": RNDReward, "icm": ICMReward, "smm": SMMReward}
 
 
 class DDPGExplorer(nn.Module):
-    """URLB's DDPG (§2) trained on an intrinsic reward; acts and updates on one device."""
+    """URLB's DDPG trained on an intrinsic reward; acts and updates on one device."""
 
     def __init__(
         self,
@@ -399,19 +418,19 @@ class DDPGExplorer(nn.Module):
         self.critic_target.load_state_dict(self.critic.state_dict())
         for param in self.critic_target.parameters():
             param.requires_grad = False
-        self.actor_optimizer = make_adam(self.actor.parameters(), config.lr, device)
-        self.critic_optimizer = make_adam(self.critic.parameters(), config.lr, device)
+        self.actor_optimizer = urlb_adam(self.actor.parameters(), config.lr, device)
+        self.critic_optimizer = urlb_adam(self.critic.parameters(), config.lr, device)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, meta: np.ndarray, step: int) -> np.ndarray:
-        """Exploration action: μ(s⊕z) + N(0, σ²) clamped (no noise clip); uniform during the seed phase."""
+        """Exploration: μ(s⊕z) + N(0, σ²) clamped (no noise clip); uniform during the seed phase."""
         if step < self.config.num_seed_frames:
             return torch.empty(self.action_dim, device=self.device).uniform_(-1.0, 1.0).cpu().numpy()
         x = torch.as_tensor(np.concatenate([obs, meta]), dtype=torch.float32, device=self.device).unsqueeze(0)
         action = truncated_normal_sample(self.actor(x), self.config.stddev, clip=None)
         return action[0].cpu().numpy()
 
-    def update(self, batch: Batch) -> dict[str, torch.Tensor]:
+    def update(self, batch: NStepBatch) -> dict[str, torch.Tensor]:
         """One URLB update: intrinsic module step + reward, critic step, actor step, target lerp."""
         # 1. The intrinsic module trains on the batch and its reward replaces the n-step reward.
         reward, metrics = self.intrinsic.update(batch)

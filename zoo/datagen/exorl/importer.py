@@ -8,8 +8,8 @@ from typing import Literal
 
 import numpy as np
 
+from zoo.data.minari_io import Episode, write_dataset
 from zoo.datagen.exorl.collect import read_collect_info
-from zoo.envs.dmc import check_task, dmc_env_id, make_dmc_env
 from zoo.datagen.exorl.episodes import (
     ExoRLEpisode,
     ExoRLEpisodeError,
@@ -18,7 +18,7 @@ from zoo.datagen.exorl.episodes import (
     read_episode,
     relabel_rewards,
 )
-from zoo.data.minari_io import Episode, write_dataset
+from zoo.envs.dmc import check_task, dmc_env_id, make_dmc_env
 
 IMPORTER_VERSION = "1"
 # dm_control rewards lie in [0, 1] per step and the suite's episodes last 1000 steps.
@@ -45,7 +45,8 @@ def episode_files(root: str | Path, domain: str, explorer: str) -> list[Path]:
             + (
                 f"Explorers found under {parent}: {', '.join(available)}."
                 if available
-                else f"Nothing for domain '{domain}' under {root}: download it with ExoRL's download.sh or run collect()."
+                else f"Nothing for domain '{domain}' under {root}: download it with ExoRL's "
+                "download.sh or run collect()."
             )
         )
     files = sorted(
@@ -176,8 +177,8 @@ def import_exorl(
     collect_info = read_collect_info(folder)
     if collect_info and collect_info.get("status") != "complete":
         warnings.warn(
-            f"The collection in {folder} did not finish (status '{collect_info.get('status')}'): importing the "
-            f"{len(episodes)} episodes it saved.",
+            f"The collection in {folder} did not finish (status '{collect_info.get('status')}'): "
+            f"importing the {len(episodes)} episodes it saved.",
             stacklevel=2,
         )
     returns = np.array([ep.rewards.sum() for ep in episodes])
@@ -198,9 +199,9 @@ def import_exorl(
         if explorer != "random"
         else "uniform random actions",
         description=(
-            f"{n_transitions} transitions ({len(episodes)} episodes) of dm_control {domain} explored reward-free "
-            f"by {explorer} ({source}), rewards relabelled for '{task}' from the stored physics states; "
-            f"mean episode return {returns.mean():.1f}."
+            f"{n_transitions} transitions ({len(episodes)} episodes) of dm_control {domain} explored "
+            f"reward-free by {explorer} ({source}), rewards relabelled for '{task}' from the stored "
+            f"physics states; mean episode return {returns.mean():.1f}."
         ),
         extra_metadata={
             "zoo_importer_version": IMPORTER_VERSION,
