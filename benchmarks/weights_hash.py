@@ -5,7 +5,7 @@ Cal-QL's online episode ends).
 Run it before and after a refactor that must not change behaviour, and compare the two outputs:
 
     python benchmarks/weights_hash.py > before.txt   # ... change the code ...
-    python benchmarks/weights_hash.py > after.txt && diff before.txt after.txt
+    python benchmarks/weights_hash.py --compare before.txt   # exit 1 when any hash differs
 
 The dataset is written once (a few thousand transitions of the quickstart Hopper-v5 behaviour policy) into
 a fixed Minari root (--root, default /tmp/zoo-weights-hash) and reused afterwards, so the check does not
@@ -111,20 +111,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=Path("/tmp/zoo-weights-hash"), help="Minari root of the dataset")
     parser.add_argument("--keys", nargs="*", help="only these keys (default: all, then the extra variants)")
+    parser.add_argument("--compare", type=Path, help="an earlier output: print both hashes per key, exit 1 on a difference")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset_id = ensure_dataset(args.root)
     from zoo.data import load_dataset
 
     dataset = load_dataset(dataset_id, device="cpu")
+    before = {}
+    if args.compare is not None:
+        before = dict(line.split() for line in args.compare.read_text().splitlines() if line.strip())
+    different = []
     jobs = [(k, k, *RUNS[k]) for k in RUNS] + [(name, *spec) for name, spec in EXTRA.items()]
     for name, key, kwargs, offline, online in jobs:
         if args.keys and name not in args.keys:
             continue
         start = time.perf_counter()
         value = run(key, kwargs, offline, online, dataset)
-        print(f"{name:12s} {value}", flush=True)
+        if args.compare is None:
+            print(f"{name:12s} {value}", flush=True)
+        else:
+            same = before.get(name) == value
+            different += [] if same else [name]
+            print(f"{name:12s} {before.get(name, '-')[:16]} {value[:16]} {'same' if same else 'DIFFERENT'}", flush=True)
         print(f"  ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+    if different:
+        sys.exit(f"Hashes differ for: {', '.join(different)}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tests.conftest import TINY_ID
 from tests.test_td3bc import fixed_batch, hopper, hopper_root, set_constant_output  # noqa: F401
 from zoo import evaluate_returns, load_dataset, make_agent
-from zoo.agents.base import Batch
+from zoo.agents.replay import Batch
 from zoo.agents.cql import CQL, CalQL
 from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
@@ -183,12 +183,12 @@ def test_mc_returns_column_by_hand(write_tiny, make_episode, failure_reward):
     agent = CalQL(dataset, seed=0, gamma=0.5, reward_scale=10.0, reward_bias=-5.0, failure_reward=failure_reward,
                   policy_kwargs=SMALL)
     agent.learn(0)
-    column = agent._table[:, agent._columns["mc_returns"][0]].squeeze(1)
+    column = agent.replay.column("mc_returns")
     # Rewards become 10 r - 5; G_t = r_t + 0.5 G_{t+1} with G = 0 after each episode (no timeout tail).
     failed = [-10.0] * 4 if failure_reward == 0.0 else [-9.375, -8.75, -7.5, -5.0]  # -5 / (1 - 0.5) when all fail
     expected = failed + [-3.75, 2.5, -5.0] + [8.75, 7.5, 5.0]
     np.testing.assert_allclose(column.numpy(), expected, rtol=1e-6)
-    np.testing.assert_allclose(agent._table[:, agent._columns["rewards"][0]].squeeze(1).numpy()[4:7], [-5, 5, -5])
+    np.testing.assert_allclose(agent.replay.column("rewards").numpy()[4:7], [-5, 5, -5])
 
 
 class Ledger(BaseCallback):
@@ -199,7 +199,7 @@ class Ledger(BaseCallback):
         self.counts = []
 
     def _on_step(self) -> bool:
-        self.counts.append((self.model._online.size, self.model._online.ready))
+        self.counts.append((self.model.replay.online_size, self.model.replay.online_ready))
         return True
 
 
@@ -217,15 +217,14 @@ def test_online_returns_are_written_when_the_episode_ends(hopper):
 
     ledger = Ledger()
     agent.finetune(250, env=Recorder(gym.make("Hopper-v5")), callback=ledger)
-    data, cols = agent._online.data, agent._columns
-    rewards = data[:, cols["rewards"][0]].squeeze(1).double().numpy()
-    returns = data[:, cols["mc_returns"][0]].squeeze(1).numpy()
+    rewards = agent.replay.column("rewards", source="online").double().numpy()
+    returns = agent.replay.column("mc_returns", source="online").numpy()
     ends = [i + 1 for i, done in enumerate(dones) if done]
     assert len(ends) >= 2 and ends[-1] < 250  # finished episodes, and an unfinished one at the end
     # Rows become sampleable exactly when their episode ends.
     for step, (size, ready) in enumerate(ledger.counts, start=1):
         assert size == step and ready == max([e for e in ends if e <= step], default=0)
-    assert agent._online.ready == ends[-1]
+    assert agent.replay.online_ready == ends[-1]
     start = 0
     for end in ends:
         expected, following = np.zeros(end - start), 0.0
@@ -235,27 +234,30 @@ def test_online_returns_are_written_when_the_episode_ends(hopper):
         np.testing.assert_allclose(returns[start:end], expected, rtol=1e-5)
         start = end
     assert (returns[ends[-1]:] == 0).all()  # the running episode has no returns yet ...
-    data[ends[-1]:, cols["mc_returns"][0]] = 1e6  # mark its rows: none of them may be drawn
+    # Mark its rows: none of them may be drawn.
+    agent.replay.write_column("mc_returns", 1e6, rows=slice(ends[-1], None), source="online")
     agent.online_mixing_ratio = 0.0
-    assert (agent._sample(512).mc_returns < 1e6).all()
+    assert (agent.sample(512).mc_returns < 1e6).all()
     # The sparse rule online: an episode whose transformed rewards all equal 2 * (-1) + 0.5 = -1.5.
-    data[:5, cols["rewards"][0]] = -1.5
+    replay = agent.replay
+    online = lambda name: replay.column(name, source="online")  # noqa: E731
+    replay.write_column("rewards", -1.5, rows=slice(0, 5), source="online")
     agent._on_online_episode_end(0, 5)
-    np.testing.assert_allclose(data[:5, cols["mc_returns"][0]].squeeze(1).numpy(), [-15.0] * 5, rtol=1e-6)
-    data[2, cols["rewards"][0]] = 1.0
+    np.testing.assert_allclose(online("mc_returns")[:5].numpy(), [-15.0] * 5, rtol=1e-6)
+    replay.write_column("rewards", 1.0, rows=slice(2, 3), source="online")
     agent._on_online_episode_end(0, 5)
     # G_4 = -1.5, G_3 = -2.85, G_2 = 1 + 0.9 G_3, G_1 = -1.5 + 0.9 G_2, G_0 = -1.5 + 0.9 G_1
     np.testing.assert_allclose(
-        data[:5, cols["mc_returns"][0]].squeeze(1).numpy(), [-4.11765, -2.9085, -1.565, -2.85, -1.5], rtol=1e-5
+        online("mc_returns")[:5].numpy(), [-4.11765, -2.9085, -1.565, -2.85, -1.5], rtol=1e-5
     )
     # A long episode (the device scan runs log2(length) rounds) against a plain backward loop.
-    data[:250, cols["rewards"][0]] = torch.randn(250, 1, generator=torch.Generator().manual_seed(0))
+    replay.write_column("rewards", torch.randn(250, generator=torch.Generator().manual_seed(0)), source="online")
     agent._on_online_episode_end(0, 250)
     expected, following = np.zeros(250), 0.0
     for t in range(249, -1, -1):
-        following = data[t, cols["rewards"][0]].item() + 0.9 * following
+        following = online("rewards")[t].item() + 0.9 * following
         expected[t] = following
-    np.testing.assert_allclose(data[:250, cols["mc_returns"][0]].squeeze(1).numpy(), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(online("mc_returns")[:250].numpy(), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_save_load_gives_identical_actions_and_multiplier(hopper, tmp_path):
@@ -278,8 +280,8 @@ def test_save_load_gives_identical_actions_and_multiplier(hopper, tmp_path):
     online = CalQL.load(tmp_path / "calql")
     online.online_mixing_ratio = 0.0
     online.finetune(200, env=gym.make("Hopper-v5"))
-    assert online._online.data.shape[1] == 11 + 3 + 1 + 11 + 1 + 1 and "mc_returns" in online._columns
-    assert 0 < online._online.ready and 4 < online._n_updates < 4 + 200
+    assert online.replay.width == 11 + 3 + 1 + 11 + 1 + 1 and "mc_returns" in online.replay.columns
+    assert 0 < online.replay.online_ready and 4 < online._n_updates < 4 + 200
 
 
 def test_short_offline_runs_and_finetune(hopper):
@@ -300,10 +302,8 @@ def test_short_offline_runs_and_finetune(hopper):
     # improve in a short run (measured over seeds). What such a run must do is move Q(s, a) toward G.
     calql = CalQL(hopper, seed=0, batch_size=32, learning_rate=1e-3, n_actions=4, policy_kwargs=SMALL)
     calql.learn(0)
-    cols = calql._columns
-    table = calql._table
-    obs, actions = table[:, cols["observations"][0]], table[:, cols["actions"][0]]
-    g = table[:, cols["mc_returns"][0]].squeeze(1)
+    obs, actions = calql.replay.column("observations"), calql.replay.column("actions")
+    g = calql.replay.column("mc_returns")
 
     def distance():
         with torch.no_grad():
@@ -315,11 +315,12 @@ def test_short_offline_runs_and_finetune(hopper):
     assert calql._stat_sums["calql_bound_rate"].item() / calql._stat_counts["calql_bound_rate"] > 0.9
     # Fine-tuning: a few hundred env steps with the bound on; returns of finished episodes are written.
     calql.finetune(200)
-    online = calql._online
-    assert online.size == 200 and 0 < online.ready <= 200 and calql._n_updates == 300 + 200
-    mc_returns = online.data[:, cols["mc_returns"][0]]
-    assert torch.isfinite(online.data).all() and (mc_returns[: online.ready] != 0).all()
-    assert (mc_returns[online.ready :] == 0).all()
+    replay = calql.replay
+    assert replay.online_size == 200 and 0 < replay.online_ready <= 200 and calql._n_updates == 300 + 200
+    mc_returns = replay.column("mc_returns", source="online")
+    assert all(torch.isfinite(replay.column(name, source="online")).all() for name in replay.columns)
+    assert (mc_returns[: replay.online_ready] != 0).all()
+    assert (mc_returns[replay.online_ready :] == 0).all()
     assert all(torch.isfinite(p).all() for p in calql.policy.parameters())
 
 

@@ -180,15 +180,14 @@ def test_table_column_is_filled_at_the_switch_with_the_actors_entropies(tiny):
     """Episode 0 terminates (no tail), episode 1 is truncated and episode 2 ends the dataset (tails)."""
     agent = tiny_agent(load_dataset(TINY_ID, device="cpu"), reward_scale=2.0, ent_coef=0.3)
     agent.learn(0)
-    cols, _ = agent._columns["soft_returns_to_go"]
-    assert (agent._table[:, cols] == 0).all()  # the placeholder
+    assert (agent.replay.column("soft_returns_to_go") == 0).all()  # the placeholder
     torch.manual_seed(5)
     agent.pretraining.fill_soft_returns(agent)
     torch.manual_seed(5)
-    entropies = -agent.actor(agent._table[:, agent._columns["observations"][0]])[1]
+    entropies = -agent.actor(agent.replay.column("observations"))[1]
     rewards = 2.0 * np.array([1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 24, 25], dtype=float)  # reward_scale 2
     expected = reference_soft_returns(rewards, entropies.tolist(), [(4, False), (3, True), (5, True)], 0.9, 0.3)
-    np.testing.assert_allclose(agent._table[:, cols].squeeze(1).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(agent.replay.column("soft_returns_to_go").numpy(), expected, rtol=1e-5)
 
 
 def test_a_transition_subset_takes_missing_entropies_from_the_next_kept_state(tiny):
@@ -209,12 +208,11 @@ def test_a_transition_subset_takes_missing_entropies_from_the_next_kept_state(ti
     torch.manual_seed(5)
     agent.pretraining.fill_soft_returns(agent)
     torch.manual_seed(5)
-    entropies = (-agent.actor(agent._table[:, agent._columns["observations"][0]])[1]).tolist()
+    entropies = (-agent.actor(agent.replay.column("observations"))[1]).tolist()
     per_source = [entropies[row] if row >= 0 else 0.0 for row in expected]
     rewards = [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 24, 25]
     full = reference_soft_returns(rewards, per_source, [(4, False), (3, True), (5, True)], 0.9, 0.3)
-    cols, _ = agent._columns["soft_returns_to_go"]
-    np.testing.assert_allclose(agent._table[:, cols].squeeze(1).numpy(), full[kept], rtol=1e-5)
+    np.testing.assert_allclose(agent.replay.column("soft_returns_to_go").numpy(), full[kept], rtol=1e-5)
 
 
 # ---------------------------------------------------------------- the phases of soft-imitate
@@ -232,7 +230,7 @@ def test_phases_switch_at_the_configured_steps(hopper):
     agent = EDAC(hopper, seed=0, batch_size=32, pretrain="soft-imitate", pretrain_steps=4,
                  pretrain_kwargs={"bc_fraction": 0.5}, policy_kwargs=SMALL)
     agent.learn(0)
-    cols, _ = agent._columns["soft_returns_to_go"]
+    soft_returns = lambda: agent.replay.column("soft_returns_to_go")  # noqa: E731
     policy = agent.policy
     # Phase A (updates 1-2): temperature and BC actor only.
     for _ in range(2):
@@ -241,18 +239,18 @@ def test_phases_switch_at_the_configured_steps(hopper):
         agent.train(gradient_steps=1, batch_size=32)
         assert not same(actor, agent.actor) and not torch.equal(log_alpha, policy.log_alpha)
         assert same(critic, agent.critic) and same(target, policy.critic_target)
-        assert (agent._table[:, cols] == 0).all()
+        assert (soft_returns() == 0).all()
     # Phase B (updates 3-4): the column is filled once, critics and targets learn, actor and alpha frozen.
     for step in range(2):
         actor, critic, target, log_alpha = (snapshot(agent.actor), snapshot(agent.critic),
                                             snapshot(policy.critic_target), policy.log_alpha.detach().clone())
-        filled = agent._table[:, cols].clone()
+        filled = soft_returns().clone()
         agent.train(gradient_steps=1, batch_size=32)
         assert same(actor, agent.actor) and torch.equal(log_alpha, policy.log_alpha)
         assert not same(critic, agent.critic) and not same(target, policy.critic_target)
-        assert (agent._table[:, cols] != 0).all()
+        assert (soft_returns() != 0).all()
         if step == 1:
-            assert torch.equal(filled, agent._table[:, cols])  # computed once
+            assert torch.equal(filled, soft_returns())  # computed once
     # Update 5: EDAC takes over (all parts move).
     actor, critic = snapshot(agent.actor), snapshot(agent.critic)
     agent.train(gradient_steps=1, batch_size=32)
@@ -310,8 +308,7 @@ def test_save_load_mid_pretraining_gives_identical_actions(hopper, tmp_path):
     torch.testing.assert_close(loaded.policy.log_alpha, agent.policy.log_alpha)
     # Resumed in phase B, the rebuilt table gets its soft returns again before the critic trains on them.
     loaded.learn(1)
-    cols, _ = loaded._columns["soft_returns_to_go"]
-    assert loaded.pretraining._returns_ready and (loaded._table[:, cols] != 0).all()
+    assert loaded.pretraining._returns_ready and (loaded.replay.column("soft_returns_to_go") != 0).all()
 
 
 # ---------------------------------------------------------------- runs, settings, bad input
@@ -328,7 +325,7 @@ def test_short_offline_run_improves_and_finetunes(hopper):
     assert end > start + 10, (start, end)
     updates = agent._n_updates
     agent.finetune(150)  # EDAC online, its own stochastic policy explores
-    assert agent._online.size == 150 and agent._n_updates == updates + 150
+    assert agent.replay.online_size == 150 and agent._n_updates == updates + 150
     assert agent._stat_counts["actor_loss"] == 150
 
 

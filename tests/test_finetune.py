@@ -26,37 +26,36 @@ def test_finetune_stores_normalised_online_transitions(hopper):
             return out
 
     agent.finetune(300, env=Recorder(env))
-    assert agent.num_timesteps == 300 and agent._online.size == 300
+    assert agent.num_timesteps == 300 and agent.replay.online_size == 300
     assert agent._n_updates == updates_before + 2 * 300  # UTD 2
     mean, std = agent.policy.obs_mean.numpy(), agent.policy.obs_std.numpy()
-    cols = agent._columns
-    data = agent._online.data.numpy()
+    stored = agent.replay.stored("online")
+    data = {name: stored[name].numpy() for name in stored}
     for i in (0, 150, 299):
         action, next_obs, reward, terminated, _ = seen[i]
-        np.testing.assert_allclose(data[i, cols["next_observations"][0]], (next_obs - mean) / std, rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(data[i, cols["actions"][0]], action, rtol=1e-6)
-        assert data[i, cols["rewards"][0]][0] == pytest.approx(reward, rel=1e-6)
-        assert data[i, cols["terminations"][0]][0] == float(terminated)
+        np.testing.assert_allclose(data["next_observations"][i], (next_obs - mean) / std, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(data["actions"][i], action, rtol=1e-6)
+        assert data["rewards"][i] == pytest.approx(reward, rel=1e-6)
+        assert data["terminations"][i] == float(terminated)
     # Consecutive steps inside an episode chain: s' of step i is s of step i + 1.
     done = [t or tr for *_, t, tr in seen]
     i = next(k for k in range(299) if not done[k])
-    np.testing.assert_allclose(data[i, cols["next_observations"][0]], data[i + 1, cols["observations"][0]], atol=1e-6)
+    np.testing.assert_allclose(data["next_observations"][i], data["observations"][i + 1], atol=1e-6)
     # Only terminations are stored as done; Hopper falls, so some episodes terminated.
-    assert sum(t for *_, t, _ in seen) == data[:, cols["terminations"][0]].sum() > 0
+    assert sum(t for *_, t, _ in seen) == data["terminations"].sum() > 0
 
 
 def test_batches_mix_offline_and_online_rows(hopper):
     agent = TD3BC(hopper, seed=0, online_mixing_ratio=0.25)
     agent.learn(1)
-    agent._online = None
     agent.finetune(5)
     # Mark online rows so a batch tells where each row came from.
-    agent._online.data[:, agent._columns["rewards"][0]] = 1e6
-    batch = agent._sample(256)
+    agent.replay.write_column("rewards", 1e6, source="online")
+    batch = agent.sample(256)
     from_online = (batch.rewards == 1e6).sum().item()
     assert from_online == 192  # 256 - round(0.25 * 256)
     agent.online_mixing_ratio = 1.0
-    assert (agent._sample(64).rewards == 1e6).sum().item() == 0
+    assert (agent.sample(64).rewards == 1e6).sum().item() == 0
 
 
 def test_finetune_uses_the_datasets_env_and_counts_env_steps_for_callbacks(hopper):
@@ -96,15 +95,17 @@ def test_bad_finetune_settings_are_clear_errors(hopper, tmp_path):
     # Without offline data, online-only fine-tuning works.
     loaded.online_mixing_ratio = 0.0
     loaded.finetune(20, env=gym.make("Hopper-v5"))
-    assert loaded._online.size == 20 and torch.isfinite(loaded._online.data).all()
+    replay = loaded.replay
+    assert replay.online_size == 20
+    assert all(torch.isfinite(replay.column(name, source="online")).all() for name in replay.columns)
 
 
 def test_rewards_are_transformed_offline_and_online(hopper):
     agent = TD3BC(hopper, seed=0, reward_scale=10.0, reward_bias=-5.0)
     agent.learn(0)
-    torch.testing.assert_close(agent._table[:, agent._columns["rewards"][0]].squeeze(1), hopper.rewards * 10.0 - 5.0)
+    torch.testing.assert_close(agent.replay.column("rewards"), hopper.rewards * 10.0 - 5.0)
     agent.finetune(3)
-    online = agent._online.data[:3, agent._columns["rewards"][0]].squeeze(1)
+    online = agent.replay.column("rewards", source="online")[:3]
     assert torch.all(online != 0)
     raw = (online + 5.0) / 10.0  # Hopper's reward per step is about 1 near the start
     assert torch.all((raw > 0.5) & (raw < 1.5))
@@ -117,14 +118,14 @@ def test_whole_episode_columns_wait_for_the_episode_end(hopper):
         online_rows_wait_for_episode_end = True
 
         def _on_online_episode_end(self, start, stop):
-            ends.append((start, stop, self._online.ready))
-            assert self._online.size == stop
+            ends.append((start, stop, self.replay.online_ready))
+            assert self.replay.online_size == stop
 
     agent = WaitsForEpisodes(hopper, seed=0, online_mixing_ratio=0.5)
     agent.learn(1)
     readies = []
     agent.finetune(60, env=gym.wrappers.TimeLimit(gym.make("Hopper-v5").unwrapped, max_episode_steps=25),
-                   callback=lambda *_: readies.append(agent._online.ready) or True)
+                   callback=lambda *_: readies.append(agent.replay.online_ready) or True)
     # Episodes of at most 25 steps: rows become sampleable exactly at each episode's last step.
     assert ends and ends[0][0] == 0 and all(start == prev_stop for (start, *_), (_, prev_stop, _) in zip(ends[1:], ends))
     assert all(ready == start for start, _, ready in ends)

@@ -12,7 +12,7 @@ from torch.func import functional_call
 
 from tests.test_td3bc import fixed_batch, hopper, hopper_root, set_constant_output  # noqa: F401
 from zoo import TD3BC, evaluate_returns, make_agent
-from zoo.agents.base import Batch
+from zoo.agents.replay import Batch
 from zoo.agents.opt import OPT, OPTSPOT, balanced_priorities, density_ratio_loss, meta_critic_loss
 from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
@@ -221,13 +221,14 @@ def test_priorities_new_rows_and_updates(hopper):
 
     def record(*_):
         if agent.num_timesteps in (19, 30):
-            snapshots[agent.num_timesteps] = (agent._priorities.clone(), agent._max_priority.clone())
+            snapshots[agent.num_timesteps] = (agent.replay.priorities, agent.replay.max_priority)
         return agent.num_timesteps < 30  # stop after 30 of 40 env steps: room for one more row
 
     agent.finetune(40, callback=record)
-    n_off = agent._table.shape[0]
-    priorities = agent._priorities
-    assert priorities.shape == (n_off + 40,) and agent._online.size == 30
+    replay = agent.replay
+    n_off = replay.n_offline
+    priorities = replay.priorities
+    assert priorities.shape == (n_off + 40,) and replay.online_size == 30
     # Before any update: offline rows at 1, the 19 online rows so far at the max priority (1), the rest empty.
     early, _ = snapshots[19]
     assert torch.all(early[: n_off + 19] == 1.0) and torch.all(early[n_off + 19 :] == 0.0)
@@ -237,38 +238,43 @@ def test_priorities_new_rows_and_updates(hopper):
     assert not torch.equal(late[:n_off], early[:n_off])  # sampled offline rows were re-prioritised
     assert torch.all(late[: n_off + 30] >= 1e-3) and torch.all(late[: n_off + 30] <= 1e3)
     # A new online row gets the current max priority.
-    agent._max_priority = torch.tensor(7.5, dtype=torch.float64)
-    agent._online.add(agent._online.data[0].clone())
-    agent._online.ready = agent._online.size
-    agent._prioritize_new_rows()
-    assert priorities[n_off + 30].item() == 7.5 and agent._n_prioritized == 31
+    replay.set_priorities(torch.tensor([0]), torch.tensor([1e3]))  # the running max becomes 1e3 (the clip)
+    first = replay.stored("online")
+    replay.append({name: first[name][0].numpy() for name in replay.columns})
+    replay.release()
+    replay.prioritize_new_rows()
+    assert replay.priorities[n_off + 30].item() == 1e3 and replay.n_prioritized == 31
 
     # Updated priorities follow w^(1/T) / mean(w_off^(1/T)) on a fixed batch; the max follows them.
     indices = torch.tensor([0, 5, n_off + 2])
-    batch = agent._batch(torch.cat([agent._table[[0, 5]], agent._online.data[[2]]]))
+    batch = replay.gather(indices)
     with torch.no_grad():
         w = agent.policy.density(batch.observations, batch.actions).numpy().astype(np.float64)
     w_off = torch.tensor([0.5, 2.0, 4.0])
     expected = np.clip(w**0.2 / np.mean(w_off.numpy().astype(np.float64) ** 0.2), 1e-3, 1e3)
-    agent._max_priority = torch.tensor(1.0, dtype=torch.float64)
+    max_before = replay.max_priority.item()  # 1e3: every priority is clipped to at most that
     agent._update_priorities(indices, batch, w_off)
-    np.testing.assert_allclose(priorities[indices].numpy(), expected, rtol=1e-5)
-    assert agent._max_priority.item() == pytest.approx(max(1.0, expected.max()), rel=1e-6)
+    np.testing.assert_allclose(replay.priorities[indices].numpy(), expected, rtol=1e-5)
+    assert replay.max_priority.item() == pytest.approx(max(max_before, expected.max()), rel=1e-6)
+    replay.set_priorities(torch.tensor([1]), torch.tensor([2e3]))  # a larger priority raises the max
+    assert replay.max_priority.item() == 2e3
 
 
 def test_prioritised_sampling_follows_the_priorities(hopper):
     agent = small_opt(hopper, n_tau=5, n_pretrain=0)
     agent.finetune(5)
-    n_off = agent._table.shape[0]
-    agent._priorities.zero_()
-    agent._priorities[7] = 1.0  # an offline row
-    agent._priorities[n_off + 3] = 3.0  # an online row
-    indices, batch = agent._sample_prioritized(4000)
+    replay = agent.replay
+    n_off = replay.n_offline
+    everything = torch.arange(n_off + replay.online_capacity)
+    replay.set_priorities(everything, torch.zeros(len(everything)))
+    replay.set_priorities(torch.tensor([7, n_off + 3]), torch.tensor([1.0, 3.0]))  # an offline, an online row
+    indices, batch = replay.sample_prioritized(4000)
     assert set(indices.tolist()) == {7, n_off + 3}
     assert (indices == 7).sum().item() == pytest.approx(1000, abs=1)  # equal-mass segments: exact shares
-    rows = torch.where((indices == 7).unsqueeze(1), agent._table[7], agent._online.data[3])
-    torch.testing.assert_close(batch.observations, rows[:, agent._columns["observations"][0]])
-    torch.testing.assert_close(batch.rewards, rows[:, agent._columns["rewards"][0]].squeeze(1))
+    offline, online = replay.stored("offline"), replay.stored("online")
+    for name in ("observations", "rewards"):
+        expected = torch.where((indices == 7).view(-1, *[1] * (online[name].dim() - 1)), offline[name][7], online[name][3])
+        torch.testing.assert_close(batch[name], expected)
 
 
 # ---------------------------------------------------------------------------------------------- checkpoint, run
@@ -354,7 +360,7 @@ def test_short_finetuning_run_on_hopper(hopper):
         assert math.isfinite(stats[name]), (name, stats)
     assert stats["kappa"] == pytest.approx(np.mean([agent.kappa_at(t) for t in range(400, 701)]))
     assert agent._n_updates == 1500 + 301
-    assert torch.isfinite(agent._priorities).all() and agent.ep_info_buffer
+    assert torch.isfinite(agent.replay.priorities).all() and agent.ep_info_buffer
 
 
 # ---------------------------------------------------------------------------------------------- settings

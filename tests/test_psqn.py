@@ -47,8 +47,7 @@ def test_the_target_is_the_normalised_next_state(hopper):
     agent = make_agent("psqn", hopper, seed=0)
     agent.learn(0)
     mean, std = hopper.observation_statistics()
-    cols, _ = agent._columns["next_observations"]
-    torch.testing.assert_close(agent._table[:, cols], (hopper.next_observations - mean) / std)
+    torch.testing.assert_close(agent.replay.column("next_observations"), (hopper.next_observations - mean) / std)
 
 
 def test_phase_switch_at_ten_percent_of_the_budget(hopper):

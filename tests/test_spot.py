@@ -137,8 +137,7 @@ def test_vae_phase_ends_at_exactly_vae_steps(hopper):
     assert same(targets0, torch.nn.ModuleList([policy.actor_target, policy.critic_target]))
     assert not any(p.requires_grad for p in policy.vae.parameters())  # frozen after its last step
     # The VAE trained on the normalised states the actor sees (rows of the normalised table).
-    obs_cols = agent._columns["observations"][0]
-    assert (vae_batches[0].observations[:1] == agent._table[:, obs_cols]).all(1).any()
+    assert (vae_batches[0].observations[:1] == agent.replay.column("observations")).all(1).any()
     # Then SPOT's updates: critics every step, the actor on even steps; the VAE no longer moves.
     vae1 = snapshot(policy.vae)
     agent.learn(2, reset_num_timesteps=False)
@@ -298,7 +297,7 @@ def test_short_finetune_runs(hopper):
     callback = EvalCallback(eval_freq=150, n_eval_episodes=2)
     agent.finetune(300, callback=callback)
     assert [e.step for e in callback.evaluations] == [150, 300]
-    assert agent._online.size == 300 and agent._n_updates == 340
+    assert agent.replay.online_size == 300 and agent._n_updates == 340
     assert same(vae, agent.policy.vae)
     assert agent.current_lambda() == pytest.approx(0.2)
     assert all(np.isfinite(e.normalized_score) for e in callback.evaluations)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from zoo import TD3BC, evaluate_returns, load_dataset
-from zoo.agents.base import Batch
+from zoo.agents.replay import Batch
 from zoo.datagen.behavior import vendored_behavior
 from zoo.datagen.generate import make_behavior_dataset
 from zoo.evaluation import EvalCallback, agent_predict
@@ -128,10 +128,9 @@ def test_training_batches_are_normalised_and_scaled(hopper):
     mean, std = hopper.observation_statistics()
     torch.testing.assert_close(agent.policy.obs_mean, mean)
     torch.testing.assert_close(agent.policy.obs_std, std)
-    sl = agent._columns["observations"][0]
-    torch.testing.assert_close(agent._table[:, sl], (hopper.observations - mean) / std)
+    torch.testing.assert_close(agent.replay.column("observations"), (hopper.observations - mean) / std)
     # Hopper's action bounds are [-1, 1]: scaling leaves actions as they are.
-    torch.testing.assert_close(agent._table[:, agent._columns["actions"][0]], hopper.actions)
+    torch.testing.assert_close(agent.replay.column("actions"), hopper.actions)
 
 
 def test_save_load_gives_identical_actions(hopper, tmp_path):

@@ -13,8 +13,7 @@ from zoo.evaluation import agent_predict
 
 
 def with_returns(batch, returns):
-    batch["returns_to_go"] = torch.tensor(returns, dtype=torch.float32)
-    return batch
+    return batch.replace(returns_to_go=torch.tensor(returns, dtype=torch.float32))
 
 
 def test_key_defaults_are_the_papers(hopper):
@@ -67,8 +66,7 @@ def test_td_mixing_is_loss_normalised(hopper):
 def test_returns_to_go_column_uses_the_timeout_tail(hopper):
     agent = make_agent("td3bc-mc", hopper, seed=0)
     agent.learn(0)
-    cols, _ = agent._columns["returns_to_go"]
-    torch.testing.assert_close(agent._table[:, cols].squeeze(1), hopper.returns_to_go(0.99, timeout_tail=True))
+    torch.testing.assert_close(agent.replay.column("returns_to_go"), hopper.returns_to_go(0.99, timeout_tail=True))
 
 
 def test_phase_switch_happens_after_pretrain_steps(hopper):

@@ -25,6 +25,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
 from zoo.agents.pretraining import make_pretraining
+from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
 
@@ -35,41 +36,12 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) 
     return torch.optim.Adam(params, lr=lr, fused=fused, foreach=None if fused else True)
 
 
-class OnlineBuffer:
-    """Online transitions on the training device, rows laid out like the offline table.
-
-    `size` rows are stored; the first `ready` of them can be sampled. Most agents sample a transition as
-    soon as it is stored; agents whose columns need the whole episode (Cal-QL's Monte-Carlo returns)
-    release an episode's rows when it ends.
-    """
-
-    def __init__(self, capacity: int, width: int, device: torch.device):
-        self.data = torch.zeros(capacity, width, device=device)
-        self.size = 0
-        self.ready = 0
-
-    def add(self, row: torch.Tensor) -> None:
-        if self.size >= self.data.shape[0]:
-            raise RuntimeError(f"The online buffer is full ({self.data.shape[0]} transitions).")
-        self.data[self.size] = row
-        self.size += 1
-
-    def sample(self, n: int) -> torch.Tensor:
-        return self.data[torch.randint(self.ready, (n,), device=self.data.device)]
-
-
 class GradientStepProgressBar(ProgressBarCallback):
     """SB3's progress bar counting gradient steps (offline there is no env to count steps of)."""
 
     def _on_step(self) -> bool:
         self.pbar.update(1)
         return True
-
-
-class Batch(dict):
-    """A sampled batch: `batch.observations`, `batch.actions`, ... (views into one gathered tensor)."""
-
-    __getattr__ = dict.__getitem__
 
 
 class OfflinePolicy(BasePolicy):
@@ -230,8 +202,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
         ).to(self.device)
         self.policy.build_optimizers(self.lr_schedule(1.0))
-        self._table: torch.Tensor | None = None
-        self._online: OnlineBuffer | None = None
+        self.replay = Replay(self.device)
         self._stat_sums: dict[str, torch.Tensor] = {}
         self._stat_counts: dict[str, int] = {}
         self.pretraining = make_pretraining(self.pretrain, **self.pretrain_kwargs)
@@ -278,7 +249,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [
-            *super()._excluded_save_params(), "dataset", "_table", "_columns", "_stat_sums", "_stat_counts", "pretraining", "_online"
+            *super()._excluded_save_params(), "dataset", "replay", "_stat_sums", "_stat_counts", "pretraining"
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -361,40 +332,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             )
         if self.dataset.device != self.device:
             self.dataset = self.dataset.to(self.device)
-        columns = {
-            name: column.reshape(len(self.dataset), -1).float()
-            for name, column in self._dataset_columns(self.dataset).items()
-        }
-        self._columns = self._layout({name: column.shape[1] for name, column in columns.items()})
-        self._table = torch.cat(list(columns.values()), dim=1).contiguous()
+        self.replay.set_offline(self._dataset_columns(self.dataset))
 
-    @staticmethod
-    def _layout(widths: dict[str, int]) -> dict[str, tuple[slice, bool]]:
-        """Column slices of the packed table; scalar columns (rewards, flags) come out squeezed."""
-        layout, start = {}, 0
-        for name, width in widths.items():
-            squeeze = width == 1 and name not in ("observations", "next_observations", "actions")
-            layout[name] = (slice(start, start + width), squeeze)
-            start += width
-        return layout
-
-    def _sample(self, batch_size: int) -> Batch:
-        """A uniform batch drawn on the device: no host round trip. Online, `online_mixing_ratio` of it
-        comes from the offline table and the rest from the online buffer (sizes are host-side counters)."""
-        online = self._online.ready if self._online is not None else 0
-        n_offline = batch_size if online == 0 else int(round(self.online_mixing_ratio * batch_size))
-        parts = []
-        if n_offline > 0:
-            parts.append(self._table[torch.randint(self._table.shape[0], (n_offline,), device=self.device)])
-        if n_offline < batch_size:
-            parts.append(self._online.sample(batch_size - n_offline))
-        return self._batch(parts[0] if len(parts) == 1 else torch.cat(parts))
-
-    def _batch(self, rows: torch.Tensor) -> Batch:
-        """Rows of the packed layout as a Batch of named column views."""
-        return Batch(
-            {name: rows[:, cols].squeeze(1) if squeeze else rows[:, cols] for name, (cols, squeeze) in self._columns.items()}
-        )
+    def sample(self, batch_size: int) -> Batch:
+        """A uniform batch drawn on the device (zoo.agents.replay): online, `online_mixing_ratio` of it
+        comes from the offline table and the rest from the online rows."""
+        return self.replay.sample(batch_size, self.online_mixing_ratio)
 
     # ------------------------------------------------------------------ logging without host syncs
 
@@ -530,12 +473,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             )
         else:  # no offline table: the online rows carry the base columns and the agent's online columns
             obs_dim, act_dim = self.policy.obs_dim, self.policy.act_dim
-            self._columns = self._layout(
+            self.replay.set_layout(
                 {"observations": obs_dim, "actions": act_dim, "rewards": 1, "next_observations": obs_dim,
                  "terminations": 1, **self._online_column_widths()}
             )
-        width = max(cols.stop for cols, _ in self._columns.values())
-        self._online = OnlineBuffer(total_timesteps, width, self.device)
+        self.replay.start_online(total_timesteps)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, True, tb_log_name or f"{type(self).__name__}_finetune", progress_bar
         )
@@ -547,16 +489,17 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self.policy.set_training_mode(False)
             action = self.explore(obs)
             next_obs, reward, terminated, truncated, _ = env.step(action)
-            self._online.add(self._online_row(obs, action, reward, next_obs, terminated))
+            self.store_transition(obs, action, reward, next_obs, terminated)
             if not self.online_rows_wait_for_episode_end:
-                self._online.ready = self._online.size
+                self.replay.release()
             elif terminated or truncated:
-                self._on_online_episode_end(self._online.size - episode_length - 1, self._online.size)
-                self._online.ready = self._online.size
+                stop = self.replay.online_size
+                self._on_online_episode_end(stop - episode_length - 1, stop)
+                self.replay.release()
             self.num_timesteps += 1
             episode_return, episode_length = episode_return + float(reward), episode_length + 1
             self.policy.set_training_mode(True)
-            if self._table is not None or self._online.ready > 0:  # else nothing can be sampled yet
+            if self.replay.can_sample:  # else nothing can be sampled yet
                 self.train(gradient_steps=self.online_utd_ratio, batch_size=self.batch_size)
             self._update_current_progress_remaining(self.num_timesteps, self._total_timesteps)
             callback.update_locals(locals())
@@ -589,20 +532,20 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def _on_online_episode_end(self, start: int, stop: int) -> None:
         """Hook: online rows [start, stop) form a finished episode (fill whole-episode columns here)."""
 
-    def _online_row(self, obs, action, reward, next_obs, terminated) -> torch.Tensor:
-        """One transition laid out like a row of the offline table (extra columns, e.g. MC returns, 0):
-        assembled on the host, one copy to the device, observations normalised there."""
-        policy, columns = self.policy, self._columns
-        host = np.zeros(self._online.data.shape[1], dtype=np.float32)
-        host[columns["observations"][0]] = obs
-        host[columns["actions"][0]] = policy.scale_action(np.asarray(action))
-        host[columns["rewards"][0]] = self.transform_rewards(reward)
-        host[columns["next_observations"][0]] = next_obs
-        host[columns["terminations"][0]] = float(terminated)
-        row = torch.as_tensor(host, device=self.device)
-        for name in ("observations", "next_observations"):
-            row[columns[name][0]] = policy.normalize_observations(row[columns[name][0]])
-        return row
+    def store_transition(self, obs, action, reward, next_obs, terminated) -> None:
+        """One env transition into the online rows, as the losses see it: actions scaled to [-1, 1],
+        rewards transformed, observations normalised on the device (extra columns, e.g. MC returns, 0)."""
+        normalize = self.policy.normalize_observations
+        self.replay.append(
+            {
+                "observations": obs,
+                "actions": self.policy.scale_action(np.asarray(action)),
+                "rewards": self.transform_rewards(reward),
+                "next_observations": next_obs,
+                "terminations": float(terminated),
+            },
+            {"observations": normalize, "next_observations": normalize},
+        )
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         raise NotImplementedError

@@ -360,15 +360,14 @@ class CalQL(CQL):
 
     def _on_online_episode_end(self, start: int, stop: int) -> None:
         """Online rows [start, stop) are a finished episode: write their MC returns (same rule as offline)."""
-        data = self._online.data
-        rewards = data[start:stop, self._columns["rewards"][0]].squeeze(1)
+        rewards = self.replay.column("rewards", source="online")[start:stop]
         last = torch.zeros_like(rewards, dtype=torch.bool)
         last[-1] = True
         returns = discounted_suffix_sums(rewards, last, self.gamma)
         if self.failure_reward is not None:
             failure = float(self.transform_rewards(float(self.failure_reward)))  # as _online_row transforms
             returns = torch.where((rewards == failure).all(), failure / (1.0 - self.gamma), returns)
-        data[start:stop, self._columns["mc_returns"][0]] = returns.unsqueeze(1)
+        self.replay.write_column("mc_returns", returns, rows=slice(start, stop), source="online")
 
     # ------------------------------------------------------------------ the calibration
 

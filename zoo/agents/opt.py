@@ -250,9 +250,6 @@ class OnlinePretraining:
         self._online_phase = False  # inside finetune
         self._finetuning = False  # phase 3: Q_mix for the actor, prioritised batches
         self._kappa = self.kappa_start
-        self._priorities: torch.Tensor | None = None
-        self._max_priority: torch.Tensor | None = None
-        self._n_prioritized = 0  # online rows that have their priority
         self._n_pretrain_updates = 0
         self._pretrained_at: int | None = None  # env step of phase 2b
 
@@ -264,9 +261,6 @@ class OnlinePretraining:
             "_online_phase",
             "_finetuning",
             "_kappa",
-            "_priorities",
-            "_max_priority",
-            "_n_prioritized",
             "_n_pretrain_updates",
             "_pretrained_at",
         ]
@@ -292,13 +286,7 @@ class OnlinePretraining:
         super()._on_finetune_start()
         policy = self.policy
         # Priorities over offline ∪ online rows: offline ones start at 1, online ones are set on arrival.
-        n_offline = self._table.shape[0]
-        self._priorities = torch.zeros(
-            n_offline + self._online.data.shape[0], dtype=torch.float64, device=self.device
-        )
-        self._priorities[:n_offline] = 1.0
-        self._max_priority = torch.ones((), dtype=torch.float64, device=self.device)
-        self._n_prioritized = 0
+        self.replay.start_priorities()
         self._online_phase, self._finetuning = True, False
         self._kappa = self.kappa_start
         # 3rd-party reimplementation of the released code: fresh Adam moments for actor and Q_off online.
@@ -319,7 +307,7 @@ class OnlinePretraining:
         if not self._online_phase:
             super().train(gradient_steps, batch_size)  # phase 1: the base algorithm's update
             return
-        self._prioritize_new_rows()
+        self.replay.prioritize_new_rows()
         step = self.num_timesteps  # env steps so far, this one included
         if step < self.n_tau:
             return  # phase 2a: the frozen offline policy collects
@@ -334,45 +322,14 @@ class OnlinePretraining:
 
     # ------------------------------------------------------------------ sampling
 
-    def _sample_offline(self, n: int) -> Batch:
-        return self._batch(self._table[torch.randint(self._table.shape[0], (n,), device=self.device)])
-
-    def _sample_online(self, n: int) -> Batch:
-        return self._batch(self._online.sample(n))
-
-    def _prioritize_new_rows(self) -> None:
-        """Online rows stored since the last call get the running max priority (on the device)."""
-        start, stop = self._n_prioritized, self._online.ready
-        if stop > start:
-            n_offline = self._table.shape[0]
-            self._priorities[n_offline + start : n_offline + stop] = self._max_priority
-            self._n_prioritized = stop
-
-    def _sample_prioritized(self, n: int) -> tuple[torch.Tensor, Batch]:
-        """(indices into offline ∪ online, batch): n draws proportional to priority, one per equal-mass
-        segment (a sum tree's stratified draw), as cumsum + searchsorted on the device."""
-        n_offline = self._table.shape[0]
-        size = n_offline + self._online.ready
-        cdf = torch.cumsum(self._priorities[:size], dim=0)
-        mass = (
-            torch.arange(n, device=self.device, dtype=cdf.dtype)
-            + torch.rand(n, device=self.device, dtype=cdf.dtype)
-        ) * (cdf[-1] / n)
-        indices = torch.searchsorted(cdf, mass, right=True).clamp_(max=size - 1)
-        offline_rows = self._table[indices.clamp(max=n_offline - 1)]
-        online_rows = self._online.data[(indices - n_offline).clamp(min=0)]
-        rows = torch.where((indices < n_offline).unsqueeze(1), offline_rows, online_rows)
-        return indices, self._batch(rows)
-
     @torch.no_grad()
     def _update_priorities(
         self, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor
     ) -> torch.Tensor:
         """Sampled rows' priorities from the (just updated) density net; the running max follows."""
         w = self.policy.density(batch.observations, batch.actions).float()
-        priorities = balanced_priorities(w, w_offline.float(), self.temperature).to(self._priorities.dtype)
-        self._priorities[indices] = priorities
-        self._max_priority = torch.maximum(self._max_priority, priorities.max())
+        priorities = balanced_priorities(w, w_offline.float(), self.temperature).double()
+        self.replay.set_priorities(indices, priorities)
         return priorities
 
     # ------------------------------------------------------------------ losses
@@ -421,7 +378,7 @@ class OnlinePretraining:
         for k in range(1, self.n_pretrain + 1):
             self._n_pretrain_updates += 1
             # Uniform batches from each source; TD3 targets from Q_on's targets and the offline target actor.
-            offline, online = self._sample_offline(batch_size), self._sample_online(batch_size)
+            offline, online = self.replay.sample_offline(batch_size), self.replay.sample_online(batch_size)
             with self.autocast():
                 offline_target = self.td_target(offline, policy.online_critic_target)
                 online_target = self.td_target(online, policy.online_critic_target)
@@ -454,7 +411,7 @@ class OnlinePretraining:
         policy = self.policy
 
         # 1. Density-ratio step on a uniform offline batch and a uniform online batch.
-        offline, online = self._sample_offline(batch_size), self._sample_online(batch_size)
+        offline, online = self.replay.sample_offline(batch_size), self.replay.sample_online(batch_size)
         with self.autocast():
             w_offline = policy.density(offline.observations, offline.actions)
             w_online = policy.density(online.observations, online.actions)
@@ -464,7 +421,7 @@ class OnlinePretraining:
         policy.density_optimizer.step()
 
         # 2. A prioritised batch from offline ∪ online; its rows' priorities are refreshed.
-        indices, batch = self._sample_prioritized(batch_size)
+        indices, batch = self.replay.sample_prioritized(batch_size)
         priorities = self._update_priorities(indices, batch, w_offline.detach())
 
         # 3. TD3 critic steps for Q_off (the base's loss) and Q_on, on the same batch (disjoint weights).

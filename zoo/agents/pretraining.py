@@ -273,8 +273,7 @@ class SoftImitation(Pretraining):
     @torch.no_grad()
     def fill_soft_returns(self, agent) -> None:
         """Compute the soft returns once with the current actor and alpha, into the table's column."""
-        table, columns = agent._table, agent._columns
-        observations = table[:, columns["observations"][0]]
+        observations = agent.replay.column("observations")
         entropies = torch.cat([-agent.actor(chunk)[1] for chunk in observations.split(self.chunk_size)])
         source = self._source
         rows = source["rows"]
@@ -282,7 +281,7 @@ class SoftImitation(Pretraining):
         returns = self.soft_returns_to_go(
             source["rewards"], entropies, source["last"], source["tail"], agent.gamma, agent.alpha, source["max_length"]
         )
-        table[:, columns["soft_returns_to_go"][0]] = returns[source["index"]].unsqueeze(1)
+        agent.replay.write_column("soft_returns_to_go", returns[source["index"]])
         self._returns_ready = True
 
     # ------------------------------------------------------------------ losses and updates
@@ -307,7 +306,7 @@ class SoftImitation(Pretraining):
             return
         if not self._returns_ready:
             self.fill_soft_returns(agent)
-            batch = agent._sample(batch.rewards.shape[0])  # the drawn batch still held the placeholder
+            batch = agent.sample(batch.rewards.shape[0])  # the drawn batch still held the placeholder
         self.critic_update(agent, batch)
 
     def imitation_update(self, agent, batch: "Batch") -> None:

@@ -228,7 +228,7 @@ class SAC(OfflineAlgorithm):
     def train(self, gradient_steps: int, batch_size: int) -> None:
         for _ in range(gradient_steps):
             self._n_updates += 1
-            batch = self._sample(batch_size)
+            batch = self.sample(batch_size)
             if not self.pretraining_step(batch):
                 self.rl_update(batch)
 

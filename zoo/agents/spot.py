@@ -259,7 +259,7 @@ class SPOT(TD3):
     def train(self, gradient_steps: int, batch_size: int) -> None:
         for _ in range(gradient_steps):
             self._n_updates += 1
-            batch = self._sample(batch_size)
+            batch = self.sample(batch_size)
             if self._n_updates <= self.vae_steps:
                 self.vae_update(batch)
             elif not self.pretraining_step(batch):
