@@ -383,6 +383,8 @@ def _rule(name: str) -> Interval | tuple | Rule | None:
 
 
 def _fail(name: str, value: Any, allowed: str, source: str | None, context: str = "") -> ConfigError:
+    if context == "flag":  # a command-line flag names itself: "--steps 0: --steps must be ..."
+        return ConfigError(f"{source} {value!r}: {source} must be {allowed}.")
     where = f" (from {source})" if source else ""
     return ConfigError(f"{context}{name}={value!r}{where}: {name} must be {allowed}.")
 
@@ -487,6 +489,11 @@ def validate_run_settings(run: Mapping[str, Any], source: str | None = None) -> 
     for name, value in run.items():
         if name in RUN_SETTING_TYPES and value is not None:
             check_value(name, value, RUN_SETTING_TYPES[name], source)
+
+
+def validate_flag(flag: str, setting: str, value: Any) -> None:
+    """Check a command-line number (`--steps`) as the run setting it sets (`n_timesteps`)."""
+    check_value(setting, value, RUN_SETTING_TYPES[setting], source=flag, context="flag")
 
 
 def hyperparameter_names(cls: type) -> dict[str, dict[str, inspect.Parameter]]:

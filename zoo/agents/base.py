@@ -7,9 +7,11 @@ bar; `predict`, `save` and `load` are SB3's own. Online fine-tuning (`finetune`)
 
 from __future__ import annotations
 
+import atexit
 import os
 import time
 import uuid
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -37,11 +39,37 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) 
 
 
 class GradientStepProgressBar(ProgressBarCallback):
-    """SB3's progress bar counting gradient steps (offline there is no env to count steps of)."""
+    """SB3's progress bar counting gradient steps (offline there is no env to count steps of).
+
+    SB3 closes its (rich) bar only at the end of training; when an exception or Ctrl-C leaves the loop,
+    an open bar was closed by the garbage collector during interpreter shutdown, where rich fails with
+    "ImportError: sys.meta_path is None". Open bars are therefore tracked and closed by
+    `close_progress_bars`, which the CLI calls before it reports an error and `atexit` calls otherwise.
+    """
+
+    open_bars: ClassVar[weakref.WeakSet] = weakref.WeakSet()
+
+    def _on_training_start(self) -> None:
+        super()._on_training_start()
+        GradientStepProgressBar.open_bars.add(self)
 
     def _on_step(self) -> bool:
         self.pbar.update(1)
         return True
+
+    def _on_training_end(self) -> None:
+        GradientStepProgressBar.open_bars.discard(self)
+        super()._on_training_end()
+
+
+def close_progress_bars() -> None:
+    """Close the progress bars of training loops that an exception left (see GradientStepProgressBar)."""
+    for bar in list(GradientStepProgressBar.open_bars):
+        GradientStepProgressBar.open_bars.discard(bar)
+        bar.pbar.close()
+
+
+atexit.register(close_progress_bars)
 
 
 class OfflinePolicy(BasePolicy):

@@ -13,6 +13,7 @@ import torch
 from zoo.data.minari_io import FlatEpisodes, dataset_exists, local_dataset_ids, minari_root, read_dataset
 from zoo.data.returns import discounted_returns_to_go
 from zoo.data.tasks import Task, task_for
+from zoo.errors import ConfigError, UserError
 
 Subset = Literal["transitions", "trajectories"]
 
@@ -20,14 +21,33 @@ Subset = Literal["transitions", "trajectories"]
 OBS_STD_EPS = 1e-3
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(UserError, FileNotFoundError):
     """The dataset id is not in the local Minari root."""
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """"auto" is CUDA when there is one, else the CPU; a device that does not exist or that this torch
+    build cannot use is a ConfigError here, before any work (torch would fail at the first tensor)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"device={device!r} is not a torch device: use auto, cpu, cuda or cuda:N (or mps on Apple silicon)."
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ConfigError(f"device={device!r} is not available ({build}): use --device cpu (or auto).")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={device!r} is not available: {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}."
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device={device!r} is not available on this machine: use --device cpu (or auto).")
+    return resolved
 
 
 @dataclass
@@ -146,9 +166,9 @@ def load_dataset(
     seed: makes the "transitions" subset deterministic.
     """
     if isinstance(fraction, bool) or not (isinstance(fraction, numbers.Real) and 0.0 < fraction <= 1.0):
-        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}: 0.1 keeps 10% of the dataset.")
+        raise ConfigError(f"fraction must lie in (0, 1], got {fraction!r}: 0.1 keeps 10% of the dataset.")
     if subset not in ("transitions", "trajectories"):
-        raise ValueError(f"subset must be 'transitions' or 'trajectories', got {subset!r}.")
+        raise ConfigError(f"subset must be 'transitions' or 'trajectories', got {subset!r}.")
     if not dataset_exists(dataset_id):
         available = local_dataset_ids()
         raise DatasetNotFoundError(
