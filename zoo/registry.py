@@ -21,19 +21,25 @@ class AgentSpec:
     bases: dict[str, type[OfflineAlgorithm]] = field(default_factory=dict)
 
 
+# The networks of "First imitate, then improve" (AdamJelley/EfficientOfflineRL algorithms/td3_bc.py):
+# LayerNorm without affine before every ReLU in actor and critics, a 3-hidden-layer actor.
+_IMITATE_NETWORKS = dict(actor_net_arch=[256, 256, 256], actor_layer_norm=True, critic_layer_norm=True)
+# The settings that make td3bc-mc's pretraining phase; td3bc-ln is td3bc-mc without them.
+PRETRAINING_SETTINGS = ("pretrain", "pretrain_steps", "pretrain_kwargs")
+
 AGENTS: dict[str, AgentSpec] = {
     "td3": AgentSpec(TD3),
     "td3bc": AgentSpec(TD3BC),
     # First imitate, then improve (Jelley et al.): BC actor + Monte-Carlo critic for 10k steps, then
     # TD3+BC; LayerNorm without affine before every ReLU, a 3-hidden-layer actor (EfficientOfflineRL).
     "td3bc-mc": AgentSpec(
-        TD3BC,
-        dict(
-            pretrain="imitate",
-            pretrain_steps=10_000,
-            policy_kwargs=dict(actor_net_arch=[256, 256, 256], actor_layer_norm=True, critic_layer_norm=True),
-        ),
+        TD3BC, dict(pretrain="imitate", pretrain_steps=10_000, policy_kwargs=dict(_IMITATE_NETWORKS))
     ),
+    # The same paper's own TD3+BC baseline: td3bc-mc's LayerNorm networks, per-dataset alpha and budget,
+    # without the pretraining phase. Comparing td3bc-mc with this key isolates the pretraining; comparing it
+    # with vanilla td3bc mixes architecture and alpha into the difference (EfficientOfflineRL runs its
+    # baseline as td3_bc.py with the same config and no --pretrain).
+    "td3bc-ln": AgentSpec(TD3BC, dict(policy_kwargs=dict(_IMITATE_NETWORKS))),
     # Pretraining a shared Q-network (Park, Park & Lee): each critic's backbone first learns to predict
     # the normalised next state (10% of the budget), then TD3+BC (D4RL) or TD3 (ExoRL: base="td3")
     # fine-tunes it; base="cql" / "calql" put the same critics under CQL (the paper's CQL variant).
@@ -44,21 +50,22 @@ AGENTS: dict[str, AgentSpec] = {
     ),
     # SPOT (Wu et al.): a conditional VAE of the behaviour policy (the first vae_steps of the budget), then
     # TD3 whose actor pays lambda * the VAE's -log pi_beta estimate; lambda cooled online. Per-dataset
-    # lambda in hyperparams/spot.yml.
+    # lambda in zoo/hyperparams/spot.yml.
     "spot": AgentSpec(SPOT),
     # CQL (Kumar et al.), SAC-based: the class defaults are CORL's Gym-MuJoCo baseline configuration.
     "cql": AgentSpec(CQL),
     # Cal-QL (Nakamoto et al.): CQL whose policy-action Q in the logsumexp is bounded below by the MC return;
-    # the class defaults are the official code's; the bound stays on online. Settings in hyperparams/calql.yml.
+    # the class defaults are the official code's; the bound stays on online. Settings per domain in
+    # zoo/hyperparams/calql.yml.
     "calql": AgentSpec(CalQL),
     # OPT (Shin et al.): the base's offline phase unchanged, then online: n_tau frozen-policy steps, a new
     # critic Q_on pre-trained on a meta objective over offline + online data, and fine-tuning on the
     # kappa-mix of Q_off and Q_on with density-ratio balanced replay. TD3+BC base (MuJoCo) or SPOT
-    # (AntMaze, Adroit: "opt-spot"); kappa schedules per dataset in hyperparams/opt.yml, opt-spot.yml.
+    # (AntMaze, Adroit: "opt-spot"); kappa schedules per dataset in zoo/hyperparams/opt.yml, opt-spot.yml.
     "opt": AgentSpec(OPT, bases={"td3bc": OPT, "spot": OPTSPOT}),
     "opt-spot": AgentSpec(OPTSPOT),
     # EDAC (An et al.): SAC-N with N critics (10) and the ensemble gradient-diversity penalty (eta 1.0);
-    # per-dataset N and eta in hyperparams/edac.yml.
+    # per-dataset N and eta in zoo/hyperparams/edac.yml.
     "edac": AgentSpec(EDAC),
     # First imitate, then improve for EDAC (Jelley et al., `--pretrain softAC`): an entropy-regularised BC
     # actor for 10k steps, critics on its soft Monte-Carlo returns for 10k, then EDAC; LayerNorm without
