@@ -44,7 +44,7 @@ def single_action(part: Part, env: gym.Env):
 
 
 def plain_rollouts(env_id: str, part: Part) -> int:
-    """One env, one policy call per step; whole episodes until part.steps transitions (as collect_episodes)."""
+    """One env, one policy call per step; whole episodes until part.steps transitions, as collect_episodes."""
     env = gym.make(env_id)
     act = single_action(part, env)
     collected, episode = 0, 0
@@ -75,7 +75,8 @@ def relabel_row(n_episodes: int, seed: int) -> tuple[str, int, float]:
 
     with tempfile.TemporaryDirectory() as root:
         collect("walker", "random", root, steps=1000 * n_episodes, seed=seed)
-        states = np.concatenate([read_episode(path).physics for path in episode_files(root, "walker", "random")])
+        files = episode_files(root, "walker", "random")
+        states = np.concatenate([read_episode(path).physics for path in files])
     env = make_dmc_env("walker", "walk")
     start = time.perf_counter()
     relabel_rewards(env, states)
@@ -98,7 +99,8 @@ def main() -> None:
     env_id = behavior_set(env).env_id
     parts = recipe(env, quality, args.steps, args.seed)
     print(
-        f"{args.dataset} ({env_id}), {args.steps} transitions in {len(parts)} part(s), torch {torch.__version__}, "
+        f"{args.dataset} ({env_id}), {args.steps} transitions in {len(parts)} part(s), "
+        f"torch {torch.__version__}, "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus"
     )
 

@@ -1,4 +1,4 @@
-"""D4RL-style datasets built locally (zoo.datagen.d4rl), the vendored behaviour checkpoints and their training.
+"""D4RL-style datasets built locally (zoo.datagen.d4rl), the vendored behaviour checkpoints, their training.
 
 Every dataset is a real Minari dataset collected in MuJoCo and written to the per-test root of
 conftest.py, at small sizes (a few episodes' worth).
@@ -137,7 +137,7 @@ def test_manifest_and_vendored_checkpoints():
         behavior = behavior_set(env)
         medium, expert = behavior.medium, behavior.expert
         assert (medium.file, expert.file) == (entry["medium"], entry["expert"])
-        # The choice follows the rule on the re-measured returns: expert the best, medium the one nearest a third.
+        # The choice follows the rule on the re-measured returns: expert the best, medium nearest a third.
         measured = {s: c["return_measured"] for s, c in checks.items()}
         assert expert.step == max(measured, key=measured.get)
         target = measured[expert.step] / 3
@@ -322,7 +322,7 @@ def test_medium_replay_replays_the_training_in_order(make):
 
     # Which policy took each part's actions? Compare the mean log-density under each checkpoint and under
     # the uniform density on [-1, 1]^3 (log 1/8): each part is best explained by its own policy. The
-    # narrowest margins (random vs the untrained 10k actor, both broad) are about 0.15 nats, ~5 standard errors.
+    # narrowest margins (random vs the untrained 10k actor, both broad) are ~0.15 nats, ~5 standard errors.
     index = data.episode_index
     with gym.make("Hopper-v5") as env:
         actors = [SACActor.from_state_dict(c.path, env) for c in replayed]

@@ -42,7 +42,7 @@ def random_root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def explorer_roots(tmp_path_factory):
-    """Each DDPG explorer with a tiny config: 2 episodes, updates from step 30 on (URLB's default task: stand)."""
+    """Each DDPG explorer, tiny config: 2 episodes, updates from step 30 on (URLB's default task: stand)."""
     root = tmp_path_factory.mktemp("explorers")
     for explorer in ("rnd", "icm", "smm"):
         collect("walker", explorer, root, steps=2 * LENGTH, seed=1, config=TINY, episode_length=LENGTH)
@@ -286,7 +286,8 @@ def test_missing_episode_index_is_reported(damaged_root):
 def test_collect_refuses_to_overwrite(random_root):
     with pytest.raises(FileExistsError, match="already holds 3 episode files"):
         collect("walker", "random", random_root, steps=LENGTH, episode_length=LENGTH)
-    with pytest.raises(ValueError, match="Unknown explorer 'proto'; the explorers are: rnd, icm, smm, random"):
+    message = "Unknown explorer 'proto'; the explorers are: rnd, icm, smm, random"
+    with pytest.raises(ValueError, match=message):
         collect("walker", "proto", random_root, steps=LENGTH)
     assert not (random_root / "walker" / "proto").exists()
 
@@ -304,7 +305,7 @@ def _linear(x, layer):
 
 
 def _mlp(x, seq):
-    """Linear layers of an nn.Sequential with ReLU between (every module that is not Linear is a ReLU here)."""
+    """Linear layers of an nn.Sequential with ReLU between (every module not Linear is a ReLU here)."""
     layers = [m for m in seq if isinstance(m, torch.nn.Linear)]
     for i, layer in enumerate(layers):
         x = _linear(x, layer)
