@@ -8,6 +8,8 @@ from zoo.data import OfflineDataset, Task, load_dataset
 from zoo.envs import dmc as _dmc  # noqa: F401  registers the zoo/dmc-<domain>-<task>-v0 env ids
 from zoo.evaluation import EvalCallback, evaluate_returns
 from zoo.registry import AGENTS, make_agent
+from zoo.checkpoint import load_checkpoint, save_checkpoint
+from zoo.hub import load_pretrained
 
 __version__ = "0.1.0"
 
@@ -25,6 +27,9 @@ __all__ = [
     "TD3BC",
     "Task",
     "evaluate_returns",
+    "load_checkpoint",
     "load_dataset",
+    "load_pretrained",
     "make_agent",
+    "save_checkpoint",
 ]

@@ -40,6 +40,7 @@ import math
 import os
 import pickle  # only for the exception type torch.load(weights_only=True) raises; nothing is unpickled
 import platform
+import re
 import shutil
 import uuid
 import zipfile
@@ -52,7 +53,7 @@ from gymnasium import spaces
 
 from zoo.data.tasks import Task
 from zoo.errors import DataError, UserError
-from zoo.io import atomic_write_bytes, atomic_write_json
+from zoo.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from zoo.agents.base import OfflineAlgorithm
@@ -112,15 +113,27 @@ def save_checkpoint(
         agent, include_optimizer=include_optimizer, extra_tensors=extra_tensors, run_info=run_info, key=key,
         base=base, fraction=fraction, env_steps=env_steps, evaluation=evaluation, command=command,
     )
+    return write_checkpoint(destination, config, tensors)
+
+
+def write_checkpoint(
+    destination: str | os.PathLike,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    extra_files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write `checkpoint_contents` (plus `extra_files` such as reference_actions.json, folders only) as a
+    folder, or a zip when `destination` ends in ".zip"; the checksum of the weights goes into config.json."""
     from safetensors.torch import save as safetensors_bytes
 
+    destination = Path(destination)
     weights = safetensors_bytes(tensors, metadata={"format": "pt"})
     config["tensors"]["sha256"] = hashlib.sha256(weights).hexdigest()
     config["tensors"]["bytes"] = len(weights)
     if destination.suffix == ".zip":
-        _write_zip(destination, config, weights)
+        _write_zip(destination, config, weights, extra_files or {})
     else:
-        _write_folder(destination, {WEIGHTS_NAME: weights}, config)
+        _write_folder(destination, {WEIGHTS_NAME: weights, **(extra_files or {})}, config)
     return destination
 
 
@@ -294,6 +307,14 @@ def _jsonable(value: Any, what: str) -> Any:
     )
 
 
+def config_text(config: dict[str, Any]) -> str:
+    """config.json's text: indented, with lists of plain numbers or short strings (shapes, bounds) on one
+    line. Only the whitespace between the tokens changes."""
+    token = r'(?:-?\d[\d.eE+\-]*|"[^",\s\\]*"|true|false|null|-?Infinity|NaN)'
+    flat = re.compile(rf"\[\s*({token}(?:,\s*{token})*)\s*\]")
+    return flat.sub(lambda m: "[" + ", ".join(re.split(r",\s*", m.group(1))) + "]", json.dumps(config, indent=2)) + "\n"
+
+
 def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[str, Any]) -> None:
     """Stage every file in a hidden sibling folder, then rename it into place (see the module doc)."""
     parent = destination.parent
@@ -305,7 +326,9 @@ def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[st
     try:
         for name, data in binaries.items():
             atomic_write_bytes(stage / name, data)
-        atomic_write_json(stage / CONFIG_NAME, config)  # last: a stage with a config.json is complete
+        atomic_write_text(stage / CONFIG_NAME, config_text(config))  # last: a stage with a config.json is complete
+        for file in stage.iterdir():
+            os.chmod(file, 0o644)  # a checkpoint is for others to read (the atomic temporaries are 0600)
         _fsync_dir(stage)
         old = None
         if destination.exists():
@@ -324,11 +347,13 @@ def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[st
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_zip(destination: Path, config: dict[str, Any], weights: bytes) -> None:
+def _write_zip(destination: Path, config: dict[str, Any], weights: bytes, extra_files: dict[str, bytes]) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(WEIGHTS_NAME, weights)
-        archive.writestr(CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+        for name, data in extra_files.items():
+            archive.writestr(name, data)
+        archive.writestr(CONFIG_NAME, config_text(config))
     atomic_write_bytes(destination, buffer.getvalue())
 
 
@@ -446,6 +471,20 @@ def load_agent(
     except ValueError as error:
         raise UserError(str(error)) from None
     return load_sb3_zip(cls, path, device=device, dataset=dataset)
+
+
+def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Copy a checkpoint folder (config.json, model.safetensors, reference_actions.json if present) after
+    validating it (fields and checksum), staged and renamed into place like a saved one."""
+    source, destination = Path(source), Path(destination)
+    config, _ = _read(source)
+    files = {WEIGHTS_NAME: (source / WEIGHTS_NAME).read_bytes()}
+    if (source / REFERENCE_NAME).is_file():
+        files[REFERENCE_NAME] = (source / REFERENCE_NAME).read_bytes()
+    if hashlib.sha256(files[WEIGHTS_NAME]).hexdigest() != config["tensors"]["sha256"]:
+        raise DataError(f"{source}: {WEIGHTS_NAME} changed while it was copied; copy it again.")
+    _write_folder(destination, files, config)
+    return destination
 
 
 def agent_key(config: dict[str, Any]) -> str:
@@ -794,3 +833,42 @@ def _sb3_task(item: Any) -> Task | None:
         if all(v is None or isinstance(v, (int, float)) for v in numbers):
             return Task(item["env_id"], *(None if v is None else float(v) for v in numbers))
     return None
+
+
+# ---------------------------------------------------------------------------------------------- reference actions
+
+
+def reference_actions(agent: "OfflineAlgorithm", n: int = 8, seed: int = 0) -> dict[str, Any]:
+    """Fixed observations and the deterministic actions `agent` takes on them, for reference_actions.json.
+
+    The observations lie where the agent was trained: mean + std * z, with (mean, std) its observation
+    normaliser (0 and 1 when normalisation is off) and z ~ N(0, I) from numpy's PCG64 seeded `seed`.
+    """
+    mean = agent.policy.obs_mean.detach().cpu().numpy().astype(np.float64)
+    std = agent.policy.obs_std.detach().cpu().numpy().astype(np.float64)
+    z = np.random.default_rng(seed).standard_normal((n, mean.size))
+    observations = (mean + std * z).astype(np.float32).reshape(n, *agent.observation_space.shape)
+    actions, _ = agent.predict(observations, deterministic=True)
+    return {
+        "description": f"deterministic actions on {n} observations mean + std * z of the observation "
+        f"normaliser, z ~ N(0, I) from numpy.random.default_rng({seed})",
+        "observations": observations.tolist(),
+        "actions": np.asarray(actions, dtype=np.float32).tolist(),
+    }
+
+
+def check_reference_actions(agent: "OfflineAlgorithm", reference: Any, path: str | os.PathLike, atol: float = 1e-5) -> float:
+    """The largest |action - recorded action| of `agent` on the recorded observations; a DataError when it
+    exceeds `atol` (a checkpoint that does not reproduce what it recorded)."""
+    try:
+        observations = np.asarray(reference["observations"], dtype=np.float32)
+        recorded = np.asarray(reference["actions"], dtype=np.float32)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataError(f"{path}: {REFERENCE_NAME} must hold 'observations' and 'actions' as number lists ({error}).") from None
+    if observations.shape[1:] != agent.observation_space.shape or recorded.shape != (len(observations), *agent.action_space.shape):
+        raise DataError(f"{path}: {REFERENCE_NAME} shapes {observations.shape}, {recorded.shape} do not fit the agent.")
+    actions, _ = agent.predict(observations, deterministic=True)
+    error = float(np.abs(np.asarray(actions, dtype=np.float32) - recorded).max())
+    if not error <= atol:
+        raise DataError(f"{path}: the agent's actions differ from {REFERENCE_NAME} by {error:.3g} (> {atol}).")
+    return error

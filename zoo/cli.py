@@ -58,9 +58,13 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
+    from zoo.errors import UserError
     from zoo.runs import evaluate_checkpoint
 
-    returns, task = evaluate_checkpoint(args.algo, args.checkpoint, args.episodes, args.seed)
+    path = args.path or args.checkpoint
+    if path is None:
+        raise UserError("zoo eval needs a checkpoint: zoo eval PATH (a checkpoint folder or zip, or an SB3 zip).")
+    returns, task = evaluate_checkpoint(args.algo, path, args.episodes, args.seed, args.device)
     line = f"{task.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes"
     if task.has_reference:
         line += f", normalized score {task.normalized_score(returns).mean():.1f}"
@@ -161,12 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None)
     train.set_defaults(func=_train)
 
-    evaluate = sub.add_parser("eval", help="evaluate a saved agent")
-    evaluate.add_argument("--algo", required=True)
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate = sub.add_parser(
+        "eval", help="evaluate a saved agent: a zoo checkpoint (folder or zip) or an SB3 zip, never unpickled"
+    )
+    evaluate.add_argument("path", nargs="?", default=None, help="checkpoint folder or zip (`zoo export`), or SB3 zip")
+    evaluate.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)  # the former spelling of PATH
+    evaluate.add_argument(
+        "--algo", default=None, help="agent key of an SB3 zip outside its run folder (a zoo checkpoint names its own)"
+    )
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=100)
+    evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(func=_eval)
+    _add_checkpoint_parsers(sub)  # export, hub
 
     datasets = sub.add_parser("datasets", help="local datasets")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
@@ -217,6 +228,79 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--overwrite", action="store_true")
     importer.set_defaults(func=_exorl_import)
     return parser
+
+
+def _export(args: argparse.Namespace) -> None:
+    from zoo.checkpoint import read_checkpoint_config
+    from zoo.hub import export_run
+
+    out = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+    config = read_checkpoint_config(out)
+    evaluation = config["evaluation"]
+    score = (
+        f"normalized score {evaluation['normalized_score']:.1f} ({evaluation['episodes']} episodes)"
+        if evaluation and evaluation["normalized_score"] is not None else "no final evaluation recorded"
+    )
+    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+    print(f"{config['agent']['key']} on {config['dataset']['id']} (seed {config['seed']}, "
+          f"{config['training']['gradient_steps']} gradient steps): {score}")
+    print(f"checkpoint: {out} ({size:.2f} MB, no optimizer state)")
+
+
+def _hub_list(args: argparse.Namespace) -> None:
+    from zoo.hub import SHIPPED_ROOT, list_pretrained, zoo_home
+
+    entries = list_pretrained()
+    print(f"local: {zoo_home()}  shipped: {SHIPPED_ROOT}")
+    if not entries:
+        print("no checkpoints (make one with `zoo export RUN_DIR`, or `zoo hub pull KEY DATASET`)")
+    for e in entries:
+        score = f"{e.normalized_score:6.1f} ({e.episodes} ep)" if e.normalized_score is not None else f"{'-':>6}"
+        print(f"{e.source:<8}{e.key:<10}{e.dataset_id:<28}seed {e.seed:<3}{score:<14}{e.gradient_steps:>9} steps  {e.path}")
+
+
+def _hub_pull(args: argparse.Namespace) -> None:
+    from zoo.hub import pull
+
+    print(f"downloaded to {pull(args.key, args.dataset, args.seed, org=args.org, revision=args.revision)}")
+
+
+def _hub_push(args: argparse.Namespace) -> None:
+    from zoo.hub import push
+
+    print(f"pushed to {push(args.path, repo=args.repo, org=args.org, private=args.private)}")
+
+
+def _add_checkpoint_parsers(sub) -> None:
+    export = sub.add_parser(
+        "export", help="turn a `zoo train` run folder into a zoo checkpoint (no optimizer state)",
+        description="Reads RUN_DIR's config.json and its last SB3 zip (without unpickling), writes config.json, "
+        "model.safetensors and reference_actions.json. Default destination: $ZOO_HOME/<key>/<dataset>/seed<seed>, "
+        "where load_pretrained finds it.",
+    )
+    export.add_argument("run_dir")
+    export.add_argument("--out", default=None, help="checkpoint folder (default: in $ZOO_HOME)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    export.set_defaults(func=_export)
+
+    hub = sub.add_parser("hub", help="pretrained checkpoints: local, shipped, Hugging Face Hub")
+    hub_sub = hub.add_subparsers(dest="hub_command", required=True)
+    hub_sub.add_parser("list", help="checkpoints in $ZOO_HOME, in the package, and in the Hub's cache").set_defaults(
+        func=_hub_list
+    )
+    pull = hub_sub.add_parser("pull", help="download <org>/<key>-<dataset> (seed folder) into $ZOO_HOME")
+    pull.add_argument("key")
+    pull.add_argument("dataset")
+    pull.add_argument("--seed", type=int, default=0)
+    pull.add_argument("--org", default=None, help="Hub organisation (default: $ZOO_HUB_ORG or offline-zoo)")
+    pull.add_argument("--revision", default=None)
+    pull.set_defaults(func=_hub_pull)
+    push = hub_sub.add_parser("push", help="upload a checkpoint folder to <org>/<key>-<dataset>/seed<seed>")
+    push.add_argument("path")
+    push.add_argument("--org", default=None)
+    push.add_argument("--repo", default=None, help="repository id instead of <org>/<key>-<dataset>")
+    push.add_argument("--private", action="store_true")
+    push.set_defaults(func=_hub_push)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -108,11 +108,16 @@ def _final_evaluation(callback: EvalCallback, agent: OfflineAlgorithm) -> Evalua
     return last if last is not None and last.step == agent.num_timesteps else callback.evaluate()
 
 
-def evaluate_checkpoint(algo: str, checkpoint: str | Path, n_episodes: int = 10, seed: int = 100) -> tuple[np.ndarray, Any]:
-    """Load a saved agent and return the returns of `n_episodes` evaluation episodes and its task."""
-    from zoo.registry import agent_class
+def evaluate_checkpoint(
+    algo: str | None, checkpoint: str | Path, n_episodes: int = 10, seed: int = 100, device: str = "auto"
+) -> tuple[np.ndarray, Any]:
+    """Load a saved agent and return the returns of `n_episodes` evaluation episodes and its task.
 
-    agent = agent_class(algo).load(checkpoint)
+    `checkpoint`: a zoo checkpoint (it names its agent: `algo` may be None) or SB3's zip (agent key from
+    `algo` or the run's config.json beside it); neither is unpickled (zoo.checkpoint.load_agent)."""
+    from zoo.checkpoint import load_agent
+
+    agent = load_agent(checkpoint, algo, device=device)
     if agent.task is None:
         raise ValueError(f"Checkpoint {checkpoint} records no task: it was not trained on a zoo dataset.")
     returns = evaluate_returns(agent_predict(agent), agent.task.env_id, n_episodes, seed)
