@@ -30,6 +30,7 @@ from zoo.agents.pretraining import make_pretraining
 from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
+from zoo.errors import DataError
 
 
 def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
@@ -490,8 +491,16 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             env = gym.make(self.task.env_id)
         for role, ours, theirs in (("observation", self.observation_space, env.observation_space),
                                    ("action", self.action_space, env.action_space)):
-            if ours.shape != theirs.shape:
-                raise ValueError(f"The env's {role} space {theirs} does not match the agent's {ours}.")
+            # Bounds too, not only shapes: actions are scaled by the agent's bounds, so an env with other
+            # bounds would receive actions the agent never meant (zoo.errors.DataError names both spaces).
+            if ours.shape != theirs.shape or not (
+                np.allclose(ours.low, theirs.low) and np.allclose(ours.high, theirs.high)
+            ):
+                raise DataError(
+                    f"The env's {role} space {theirs} does not match the agent's {ours}: fine-tune in the "
+                    f"environment of the agent's dataset, or wrap the env so that its {role} bounds match "
+                    "(gymnasium.wrappers.RescaleAction for actions)."
+                )
         if self.dataset is not None:
             self._prepare_table()
         elif self.online_mixing_ratio > 0:
