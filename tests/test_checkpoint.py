@@ -404,3 +404,22 @@ def test_zoo_export_of_a_real_train_run(tiny, tmp_path, monkeypatch, capsys):
     result = run_zoo("eval", str(folder), "--episodes", "2")  # zoo eval's default seed is the callback's, 100
     assert result.returncode == 0, result.stderr
     assert f"normalized score {config['evaluation']['normalized_score']:.1f}" in result.stdout
+
+
+def test_sb3_load_overrides_and_run_folders(dataset, tmp_path):
+    """TD3BC.load(path, setting=value) replaces a stored setting, as SB3's load does; a typo is refused;
+    load_agent on a `zoo train`-style run folder takes its last zip and the key from its config.json."""
+    agent = tiny_agent("td3bc", dataset)
+    agent.save(tmp_path / "run" / "td3bc.zip")
+    assert TD3BC.load(tmp_path / "run" / "td3bc.zip", alpha=4.0).alpha == 4.0
+    with pytest.raises(UserError, match="'alfa' is not a setting of TD3BC"):
+        TD3BC.load(tmp_path / "run" / "td3bc.zip", alfa=4.0)
+    (tmp_path / "run" / "config.json").write_text(json.dumps({"algo": "td3bc"}))
+    np.testing.assert_array_equal(actions(load_agent(tmp_path / "run")), actions(agent))
+    agent.save(tmp_path / "run" / "td3bc-finetuned.zip")
+    assert load_agent(tmp_path / "run").training_counters == agent.training_counters
+    other = load_dataset(TINY, device="cpu")
+    other.observation_space = type(other.observation_space)(-1.0, 1.0, (5,))
+    folder = save_checkpoint(agent, tmp_path / "ck")
+    with pytest.raises(DataError, match=r"has observations of shape \(5,\), the agent in .* takes \(11,\)"):
+        load_checkpoint(folder, dataset=other)

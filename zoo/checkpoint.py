@@ -151,7 +151,7 @@ def checkpoint_contents(
     command: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """(config.json content without the checksum, the tensors of model.safetensors) of `agent`."""
-    from zoo.registry import AGENTS, agent_spec
+    from zoo.registry import agent_spec
 
     cls = type(agent)
     if key is None:
@@ -164,7 +164,6 @@ def checkpoint_contents(
             + (f" on base '{base}'" if base else "")
             + f" (that builds {getattr(built, '__name__', 'nothing')}): pass the key it was made with."
         )
-    assert key in AGENTS
     tensors: dict[str, torch.Tensor] = {}
     shapes: dict[str, list[int]] = {}
     for name, tensor in agent.policy.state_dict().items():
@@ -373,7 +372,7 @@ def is_checkpoint(path: str | os.PathLike) -> bool:
     """True for a zoo checkpoint folder or zip (not for SB3's zip)."""
     path = Path(path)
     if path.is_dir():
-        return (path / CONFIG_NAME).is_file()
+        return (path / CONFIG_NAME).is_file() and (path / WEIGHTS_NAME).is_file()
     if path.is_file() and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
             return CONFIG_NAME in archive.namelist()
@@ -413,11 +412,21 @@ def load_checkpoint(
                         "include_optimizer=True.")
     task = None if config["task"] is None else Task(**config["task"])
     training = config["training"]
+    observation_space = space_from_json(config["observation_space"], "observation_space", path)
+    action_space = space_from_json(config["action_space"], "action_space", path)
+    if dataset is not None:
+        for role, ours, theirs in (("observation", observation_space, dataset.observation_space),
+                                   ("action", action_space, dataset.action_space)):
+            if ours.shape != theirs.shape:
+                raise DataError(
+                    f"Dataset '{dataset.dataset_id}' has {role}s of shape {theirs.shape}, the agent in {path} "
+                    f"takes {ours.shape}: give it a dataset of its own environment."
+                )
     try:
         agent = cls.rebuild(
             agent_config["kwargs"],
-            space_from_json(config["observation_space"], "observation_space", path),
-            space_from_json(config["action_space"], "action_space", path),
+            observation_space,
+            action_space,
             dataset=dataset,
             device=device,
             dataset_id=config["dataset"]["id"],
@@ -455,6 +464,8 @@ def load_agent(
         if algo is not None and algo != agent_key(read_checkpoint_config(path)):
             raise UserError(f"{path} holds a '{agent_key(read_checkpoint_config(path))}' agent, not '{algo}'.")
         return agent
+    if path.is_dir() and (path / CONFIG_NAME).is_file():  # a `zoo train` run folder: its last SB3 zip
+        path = last_run_checkpoint(path)
     if not (path.is_file() and zipfile.is_zipfile(path)):
         raise UserError(f"{path} is neither a zoo checkpoint (config.json + {WEIGHTS_NAME}) nor an SB3 zip.")
     if algo is None:
@@ -485,6 +496,21 @@ def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -
         raise DataError(f"{source}: {WEIGHTS_NAME} changed while it was copied; copy it again.")
     _write_folder(destination, files, config)
     return destination
+
+
+def last_run_checkpoint(run_dir: str | os.PathLike) -> Path:
+    """The last SB3 zip of a `zoo train` run folder: `<algo>-finetuned.zip` if it fine-tuned, else `<algo>.zip`."""
+    run_dir = Path(run_dir)
+    try:
+        algo = json.loads((run_dir / CONFIG_NAME).read_text()).get("algo")
+    except (OSError, ValueError, AttributeError):
+        algo = None
+    if not isinstance(algo, str):
+        raise UserError(f"{run_dir} is neither a zoo checkpoint nor a `zoo train` run folder (its config.json names no algo).")
+    for name in (f"{algo}-finetuned.zip", f"{algo}.zip"):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise UserError(f"{run_dir} has no {algo}.zip: the run did not finish (resume or re-run it).")
 
 
 def agent_key(config: dict[str, Any]) -> str:
@@ -739,13 +765,18 @@ def _load_optimizers(agent, tensors: dict[str, torch.Tensor], optimizers: dict[s
 
 
 def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.device = "auto", dataset=None,
-                 **ignored: Any) -> "OfflineAlgorithm":
+                 **overrides: Any) -> "OfflineAlgorithm":
     """An agent from SB3's zip (`agent.save`) without unpickling: "data" is read with `json` and every
     cloudpickled field in it is dropped; the spaces and the task are rebuilt from the plain copies of their
     attributes SB3 writes beside the pickle; the learning-rate schedule from `learning_rate`. The ".pth"
     members are read with torch.load(weights_only=True), which refuses anything but tensors and plain
-    containers."""
+    containers. `overrides` replace stored constructor arguments (e.g. learning_rate=1e-4), as in SB3's load.
+    """
     path = Path(path)
+    allowed = set(constructor_parameters(cls)) - NOT_RECORDED
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise UserError(f"{cls.__name__}.load: {unknown[0]!r} is not a setting of {cls.__name__} (settings: {', '.join(sorted(allowed))}).")
     try:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
@@ -767,9 +798,8 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
         raise DataError(f"{path}: a .pth member holds more than tensors; refused ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: its 'data' member is not a JSON object.")
-    allowed = set(constructor_parameters(cls)) - NOT_RECORDED
     kwargs = {name: value for name, value in data.items() if name in allowed and not _pickled(value)}
-    pickled = sorted(name for name in allowed if name in data and _pickled(data[name]))
+    pickled = sorted(name for name in allowed - set(overrides) if name in data and _pickled(data[name]))
     if pickled:
         raise DataError(
             f"{path}: setting(s) {pickled} are stored as pickled code, which the zoo does not run: re-save the "
@@ -778,6 +808,7 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
     observation_space = _sb3_box(data.get("observation_space"), "observation_space", path)
     action_space = _sb3_box(data.get("action_space"), "action_space", path)
     task = _sb3_task(data.get("task"))
+    kwargs.update(overrides)
     try:
         agent = cls.rebuild(
             kwargs, observation_space, action_space, dataset=dataset, device=device,

@@ -31,6 +31,7 @@ from zoo.checkpoint import (
     check_reference_actions,
     checkpoint_contents,
     copy_checkpoint,
+    last_run_checkpoint,
     load_checkpoint,
     load_sb3_zip,
     read_checkpoint_config,
@@ -303,13 +304,11 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
     cls = spec.cls if base is None else spec.bases.get(base)
     if cls is None:
         raise DataError(f"{run_dir}/config.json: '{algo}' has no base '{base}'.")
-    finetuned = run_dir / f"{algo}-finetuned.zip"
-    if finetuned.is_file():
-        checkpoint, evaluations, env_steps = finetuned, run_dir / "finetune" / "evaluations.csv", run.get("n_finetune_timesteps")
-    elif (run_dir / f"{algo}.zip").is_file():
-        checkpoint, evaluations, env_steps = run_dir / f"{algo}.zip", run_dir / "evaluations.csv", 0
+    checkpoint = last_run_checkpoint(run_dir)
+    if checkpoint.name == f"{algo}-finetuned.zip":
+        evaluations, env_steps = run_dir / "finetune" / "evaluations.csv", run.get("n_finetune_timesteps")
     else:
-        raise UserError(f"{run_dir} has no {algo}.zip: the run did not finish (resume or re-run it), nothing to export.")
+        evaluations, env_steps = run_dir / "evaluations.csv", 0
     agent = load_sb3_zip(cls, checkpoint, device="cpu")
     evaluation = final_evaluation(evaluations, agent.num_timesteps, run.get("n_eval_episodes"))
     destination = Path(out) if out is not None else zoo_home() / checkpoint_subpath(
