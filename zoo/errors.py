@@ -19,3 +19,10 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset, env or checkpoint that does not fit (names the field, index and the fix)."""
+
+
+class Interrupted(Exception):
+    """Training stopped on a signal (Ctrl-C, SIGTERM) after saving what it could: the message is the one line
+    that says where the run is and how to resume it. The CLI prints it and exits with 128 + SIGINT = 130."""
+
+    exit_code = 130

@@ -391,6 +391,77 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.dump(step=self.num_timesteps)
 
+    # ------------------------------------------------------------------ training state (resume; zoo.resume)
+    # Weights and optimizer moments are `get_parameters()` (SB3's); these methods carry the rest of what the
+    # next offline update depends on, so that a run stopped after update k and resumed gives, on CPU, the
+    # same weights as one that never stopped: the counters (they pick the phase, the policy delay, the
+    # learning-rate schedule) and every random generator the updates draw from (SB3 seeds torch, numpy and
+    # Python's `random` globally from `seed`, and batches, target noise and dropout draw from torch's).
+
+    def training_state(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, JSON-able info): counters and RNG states, for `restore_training_state`."""
+        import random
+
+        tensors = {"rng/torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            for i, state in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng/cuda/{i}"] = state
+        kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+        tensors["rng/numpy"] = torch.as_tensor(keys.astype(np.int64))
+        version, python_state, gauss_next = random.getstate()
+        tensors["rng/python"] = torch.tensor(python_state, dtype=torch.int64)
+        info = {
+            "num_timesteps": int(self.num_timesteps),
+            "n_updates": int(self._n_updates),
+            "pretrain_budget": int(self._pretrain_budget),
+            "numpy_rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "python_rng": {"version": int(version), "gauss_next": gauss_next},
+        }
+        return tensors, info
+
+    def restore_training_state(self, tensors: dict[str, torch.Tensor], info: dict[str, Any]) -> None:
+        """Set the counters and RNG states of `training_state()` on an agent built with the same arguments
+        and holding the saved weights and optimizer states.
+
+        As SB3's `load` does, the model is set up again once the counters are in place, so that phase
+        switches already passed are applied again (a recipe's `finish`, e.g. PSQN's frozen backbone; SPOT's
+        frozen VAE); the weights and optimizer states are carried over that set-up unchanged.
+        """
+        import random
+
+        counters = {name: int(info[name]) for name in ("num_timesteps", "n_updates", "pretrain_budget")}
+        if counters != self.training_counters:  # zoo.checkpoint's load sets them before its set-up already
+            parameters = self.get_parameters()
+            self.num_timesteps, self._n_updates = counters["num_timesteps"], counters["n_updates"]
+            self._pretrain_budget = counters["pretrain_budget"]
+            self._setup_model()
+            self.set_parameters(parameters, exact_match=True, device=self.device)
+        torch.set_rng_state(tensors["rng/torch"].cpu())
+        cuda = [tensors[f"rng/cuda/{i}"].cpu() for i in range(len(tensors)) if f"rng/cuda/{i}" in tensors]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+        numpy_rng = info["numpy_rng"]
+        np.random.set_state((
+            numpy_rng["kind"], tensors["rng/numpy"].numpy().astype(np.uint32), numpy_rng["pos"],
+            numpy_rng["has_gauss"], numpy_rng["cached_gaussian"],
+        ))
+        python_rng = info["python_rng"]
+        random.setstate((python_rng["version"], tuple(tensors["rng/python"].tolist()), python_rng["gauss_next"]))
+
+    def resume_blocker(self) -> str | None:
+        """Why a training state taken now would not resume exactly, or None when it would.
+
+        The one case: soft-imitate between its BC and critic phases, whose soft Monte-Carlo returns were
+        computed once at the switch from sampled actions and live only in the replay table.
+        """
+        recipe = self.pretraining
+        if recipe is not None and recipe.key == "soft-imitate" and recipe.bc_steps(self) < self._n_updates <= self.pretrain_until:
+            return (
+                f"soft-imitate's critic phase (updates {recipe.bc_steps(self) + 1}..{self.pretrain_until}) trains on "
+                "soft returns drawn once at its start, which a training state does not hold"
+            )
+        return None
+
     # ------------------------------------------------------------------ the training loop
 
     def _setup_learn(
