@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import csv
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+import numpy as np
 
 from zoo.evaluation import Evaluation
 
@@ -17,6 +22,8 @@ def plot_learning_curve(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from zoo.io import atomic_path
 
     path = Path(path)
     normalized = all(e.normalized_score is not None for e in evaluations)
