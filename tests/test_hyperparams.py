@@ -4,6 +4,7 @@ td3bc-mc without its pretraining, values name their provenance, and the YAMLs sh
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
 
 from zoo.cli import main
 from zoo.config import HYPERPARAMS_DIR, load_hyperparams, read_table, resolve_hyperparams
@@ -64,7 +64,9 @@ DATASETS = {
     "cartpole": ("zoo/exorl/cartpole-swingup/rnd-v0", "zoo/dmc-cartpole-swingup-v0"),
 }
 # The env whose stand-in serves a section key that is a domain.
-DOMAIN_ENV = {"mujoco": "hopper", "antmaze": "antmaze", "adroit": "pen", "kitchen": "kitchen", "exorl": "walker"}
+DOMAIN_ENV = {
+    "mujoco": "hopper", "antmaze": "antmaze", "adroit": "pen", "kitchen": "kitchen", "exorl": "walker",
+}
 
 for _name, (_obs, _act) in STAND_INS.items():
     if f"zoo-test/{_name}-standin-v0" not in gym.registry:
@@ -148,7 +150,8 @@ def test_every_section_constructs_its_agent(path, stand_ins):
         for name, value in kwargs.items():
             if name not in ("policy_kwargs", "pretrain_kwargs", "base", "ent_coef", "learning_rate"):
                 assert getattr(agent, name) == value, (algo, key, name)
-        action, _ = agent.predict(np.zeros(loaded[env].observation_space.shape, np.float32), deterministic=True)
+        observation = np.zeros(loaded[env].observation_space.shape, np.float32)
+        action, _ = agent.predict(observation, deterministic=True)
         assert action.shape == loaded[env].action_space.shape
 
 
@@ -157,8 +160,10 @@ def test_antmaze_gets_its_own_settings_and_never_the_locomotion_defaults(stand_i
     assert (kwargs["reward_scale"], kwargs["reward_bias"], kwargs["failure_reward"]) == (10.0, -5.0, 0.0)
     assert kwargs["cql_lagrange"] and kwargs["cql_target_action_gap"] == 0.8 and kwargs["cql_weight"] == 5.0
     assert not kwargs["normalize_observations"] and kwargs["online_mixing_ratio"] == 0.5
-    assert kwargs["policy_kwargs"]["net_arch"] == [256] * 4 and kwargs["policy_kwargs"]["actor_net_arch"] == [256] * 2
-    assert (run["n_timesteps"], run["n_finetune_timesteps"], run["n_eval_episodes"]) == (1_000_000, 1_000_000, 20)
+    networks = kwargs["policy_kwargs"]
+    assert networks["net_arch"] == [256] * 4 and networks["actor_net_arch"] == [256] * 2
+    budget = (run["n_timesteps"], run["n_finetune_timesteps"], run["n_eval_episodes"])
+    assert budget == (1_000_000, 1_000_000, 20)
     agent = make_agent("calql", load_dataset("D4RL/antmaze/umaze-v1", device="cpu"), device="cpu", **kwargs)
     assert agent.cql_lagrange and agent.failure_reward == 0.0 and agent.reward_scale == 10.0
     # The locomotion settings stay with the locomotion datasets.
@@ -166,25 +171,34 @@ def test_antmaze_gets_its_own_settings_and_never_the_locomotion_defaults(stand_i
     assert kwargs["normalize_observations"] and not kwargs["cql_lagrange"] and "failure_reward" not in kwargs
     # Dense D4RL Adroit: CORL's Cal-QL settings, no binary-Adroit reward transform or failure rule.
     kwargs, _ = load_hyperparams("calql", "D4RL/door/cloned-v2")
-    assert kwargs["cql_weight"] == 1.0 and kwargs["cql_clip_diff_min"] == -200.0 and "failure_reward" not in kwargs
+    assert kwargs["cql_weight"] == 1.0 and kwargs["cql_clip_diff_min"] == -200.0
+    assert "failure_reward" not in kwargs
     assert "reward_scale" not in kwargs and not kwargs["normalize_observations"]
     kwargs, run = load_hyperparams("calql", "D4RL/kitchen/mixed-v2")
     assert not kwargs["importance_sample"] and kwargs["online_mixing_ratio"] == 0.25
     assert run["n_timesteps"] == 500_000 and kwargs["policy_kwargs"]["net_arch"] == [512] * 3
     # A method whose file does not cover AntMaze refuses it, from Python and from the command line.
-    with pytest.raises(ConfigError, match=r"td3bc-mc.yml has no settings for 'D4RL/antmaze/umaze-v1' \(domain: "
-                                          r"antmaze\); it covers mujoco.*section for 'antmaze'"):
+    refused = r"td3bc-mc.yml has no settings for 'D4RL/antmaze/umaze-v1' \(domain: antmaze\); it covers"
+    refused += " mujoco"
+    with pytest.raises(ConfigError, match=refused + ".*section for 'antmaze'"):
         load_hyperparams("td3bc-mc", "D4RL/antmaze/umaze-v1")
     out = stand_ins / "runs"
     assert main(["train", "--algo", "edac", "--dataset", "D4RL/antmaze/umaze-v1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "edac.yml has no settings for 'D4RL/antmaze/umaze-v1'" in err and len(err.strip().splitlines()) == 1
+    assert "edac.yml has no settings for 'D4RL/antmaze/umaze-v1'" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_every_listed_official_and_zoo_id_resolves_where_its_method_covers_it():
     covered = {algo: [] for algo in AGENTS}
+    mujoco = ("hopper", "halfcheetah", "walker2d", "ant")  # of Minari's mujoco/* envs
+    listed = (
+        tuple(i for i in zoo_dataset_ids() + official_dataset_ids() if not i.startswith("mujoco/"))
+        + tuple(f"mujoco/{env}/{level}-v0" for env in mujoco for level in ("simple", "medium", "expert"))
+        + ("zoo/exorl/walker-run/rnd-v0",)
+    )
     for algo in AGENTS:
-        for dataset_id in zoo_dataset_ids() + official_dataset_ids() + ("zoo/exorl/walker-run/rnd-v0",):
+        for dataset_id in listed:
             try:
                 load_hyperparams(algo, dataset_id)
             except ConfigError as error:
@@ -198,8 +212,9 @@ def test_every_listed_official_and_zoo_id_resolves_where_its_method_covers_it():
     for algo in ("td3bc-mc", "td3bc-ln", "edac-mc", "opt", "psqn", "edac", "td3"):
         assert not set(antmaze) & set(covered[algo]), algo
     assert "D4RL/kitchen/partial-v2" in covered["calql"] and "D4RL/relocate/expert-v2" in covered["edac"]
-    assert set(zoo_dataset_ids()) <= set(covered["td3bc-ln"]) and not set(zoo_dataset_ids()) & set(covered["opt-spot"])
-    assert "zoo/exorl/walker-run/rnd-v0" in covered["psqn"] and "zoo/exorl/walker-run/rnd-v0" in covered["td3"]
+    assert set(zoo_dataset_ids()) <= set(covered["td3bc-ln"])
+    assert not set(zoo_dataset_ids()) & set(covered["opt-spot"])
+    assert "zoo/exorl/walker-run/rnd-v0" in set(covered["psqn"]) & set(covered["td3"])
     # Per-dataset values reach the official ids: SPOT's lambda per maze, EDAC's N and eta per Adroit task.
     assert load_hyperparams("spot", "D4RL/antmaze/medium-diverse-v1")[0]["lambd"] == 0.025
     kwargs, _ = load_hyperparams("edac", "D4RL/pen/human-v2")
@@ -227,7 +242,8 @@ def test_exorl_ids_pick_up_family_task_and_id_sections(tmp_path):
     )
     resolved = resolve_hyperparams("td3", dataset_id, hyper)
     assert resolved.sections == ("default", "exorl", "walker", "walker-run", dataset_id)
-    assert resolved.kwargs == {"batch_size": 512, "tau": 0.3, "gamma": 0.8, "learning_rate": 0.01, "policy_delay": 3}
+    expected = {"batch_size": 512, "tau": 0.3, "gamma": 0.8, "learning_rate": 0.01, "policy_delay": 3}
+    assert resolved.kwargs == expected
     assert resolved.sources["tau"] == f"{hyper} section 'walker'"
     kwargs, _ = load_hyperparams("td3", "zoo/exorl/walker-walk/rnd-v0", hyper)
     assert kwargs["batch_size"] == 128  # walker-run is not walker-walk's family
@@ -290,7 +306,8 @@ def test_bad_values_name_the_section_or_flag_they_came_from(tmp_path):
 
 
 def test_td3bc_ln_is_td3bc_mc_without_the_pretraining(stand_ins):
-    mc_table, ln_table = read_table(HYPERPARAMS_DIR / "td3bc-mc.yml"), read_table(HYPERPARAMS_DIR / "td3bc-ln.yml")
+    mc_table = read_table(HYPERPARAMS_DIR / "td3bc-mc.yml")
+    ln_table = read_table(HYPERPARAMS_DIR / "td3bc-ln.yml")
     assert set(mc_table) == set(ln_table)
     for key in mc_table:
         assert ln_table[key] == {k: v for k, v in mc_table[key].items() if k not in PRETRAINING_SETTINGS}, key
@@ -304,12 +321,15 @@ def test_td3bc_ln_is_td3bc_mc_without_the_pretraining(stand_ins):
     assert ln_spec.defaults == {k: v for k, v in mc_spec.defaults.items() if k not in PRETRAINING_SETTINGS}
     # The same networks, parameter for parameter; only td3bc-mc has a pretraining phase.
     hopper = load_dataset("zoo/hopper/medium-v0", device="cpu")
-    mc_agent = make_agent("td3bc-mc", hopper, seed=0, device="cpu", **load_hyperparams("td3bc-mc", hopper.dataset_id)[0])
-    ln_agent = make_agent("td3bc-ln", hopper, seed=0, device="cpu", **load_hyperparams("td3bc-ln", hopper.dataset_id)[0])
+    mc_agent, ln_agent = (
+        make_agent(key, hopper, seed=0, device="cpu", **load_hyperparams(key, hopper.dataset_id)[0])
+        for key in ("td3bc-mc", "td3bc-ln")
+    )
     assert [(n, p.shape) for n, p in mc_agent.policy.named_parameters()] == [
         (n, p.shape) for n, p in ln_agent.policy.named_parameters()
     ]
-    assert mc_agent.alpha == ln_agent.alpha == 10.0 and ln_agent.pretrain is None and mc_agent.pretrain == "imitate"
+    assert mc_agent.alpha == ln_agent.alpha == 10.0
+    assert ln_agent.pretrain is None and mc_agent.pretrain == "imitate"
 
 
 def test_official_ids_know_their_env_and_reference_scores(stand_ins):
@@ -334,11 +354,20 @@ def test_the_wheel_ships_the_hyperparameter_files(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
     shutil.copytree(REPO / "zoo", source / "zoo", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
-        cwd=source, check=True, capture_output=True, timeout=300,
-    )
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],
+                   cwd=source, check=True, capture_output=True, timeout=300)
     (wheel,) = tmp_path.glob("offline_zoo-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"zoo/hyperparams/{path.name}" for path in SHIPPED} <= names
     assert "zoo/config.py" in names
+    # Installed from the wheel (not this checkout), the package finds its own settings.
+    target = tmp_path / "installed"
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    probe = ("import zoo.config as c; k, r = c.load_hyperparams('calql', 'D4RL/antmaze/umaze-v1'); "
+             "print(c.__file__, r['n_eval_episodes'], k['reward_bias'])")
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    printed = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, check=True,
+                             capture_output=True, text=True, timeout=300).stdout.split()
+    assert printed == [str(target / "zoo" / "config.py"), "20", "-5.0"]
