@@ -37,7 +37,7 @@ def test_cql_regulariser_by_hand(hopper):
     torch.manual_seed(1)
     samples = agent.sample_actions(batch)
     torch.manual_seed(1)
-    loss, q = agent.critic_loss(batch, alpha)
+    loss, stats = agent.critic_loss(batch, alpha)
     assert samples.random.shape == samples.current.shape == samples.next.shape == (3, 4, 3)
     assert samples.backup.shape == (1, 4, 3)  # one backup sample without max_target_backup
     assert samples.random.abs().max() <= 1.0 and samples.random.std() > 0.3
@@ -49,7 +49,9 @@ def test_cql_regulariser_by_hand(hopper):
     neg_log_probs = -torch.cat([samples.next_log_prob, samples.current_log_prob]).double().numpy()  # (6, 4)
     gap = np.mean(np.log(3 * 2.0**3 + np.exp(neg_log_probs).sum(0)))
     assert loss.item() == pytest.approx(bellman + 2.0 * 2 * gap, rel=1e-5)
-    assert torch.equal(q, torch.tensor([[1.0] * 4, [2.0] * 4]))
+    assert torch.equal(agent.critic(batch.observations, batch.actions), torch.tensor([[1.0] * 4, [2.0] * 4]))
+    assert stats["q_mean"].item() == 1.5 and stats["cql_gap"].shape == (2,)
+    np.testing.assert_allclose(stats["cql_gap"].numpy(), [gap, gap], rtol=1e-5)
     # Without importance sampling the 3K + 1 candidates are all equal: the gap is T log(3K + 1).
     agent.importance_sample = False
     loss, _ = agent.critic_loss(batch, alpha)
@@ -82,7 +84,8 @@ def test_calql_bound_changes_exactly_the_policy_values_below_the_return(hopper):
     batch = Batch(mc_returns=g)
     q_next = torch.tensor([[[1.0, 3.0, -9.0], [-2.0, 12.0, -4.0]], [[-1.0, 9.0, -5.5], [0.5, 11.0, 0.0]]])
     q_current = q_next.flip(1) - 0.25
-    bounded_next, bounded_current = agent.bound_policy_values(q_next, q_current, batch)
+    bounded_next, bounded_current, stats = agent.bound_policy_values(q_next, q_current, batch)
+    assert stats["calql_bound_rate"].item() == pytest.approx((q_current < g).float().mean().item())
     for before, after in ((q_next, bounded_next), (q_current, bounded_current)):
         below = before < g
         assert torch.equal(after[below], g.expand_as(before)[below])  # replaced by G
@@ -96,12 +99,12 @@ def test_calql_bound_changes_exactly_the_policy_values_below_the_return(hopper):
     random_term = n(q_random) + 3 * math.log(2.0)
     is_candidates = np.concatenate([random_term, n(bounded_next) - n(log_p_next), n(bounded_current)], axis=1)
     expected = (log_sum_exp(is_candidates, 1) - n(q_data)).mean(1)
-    gap = agent.conservative_gap(q_data, q_random, q_next, q_current, log_p_next, log_p_current, batch)
+    gap, _ = agent.conservative_gap(q_data, q_random, q_next, q_current, log_p_next, log_p_current, batch)
     np.testing.assert_allclose(gap.numpy(), expected, rtol=1e-5)
     agent.importance_sample = False  # the data Q then enters the logsumexp, still unbounded
     candidates = np.concatenate([n(q_random), n(q_data)[:, None], n(bounded_next), n(bounded_current)], axis=1)
     expected = (log_sum_exp(candidates, 1) - n(q_data)).mean(1)
-    gap = agent.conservative_gap(q_data, q_random, q_next, q_current, log_p_next, log_p_current, batch)
+    gap, _ = agent.conservative_gap(q_data, q_random, q_next, q_current, log_p_next, log_p_current, batch)
     np.testing.assert_allclose(gap.numpy(), expected, rtol=1e-5)
 
 
@@ -113,7 +116,7 @@ def test_lagrange_multiplier_loss_and_gradient_direction(hopper):
     assert "alpha_prime_optimizer" in policy.optimizer_names
     assert policy.alpha_prime_optimizer.param_groups[0]["lr"] == agent.learning_rate
     # L = -mean_i(alpha' w (gap_i - tau)); dL/dlog alpha' = L.
-    loss = agent.alpha_prime_loss(torch.tensor([2.0, 0.5]))
+    loss, _ = agent.alpha_prime_loss(torch.tensor([2.0, 0.5]))
     assert loss.item() == pytest.approx(-math.e * 5.0 * 0.45, rel=1e-6)
     loss.backward()
     assert policy.log_alpha_prime.grad.item() == pytest.approx(loss.item(), rel=1e-6)
@@ -121,7 +124,7 @@ def test_lagrange_multiplier_loss_and_gradient_direction(hopper):
     assert policy.log_alpha_prime.item() > 1.0
     policy.alpha_prime_optimizer.zero_grad(set_to_none=True)
     before = policy.log_alpha_prime.item()
-    agent.alpha_prime_loss(torch.tensor([0.1, 0.3])).backward()
+    agent.alpha_prime_loss(torch.tensor([0.1, 0.3]))[0].backward()
     policy.alpha_prime_optimizer.step()  # gap below tau: alpha' shrinks
     assert policy.log_alpha_prime.item() < before
     # The critics see alpha' as a constant: c_i = alpha' w (gap_i - tau), no gradient reaches log alpha'.

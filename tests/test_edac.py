@@ -115,12 +115,15 @@ def test_critic_loss_is_td_plus_eta_times_diversity(hopper):
     alpha = agent.alpha
     params = list(agent.critic.parameters())
     torch.manual_seed(1)
-    loss, q = agent.critic_loss(batch, alpha)
+    loss, stats = agent.critic_loss(batch, alpha)
     torch.manual_seed(1)
-    td, q_td = SAC.critic_loss(agent, batch, alpha)  # SAC-N's TD loss, same a' ~ pi(s')
+    td, td_stats = SAC.critic_loss(agent, batch, alpha)  # SAC-N's TD loss, same a' ~ pi(s')
     es = explicit_diversity(agent.critic, batch.observations, batch.actions)
     assert loss.item() == pytest.approx((td + 2.5 * es).item(), rel=1e-5)
-    torch.testing.assert_close(q, q_td)
+    torch.testing.assert_close(stats["q_mean"], td_stats["q_mean"])
+    torch.testing.assert_close(stats["critic_td_loss"], td)
+    q, _ = agent.q_and_diversity(batch.observations, batch.actions)
+    torch.testing.assert_close(q, agent.critic(batch.observations, batch.actions))
     grad = lambda x: torch.autograd.grad(x, params, allow_unused=True, materialize_grads=True)
     for got, a, b in zip(grad(loss), grad(td), grad(es)):
         torch.testing.assert_close(got, a + 2.5 * b, rtol=1e-4, atol=1e-6)
@@ -269,16 +272,17 @@ def test_bc_actor_loss_by_hand(hopper):
     mu = torch.tensor([0.2, -0.1, 0.0])
     log_prob_data = (-0.5 * ((u - mu) / 0.5) ** 2 - math.log(0.5) - 0.5 * math.log(2 * math.pi)
                      - torch.log(1 - batch.actions**2)).sum(1)
-    loss = agent.pretraining.actor_loss(agent, batch, log_prob, torch.tensor(0.3))
+    loss, _ = agent.pretraining.actor_loss(agent, batch, log_prob, torch.tensor(0.3))
     assert loss.item() == pytest.approx((0.3 * log_prob - log_prob_data).mean().item(), rel=1e-4)
 
 
 def test_soft_critic_loss_by_hand_and_td_mixing(hopper):
     agent = EDAC(hopper, seed=0, eta=0.5, pretrain="soft-imitate", pretrain_steps=4, policy_kwargs=SMALL)
     batch = fixed_batch()
-    batch["soft_returns_to_go"] = torch.tensor([10.0, -1.0, 0.0, 2.0])
+    batch = batch.replace(soft_returns_to_go=torch.tensor([10.0, -1.0, 0.0, 2.0]))
     set_constant_output(agent.critic.net, [1.0, 2.0, 4.0])  # no action gradient: ES = 0
-    loss, diversity = agent.pretraining.critic_loss(agent, batch)
+    loss, stats = agent.pretraining.critic_loss(agent, batch)
+    diversity = stats["pretrain_critic_penalty"]
     g = np.array([10.0, -1.0, 0.0, 2.0])
     expected = np.mean([(c - g) ** 2 for c in (1.0, 2.0, 4.0)])  # mean over members and batch
     assert diversity.item() == 0.0 and loss.item() == pytest.approx(expected, rel=1e-6)

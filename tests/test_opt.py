@@ -141,11 +141,11 @@ def test_actor_climbs_the_kappa_mix(hopper):
     # Offline (phase 1): the base's Q_off1 and TD3+BC's loss.
     assert torch.equal(agent.actor_q(obs, pi), torch.full((4,), 4.0))
     bc = np.mean((np.tanh([0.5, -0.25, 0.0])[None, :] - batch.actions.numpy()) ** 2)
-    assert agent.actor_loss(batch).item() == pytest.approx(-2.5 + bc, rel=1e-6)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(-2.5 + bc, rel=1e-6)
     # Phase 3: (1 - kappa) Q_off1 + kappa Q_on1, and TD3's -mean Q_mix without a BC term.
     agent._finetuning, agent._kappa = True, 0.25
     torch.testing.assert_close(agent.actor_q(obs, pi), torch.full((4,), 0.75 * 4.0 + 0.25 * 10.0))
-    assert agent.actor_loss(batch).item() == pytest.approx(-5.5, rel=1e-6)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(-5.5, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- phases
@@ -436,10 +436,11 @@ def test_opt_spot_phases_lambda_cooling_and_q_mix(hopper, tmp_path):
     agent._kappa = 0.5  # Q_mix = 0.5 * 4 - 0.5 * 20 = -8: the normalised Q term is +1
     batch = fixed_batch()
     torch.manual_seed(3)
-    loss = agent.actor_loss(batch)
+    loss, stats = agent.actor_loss(batch)
     torch.manual_seed(3)
     penalty = agent.density_loss(batch.observations, agent.actor(batch.observations)).mean()
     assert loss.item() == pytest.approx(1.0 + agent.current_lambda() * penalty.item(), rel=1e-5)
+    assert stats["neg_log_beta"].item() == pytest.approx(penalty.item(), rel=1e-5)
     # Save -> load -> identical actions.
     obs = hopper.observations[:16].numpy()
     before, _ = agent.predict(obs, deterministic=True)

@@ -40,7 +40,7 @@ def test_transition_loss_by_hand(hopper):
     batch = fixed_batch()
     s2 = batch.next_observations.numpy()
     expected = np.mean((1.0 - s2) ** 2) + np.mean((-2.0 - s2) ** 2)
-    assert agent.pretraining.critic_loss(agent, batch).item() == pytest.approx(expected, rel=1e-6)
+    assert agent.pretraining.critic_loss(agent, batch)[0].item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_the_target_is_the_normalised_next_state(hopper):
@@ -125,7 +125,7 @@ def test_psqn_on_td3_for_exorl(hopper):
             p.zero_()
         agent.critic.q_head.bias[0, 0].fill_(3.0)
     # Plain TD3 actor loss: -mean Q_1(s, pi(s)), no BC term.
-    assert agent.actor_loss(batch).item() == pytest.approx(-3.0)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(-3.0)
     agent.learn(20)
     assert agent.pretrain_until == 2
     with pytest.raises(ValueError, match="'psqn' cannot be built on 'edac'. Supported bases: calql, cql, td3, td3bc"):

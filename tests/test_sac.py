@@ -64,7 +64,7 @@ def test_sac_losses_by_hand(hopper):
     alpha = agent.alpha
     # Critic: y = r + 0.9 (1 - d) (3 - 0.2 log pi(a'|s')); log pi(a'|s') is checked through its own value.
     torch.manual_seed(1)
-    loss, q = agent.critic_loss(batch, alpha)
+    loss, stats = agent.critic_loss(batch, alpha)
     torch.manual_seed(1)
     _, next_log_prob = policy.actor(batch.next_observations)
     y = batch.rewards + 0.9 * (1 - batch.terminations) * (3.0 - 0.2 * next_log_prob)
@@ -76,9 +76,9 @@ def test_sac_losses_by_hand(hopper):
     assert loss.item() == pytest.approx(sum(((c - y) ** 2).mean() for c in (1.0, 2.0, 4.0)).item(), rel=1e-5)
     # Actor: mean(alpha log pi - min_i Q_i) = mean(0.2 log pi) - 1; temperature: -log_alpha * mean(log pi - 3).
     actions, log_prob = policy.actor(batch.observations)
-    actor_loss = agent.actor_loss(batch, actions, log_prob, alpha)
+    actor_loss, _ = agent.actor_loss(batch, actions, log_prob, alpha)
     assert actor_loss.item() == pytest.approx((0.2 * log_prob - 1.0).mean().item(), rel=1e-5)
-    alpha_loss = agent.alpha_loss(log_prob)
+    alpha_loss, _ = agent.alpha_loss(log_prob)
     assert alpha_loss.item() == pytest.approx((-math.log(0.2) * (log_prob + -3.0)).mean().item(), rel=1e-5)
 
 

@@ -108,13 +108,13 @@ def test_actor_loss_by_hand(hopper):
     )
     batch = fixed_batch()
     set_constant_output(policy.critic.net, [4.0, -7.0])  # the actor climbs Q1 only
-    assert agent.actor_loss(batch).item() == pytest.approx(-1.0 + 0.3 * n, rel=1e-6)  # -4 / |4| + lambda n
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(-1.0 + 0.3 * n, rel=1e-6)  # -4 / |4| + lambda n
     set_constant_output(policy.critic.net, [-3.0, 9.0])
-    assert agent.actor_loss(batch).item() == pytest.approx(1.0 + 0.3 * n, rel=1e-6)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(1.0 + 0.3 * n, rel=1e-6)
     agent.normalize_q = False  # the official --without_Q_norm
-    assert agent.actor_loss(batch).item() == pytest.approx(3.0 + 0.3 * n, rel=1e-6)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(3.0 + 0.3 * n, rel=1e-6)
     # The penalty's gradient reaches the actor through the frozen VAE and stays off the VAE.
-    agent.actor_loss(batch).backward()
+    agent.actor_loss(batch)[0].backward()
     assert all(p.grad is None for p in policy.vae.parameters())
     assert policy.actor.net.layers[-1].bias.grad.abs().sum() > 0
 
@@ -171,7 +171,7 @@ def test_lambda_is_constant_offline_and_cools_during_finetune(hopper):
     # The actor loss carries the cooled weight: Q > 0 everywhere and n(s) = 1 give -1 + lambda_t.
     set_constant_output(agent.critic.net, [2.0, 2.0])
     agent.density_loss = lambda obs, actions: torch.ones(len(obs))
-    assert agent.actor_loss(fixed_batch()).item() == pytest.approx(-1.0 + 0.08)
+    assert agent.actor_loss(fixed_batch())[0].item() == pytest.approx(-1.0 + 0.08)
     # Offline again, lambda is constant; without cooling it is constant online too.
     agent.learn(2)
     assert agent.current_lambda() == 0.4

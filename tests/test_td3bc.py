@@ -58,7 +58,9 @@ def test_critic_loss_by_hand(hopper):
     set_constant_output(policy.critic.net, [1.0, 2.0])  # Q1 = 1, Q2 = 2 everywhere
     set_constant_output(policy.critic_target.net, [3.0, 5.0])  # min target Q = 3
     batch = fixed_batch()
-    loss, q = agent.critic_loss(batch)
+    loss, stats = agent.critic_loss(batch)
+    q = agent.critic(batch.observations, batch.actions)
+    assert stats["q_mean"].item() == 1.5
     # y = r + 0.9 * (1 - d) * 3 = [3.7, -0.5, 4.7, 2.95]
     y = np.array([1.0 + 2.7, -0.5, 2.0 + 2.7, 0.25 + 2.7])
     expected = np.mean((1.0 - y) ** 2) + np.mean((2.0 - y) ** 2)
@@ -76,7 +78,7 @@ def test_actor_loss_by_hand(hopper):
     pi = np.tanh([0.5, -0.25, 0.0])
     bc = np.mean((pi[None, :] - batch.actions.numpy()) ** 2)
     # lambda = 2.5 / |4| and -lambda * mean Q1 = -2.5
-    assert agent.actor_loss(batch).item() == pytest.approx(-2.5 + bc, rel=1e-6)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(-2.5 + bc, rel=1e-6)
 
 
 def test_losses_match_plain_pytorch_with_random_weights(hopper):
@@ -102,7 +104,7 @@ def test_losses_match_plain_pytorch_with_random_weights(hopper):
         q1 = mlp(policy.critic.net, 0, torch.cat([batch.observations, pi], 1))[:, 0]
         expected_actor = -agent.alpha / q1.abs().mean() * q1.mean() + F.mse_loss(pi, batch.actions)
     assert agent.critic_loss(batch)[0].item() == pytest.approx(expected_critic.item(), rel=1e-5)
-    assert agent.actor_loss(batch).item() == pytest.approx(expected_actor.item(), rel=1e-5)
+    assert agent.actor_loss(batch)[0].item() == pytest.approx(expected_actor.item(), rel=1e-5)
 
 
 def test_actor_and_targets_update_every_policy_delay_steps(hopper):

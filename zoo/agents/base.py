@@ -371,9 +371,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ logging without host syncs
 
     def _record(self, **stats: torch.Tensor) -> None:
-        """Accumulate training statistics on the device; they are read (one sync) only when dumped."""
+        """Accumulate training statistics on the device (a tensor with more than one element counts as its
+        mean); they are read (one sync) only when dumped. Losses return their statistics, updates log them."""
         for name, value in stats.items():
             value = value.detach()
+            if value.dim() > 0:
+                value = value.mean()
             if name in self._stat_sums:
                 self._stat_sums[name] += value
                 self._stat_counts[name] += 1

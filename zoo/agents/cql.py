@@ -171,9 +171,6 @@ class CQL(SAC):
             **kwargs,
         )
 
-    def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_cql_gap"]
-
     @property
     def alpha_prime(self) -> torch.Tensor:
         """The Lagrange multiplier clip(exp(log alpha'), 0, 1e6), detached (a device scalar)."""
@@ -211,17 +208,27 @@ class CQL(SAC):
                 value = value - alpha * next_log_prob.gather(0, best.unsqueeze(0)).squeeze(0)
             return value
 
-    def td_target(self, batch: Batch, alpha: torch.Tensor, samples: CQLSamples | None = None) -> torch.Tensor:
-        """r + gamma (1 - terminated) v' (see backup_value)."""
-        samples = self.sample_actions(batch) if samples is None else samples
-        value = self.backup_value(batch.next_observations, samples.backup, samples.backup_log_prob, alpha)
+    def td_target(
+        self,
+        batch: Batch,
+        alpha: torch.Tensor,
+        next_actions: torch.Tensor | None = None,
+        next_log_prob: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """r + gamma (1 - terminated) v' (see backup_value), over the K' backup actions (K', batch, |A|) at
+        s' (drawn here when not given)."""
+        if next_actions is None:
+            samples = self.sample_actions(batch)
+            next_actions, next_log_prob = samples.backup, samples.backup_log_prob
+        value = self.backup_value(batch.next_observations, next_actions, next_log_prob, alpha)
         return batch.rewards + self.gamma * (1.0 - batch.terminations) * value
 
     def bound_policy_values(
         self, q_next: torch.Tensor, q_current: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The Q-values of the policy-sampled actions as they enter the logsumexp (Cal-QL bounds them)."""
-        return q_next, q_current
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The Q-values of the policy-sampled actions as they enter the logsumexp (Cal-QL bounds them), and
+        statistics."""
+        return q_next, q_current, {}
 
     def conservative_gap(
         self,
@@ -232,9 +239,10 @@ class CQL(SAC):
         next_log_prob: torch.Tensor,
         current_log_prob: torch.Tensor,
         batch: Batch,
-    ) -> torch.Tensor:
-        """Per critic: mean_batch clip(T logsumexp(X / T) - Q(s, a)); Q's (n_critics, [K,] batch) -> (n_critics,)."""
-        q_next, q_current = self.bound_policy_values(q_next, q_current, batch)
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Per critic: mean_batch clip(T logsumexp(X / T) - Q(s, a)); Q's (n_critics, [K,] batch) -> (n_critics,).
+        Returns (gap, statistics)."""
+        q_next, q_current, stats = self.bound_policy_values(q_next, q_current, batch)
         if self.importance_sample:
             random_log_density = self.policy.act_dim * math.log(0.5)  # U(-1, 1)^|A|
             candidates = torch.cat(
@@ -246,49 +254,54 @@ class CQL(SAC):
         diff = soft_max - q_data
         if self.cql_clip_diff_min > -math.inf or self.cql_clip_diff_max < math.inf:
             diff = diff.clamp(self.cql_clip_diff_min, self.cql_clip_diff_max)
-        return diff.mean(dim=1)
+        return diff.mean(dim=1), stats
 
-    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum_i MSE(Q_i(s, a), y) + conservative term; returns (loss, Q(s, a) of all critics)."""
+    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum_i MSE(Q_i(s, a), y) + conservative term; returns (loss, statistics). The statistics carry
+        the per-critic gaps (`cql_gap`, detached), which the Lagrange step reads."""
         k = self.n_actions
         # Sampled actions and the TD target (no gradient).
         samples = self.sample_actions(batch)
-        target = self.td_target(batch, alpha, samples)
+        target = self.td_target(batch, alpha, samples.backup, samples.backup_log_prob)
         # One ensemble call: the data action, then K random, K next-policy, K current-policy actions, all at s.
         actions = torch.cat([batch.actions.unsqueeze(0), samples.random, samples.next, samples.current])
         q_all = self.q_values(self.critic, batch.observations, actions)
         q = q_all[:, 0]
         bellman = ensemble_mse(q, target)
         # Conservative term per critic.
-        gap = self.conservative_gap(
+        gap, stats = self.conservative_gap(
             q, q_all[:, 1 : 1 + k], q_all[:, 1 + k : 1 + 2 * k], q_all[:, 1 + 2 * k :],
             samples.next_log_prob, samples.current_log_prob, batch,
         )
         if self.cql_lagrange:
             conservative = self.alpha_prime * self.cql_weight * (gap - self.cql_target_action_gap)
-            self._cql_gap = gap.detach()  # the multiplier's step reads it after the critics' step
         else:
             conservative = self.cql_weight * gap
-        self._record(bellman_loss=bellman, cql_gap=gap.mean(), q_random=q_all[:, 1 : 1 + k].mean())
-        return bellman + conservative.sum(), q
+        stats = {
+            "q_mean": q.mean(), **stats, "bellman_loss": bellman, "cql_gap": gap.detach(),
+            "q_random": q_all[:, 1 : 1 + k].mean(),
+        }
+        return bellman + conservative.sum(), stats
 
-    def alpha_prime_loss(self, gap: torch.Tensor) -> torch.Tensor:
+    def alpha_prime_loss(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-mean_i(alpha' w (gap_i - target_action_gap)), gaps detached: alpha' grows while gap > tau."""
         alpha_prime = self.policy.log_alpha_prime.exp().clamp(0.0, 1e6)
-        return -(alpha_prime * self.cql_weight * (gap.detach() - self.cql_target_action_gap)).mean()
+        return -(alpha_prime * self.cql_weight * (gap.detach() - self.cql_target_action_gap)).mean(), {}
 
     # ------------------------------------------------------------------ one update
 
-    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
-        """SAC's temperature, actor and critic steps (critic loss with the conservative term), then alpha'."""
-        super().rl_update(batch, critic_loss)
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """SAC's temperature, actor and critic steps (critic loss with the conservative term), then alpha' on
+        the gaps that critic loss returned."""
+        critic_stats = super().rl_update(batch, critic_loss)
         if self.cql_lagrange and critic_loss is None:
             policy = self.policy
-            loss = self.alpha_prime_loss(self._cql_gap)
+            loss, stats = self.alpha_prime_loss(critic_stats["cql_gap"])
             policy.alpha_prime_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             policy.alpha_prime_optimizer.step()
-            self._record(alpha_prime_loss=loss, alpha_prime=self.alpha_prime)
+            self._record(**stats, alpha_prime_loss=loss, alpha_prime=self.alpha_prime)
+        return critic_stats
 
 
 class CalQL(CQL):
@@ -373,11 +386,11 @@ class CalQL(CQL):
 
     def bound_policy_values(
         self, q_next: torch.Tensor, q_current: torch.Tensor, batch: Batch
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """max(Q, G) for the next- and current-policy actions; G broadcast over critics and samples."""
         bound = batch.mc_returns
-        self._record(calql_bound_rate=(q_current < bound).float().mean())
-        return torch.maximum(q_next, bound), torch.maximum(q_current, bound)
+        stats = {"calql_bound_rate": (q_current < bound).float().mean()}
+        return torch.maximum(q_next, bound), torch.maximum(q_current, bound), stats
 
 
 __all__ = ["CQL", "CQLPolicy", "CalQL"]

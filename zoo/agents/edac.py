@@ -109,8 +109,8 @@ class EDAC(SAC):
         q, diversity = self.q_and_diversity(observations, actions)
         return q, self.eta * diversity
 
-    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum_i MSE(Q_i(s, a), y) + eta * ES; returns (loss, Q(s, a) of all critics)."""
+    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum_i MSE(Q_i(s, a), y) + eta * ES; returns (loss, statistics)."""
         if self.eta == 0.0:  # SAC-N
             return super().critic_loss(batch, alpha)
         # The SAC-N target: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
@@ -118,8 +118,7 @@ class EDAC(SAC):
         # One forward of the ensemble at (s, a) serves the TD loss and the gradient-diversity term.
         q, diversity = self.q_and_diversity(batch.observations, batch.actions)
         td_loss = ensemble_mse(q, target)
-        self._record(critic_td_loss=td_loss, diversity_loss=diversity)
-        return td_loss + self.eta * diversity, q
+        return td_loss + self.eta * diversity, {"q_mean": q.mean(), "critic_td_loss": td_loss, "diversity_loss": diversity}
 
 
 __all__ = ["EDAC", "EDAC_POLICY_DEFAULTS"]

@@ -334,10 +334,10 @@ class OnlinePretraining:
 
     # ------------------------------------------------------------------ losses
 
-    def online_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q_on's TD3 critic loss on its own targets; returns (loss, Q_on(s, a) of both critics)."""
+    def online_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q_on's TD3 critic loss on its own targets; returns (loss, statistics)."""
         q = self.policy.online_critic(batch.observations, batch.actions)
-        return ensemble_mse(q, self.td_target(batch, self.policy.online_critic_target)), q
+        return ensemble_mse(q, self.td_target(batch, self.policy.online_critic_target)), {"online_q_mean": q.mean()}
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: the base's Q."""
@@ -426,8 +426,8 @@ class OnlinePretraining:
 
         # 3. TD3 critic steps for Q_off (the base's loss) and Q_on, on the same batch (disjoint weights).
         with self.autocast():
-            critic_loss, q_off = self.critic_loss(batch)
-            online_critic_loss, q_on = self.online_critic_loss(batch)
+            critic_loss, critic_stats = self.critic_loss(batch)
+            online_critic_loss, online_stats = self.online_critic_loss(batch)
         policy.critic_optimizer.zero_grad(set_to_none=True)
         policy.online_critic_optimizer.zero_grad(set_to_none=True)
         (critic_loss + online_critic_loss).backward()
@@ -438,8 +438,8 @@ class OnlinePretraining:
             priority_mean=priorities.mean(),
             critic_loss=critic_loss,
             online_critic_loss=online_critic_loss,
-            q_mean=q_off.mean(),
-            online_q_mean=q_on.mean(),
+            **critic_stats,
+            **online_stats,
         )
 
         # 4. Delayed actor step on Q_mix (through `actor_q`), then every target follows.
@@ -460,7 +460,7 @@ class OPT(OnlinePretraining, TD3BC):
     def __init__(self, dataset: OfflineDataset | None = None, *, online_utd_ratio: int = 5, **kwargs: Any):
         super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
 
-    def actor_loss(self, batch: Batch) -> torch.Tensor:
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Phase 3: TD3's -mean Q_mix(s, pi(s)); offline: TD3+BC's loss."""
         if self._finetuning:
             return TD3.actor_loss(self, batch)

@@ -73,31 +73,34 @@ class Imitation(Pretraining):
             )
         }
 
-    def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
+    def critic_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum_i MSE(Q_i(s, a), G) [loss-normalised mix with the agent's TD loss]; (loss, statistics)."""
         q = agent.critic(batch.observations, batch.actions)
         mc_loss = ensemble_mse(q, batch.returns_to_go)
         if self.td_weight == 0.0:
-            return mc_loss
+            return mc_loss, {}
         td_loss, _ = agent.critic_loss(batch)
-        return (1 - self.td_weight) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
+        mixed = (1 - self.td_weight) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
+        return mixed, {}
 
-    def actor_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
-        return F.mse_loss(agent.actor(batch.observations), batch.actions)
+    def actor_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """MSE(pi(s), a); (loss, statistics)."""
+        return F.mse_loss(agent.actor(batch.observations), batch.actions), {}
 
     def update(self, agent: "TD3", batch: "Batch") -> None:
         policy = agent.policy
         with agent.autocast():
-            critic_loss = self.critic_loss(agent, batch)
+            critic_loss, critic_stats = self.critic_loss(agent, batch)
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         policy.critic_optimizer.step()
         with agent.autocast():
-            actor_loss = self.actor_loss(agent, batch)
+            actor_loss, actor_stats = self.actor_loss(agent, batch)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         policy.actor_optimizer.step()
         agent.soft_update(*agent._target_pairs, agent.tau)
-        agent._record(pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
+        agent._record(**critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
 
 
 class TransitionPrediction(Pretraining):
@@ -127,13 +130,15 @@ class TransitionPrediction(Pretraining):
                 "policy_kwargs={'shared_q': True} (the psqn key does)."
             )
 
-    def critic_loss(self, agent: "TD3", batch: "Batch") -> torch.Tensor:
+    def critic_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum_i MSE(g_i(h_i(s, a)), s'); (loss, statistics)."""
         predicted = agent.critic.predict_next_observation(batch.observations, batch.actions)
-        return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum()
+        return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum(), {}
 
     def update(self, agent: "TD3", batch: "Batch") -> None:
         with agent.autocast():
-            loss = self.critic_loss(agent, batch)
+            loss, stats = self.critic_loss(agent, batch)
+        agent._record(**stats)
         agent.rl_update(batch, critic_loss=loss)
 
     def finish(self, agent: "TD3") -> None:
@@ -286,19 +291,21 @@ class SoftImitation(Pretraining):
 
     # ------------------------------------------------------------------ losses and updates
 
-    def actor_loss(self, agent, batch: "Batch", log_prob: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """mean(alpha log pi(a~|s) - log pi(a_data|s))."""
-        return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean()
+    def actor_loss(
+        self, agent, batch: "Batch", log_prob: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """mean(alpha log pi(a~|s) - log pi(a_data|s)); (loss, statistics)."""
+        return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean(), {}
 
-    def critic_loss(self, agent, batch: "Batch") -> tuple[torch.Tensor, torch.Tensor]:
+    def critic_loss(self, agent, batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + the agent's critic term (EDAC: eta ES);
-        returns (loss, that term)."""
+        returns (loss, statistics: that term as `pretrain_critic_penalty`)."""
         q, penalty = agent.q_and_penalty(batch.observations, batch.actions)  # EDAC: one forward for both
         loss = (q - batch.soft_returns_to_go).pow(2).mean()
         if self.td_weight > 0.0:
             td_loss = ensemble_mse(q, agent.td_target(batch, agent.alpha))
             loss = (1 - self.td_weight) * loss / loss.detach() + self.td_weight * td_loss / td_loss.detach()
-        return loss + penalty, penalty
+        return loss + penalty, {"pretrain_critic_penalty": penalty}
 
     def update(self, agent, batch: "Batch") -> None:
         if agent._n_updates <= self.bc_steps(agent):
@@ -317,22 +324,22 @@ class SoftImitation(Pretraining):
         agent.alpha_step(log_prob)
         alpha = agent.alpha
         with agent.autocast():
-            actor_loss = self.actor_loss(agent, batch, log_prob, alpha)
+            actor_loss, stats = self.actor_loss(agent, batch, log_prob, alpha)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=agent._actor_params)
         policy.actor_optimizer.step()
-        agent._record(pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
+        agent._record(**stats, pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
 
     def critic_update(self, agent, batch: "Batch") -> None:
         """Phase B: the critics on the soft Monte-Carlo returns; the targets follow."""
         policy = agent.policy
         with agent.autocast():
-            critic_loss, penalty = self.critic_loss(agent, batch)
+            critic_loss, stats = self.critic_loss(agent, batch)
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward(inputs=agent._critic_params)
         policy.critic_optimizer.step()
         agent.soft_update(*agent._target_pairs, agent.tau)
-        agent._record(pretrain_critic_loss=critic_loss, pretrain_critic_penalty=penalty)
+        agent._record(pretrain_critic_loss=critic_loss, **stats)
 
     def finish(self, agent) -> None:
         self._source = None  # the episode layout is only needed at the switch (rebuilt with the table)

@@ -184,19 +184,31 @@ class SAC(OfflineAlgorithm):
 
     # ------------------------------------------------------------------ losses
 
-    def alpha_loss(self, log_prob: torch.Tensor) -> torch.Tensor:
-        """-mean(log_alpha * (log pi(a~|s) + H_target)), log pi detached."""
-        return -(self.policy.log_alpha * (log_prob.detach() + self._target_entropy)).mean()
+    def alpha_loss(self, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-mean(log_alpha * (log pi(a~|s) + H_target)), log pi detached; returns (loss, statistics)."""
+        return -(self.policy.log_alpha * (log_prob.detach() + self._target_entropy)).mean(), {}
 
-    def actor_loss(self, batch: Batch, actions: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    def actor_loss(
+        self, batch: Batch, actions: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """mean(alpha log pi(a~|s) - min_i Q_i(s, a~)) for a~ ~ pi(s), reparameterised."""
         q = self.critic(batch.observations, actions).min(dim=0).values
-        return (alpha * log_prob - q).mean()
+        return (alpha * log_prob - q).mean(), {}
 
-    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor:
-        """r + gamma (1 - terminated) (min_i Q'_i(s', a') [- alpha log pi(a'|s')]), a' ~ pi(s')."""
+    def td_target(
+        self,
+        batch: Batch,
+        alpha: torch.Tensor,
+        next_actions: torch.Tensor | None = None,
+        next_log_prob: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """r + gamma (1 - terminated) (min_i Q'_i(s', a') [- alpha log pi(a'|s')]), a' ~ pi(s') unless given.
+
+        The SAC family's one signature: CQL passes its K' backup actions (K', batch, |A|) and takes a max.
+        """
         with torch.no_grad():
-            next_actions, next_log_prob = self.actor(batch.next_observations)
+            if next_actions is None:
+                next_actions, next_log_prob = self.actor(batch.next_observations)
             next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=0).values
             if self.backup_entropy:
                 next_q = next_q - alpha * next_log_prob
@@ -207,11 +219,11 @@ class SAC(OfflineAlgorithm):
         weighted (SAC-N: none, 0; EDAC: eta * gradient diversity). Pretraining recipes add it to their loss."""
         return self.critic(observations, actions), torch.zeros((), device=observations.device)
 
-    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """sum_i MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
+    def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """sum_i MSE(Q_i(s, a), y); returns (loss, statistics)."""
         target = self.td_target(batch, alpha)
         q = self.critic(batch.observations, batch.actions)
-        return ensemble_mse(q, target), q
+        return ensemble_mse(q, target), {"q_mean": q.mean()}
 
     # ------------------------------------------------------------------ one update
 
@@ -219,11 +231,11 @@ class SAC(OfflineAlgorithm):
         """One step of the temperature on L_alpha (nothing when ent_coef is fixed)."""
         if not self._learn_alpha:
             return
-        alpha_loss = self.alpha_loss(log_prob)
+        alpha_loss, stats = self.alpha_loss(log_prob)
         self.policy.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.policy.alpha_optimizer.step()
-        self._record(alpha_loss=alpha_loss)
+        self._record(**stats, alpha_loss=alpha_loss)
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
         for _ in range(gradient_steps):
@@ -232,17 +244,18 @@ class SAC(OfflineAlgorithm):
             if not self.pretraining_step(batch):
                 self.rl_update(batch)
 
-    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Temperature, actor and critics from the same pre-update networks, then one step each; a
-        pretraining recipe may pass its own critic objective (PSQN's transition prediction)."""
+        pretraining recipe may pass its own critic objective (PSQN's transition prediction). Returns the
+        critic loss's statistics (empty for a recipe's objective)."""
         policy = self.policy
+        critic_stats: dict[str, torch.Tensor] = {}
         with self.autocast():
             actions, log_prob = self.actor(batch.observations)
             alpha = self.alpha
-            actor_loss = self.actor_loss(batch, actions, log_prob, alpha)
+            actor_loss, actor_stats = self.actor_loss(batch, actions, log_prob, alpha)
             if critic_loss is None:
-                critic_loss, q = self.critic_loss(batch, alpha)
-                self._record(q_mean=q.mean())
+                critic_loss, critic_stats = self.critic_loss(batch, alpha)
         self.alpha_step(log_prob)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)  # the critics' gradients come from their own loss
@@ -251,4 +264,6 @@ class SAC(OfflineAlgorithm):
         critic_loss.backward()  # only critic weights are in this graph (a frozen PSQN backbone is left out)
         policy.critic_optimizer.step()
         self.soft_update(*self._target_pairs, self.tau)
+        self._record(**critic_stats, **actor_stats)
         self._record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())
+        return critic_stats

@@ -239,11 +239,11 @@ class SPOT(TD3):
 
     # ------------------------------------------------------------------ losses
 
-    def vae_loss(self, batch: Batch) -> torch.Tensor:
+    def vae_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean over the batch of elbo_loss(s, a), one latent sample: thuml/SPOT train_vae.py's loss."""
-        return self.policy.vae.elbo_loss(batch.observations, batch.actions, self.beta).mean()
+        return self.policy.vae.elbo_loss(batch.observations, batch.actions, self.beta).mean(), {}
 
-    def actor_loss(self, batch: Batch) -> torch.Tensor:
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-mean Q(s, pi(s)) / mean|Q(s, pi(s))| (detached) + lambda_t * mean n(s), n from the frozen VAE."""
         obs = batch.observations
         pi = self.actor(obs)
@@ -251,8 +251,7 @@ class SPOT(TD3):
         q_term = -q.mean() / q.abs().mean().detach() if self.normalize_q else -q.mean()
         density = self.density_loss(obs, pi).mean()
         lambd = self.current_lambda()
-        self._record(neg_log_beta=density, lambd=torch.tensor(lambd))
-        return q_term + lambd * density
+        return q_term + lambd * density, {"neg_log_beta": density, "lambd": torch.tensor(lambd)}
 
     # ------------------------------------------------------------------ one update
 
@@ -269,11 +268,11 @@ class SPOT(TD3):
         """One step of the VAE phase (actor and critics untouched); the VAE freezes after the last one."""
         policy = self.policy
         with self.autocast():
-            loss = self.vae_loss(batch)
+            loss, stats = self.vae_loss(batch)
         policy.vae_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         policy.vae_optimizer.step()
-        self._record(vae_loss=loss)
+        self._record(**stats, vae_loss=loss)
         if self._n_updates == self.vae_steps:
             self.freeze_vae()
 

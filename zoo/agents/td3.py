@@ -148,19 +148,19 @@ class TD3(OfflineAlgorithm):
             next_q = critic_target(batch.next_observations, next_actions).min(dim=0).values
             return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
 
-    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, Q(s, a) of all critics)."""
+    def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, statistics)."""
         target = self.td_target(batch)
         q = self.critic(batch.observations, batch.actions)
-        return ensemble_mse(q, target), q
+        return ensemble_mse(q, target), {"q_mean": q.mean()}
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The Q-value the actor climbs: Q_1(s, a) (OPT swaps in its kappa-mix of two critics)."""
         return self.critic(observations, actions, members=slice(0, 1))[0]
 
-    def actor_loss(self, batch: Batch) -> torch.Tensor:
-        """-mean Q_1(s, pi(s))."""
-        return -self.actor_q(batch.observations, self.actor(batch.observations)).mean()
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-mean Q_1(s, pi(s)); returns (loss, statistics)."""
+        return -self.actor_q(batch.observations, self.actor(batch.observations)).mean(), {}
 
     # ------------------------------------------------------------------ one update
 
@@ -176,14 +176,14 @@ class TD3(OfflineAlgorithm):
         policy = self.policy
 
         # Critic step on the twin TD targets (or the recipe's objective).
+        stats: dict[str, torch.Tensor] = {}
         with self.autocast():
             if critic_loss is None:
-                critic_loss, q = self.critic_loss(batch)
-                self._record(q_mean=q.mean())
+                critic_loss, stats = self.critic_loss(batch)
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         policy.critic_optimizer.step()
-        self._record(critic_loss=critic_loss)
+        self._record(**stats, critic_loss=critic_loss)
 
         self.delayed_actor_step(batch)
 
@@ -194,9 +194,9 @@ class TD3(OfflineAlgorithm):
             return
         policy = self.policy
         with self.autocast():
-            actor_loss = self.actor_loss(batch)
+            actor_loss, stats = self.actor_loss(batch)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)
         policy.actor_optimizer.step()
         self.soft_update(*(target_pairs or self._target_pairs), self.tau)
-        self._record(actor_loss=actor_loss)
+        self._record(**stats, actor_loss=actor_loss)

@@ -28,12 +28,12 @@ class TD3BC(TD3):
         self.alpha = alpha
         super().__init__(dataset, **kwargs)
 
-    def actor_loss(self, batch: Batch) -> torch.Tensor:
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """-lambda * mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1(s, pi(s))| (detached)."""
         pi = self.actor(batch.observations)
         q = self.actor_q(batch.observations, pi)
         lmbda = self.alpha / q.abs().mean().detach()
-        return -lmbda * q.mean() + F.mse_loss(pi, batch.actions)
+        return -lmbda * q.mean() + F.mse_loss(pi, batch.actions), {}
 
 
 __all__ = ["TD3BC", "TD3Policy"]
