@@ -142,7 +142,7 @@ def test_bad_precision_and_mismatched_dataset_are_clear_errors(hopper_small):
 def test_writing_episodes_that_do_not_fit_the_env_is_refused(minari_root_per_test):
     bad_actions = hand_episode(0, 3)
     bad_actions.actions[1, 0] = 1.5
-    with pytest.raises(ValueError, match="outside Hopper-v5's bounds"):
+    with pytest.raises(ValueError, match="action outside Hopper-v5's action space in 'actions' at step 1"):
         write_dataset("zoo/hopper/bad-v0", [bad_actions], env_id="Hopper-v5")
     wrong_shape = hand_episode(0, 3)
     wrong_shape.observations = wrong_shape.observations[:, :5]
