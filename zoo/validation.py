@@ -15,6 +15,7 @@ came from.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -263,16 +264,18 @@ def _zoo_inits(cls: type) -> Iterable[Callable]:
             yield vars(klass)["__init__"]
 
 
-def parameters(cls: type) -> dict[str, inspect.Parameter]:
+@functools.lru_cache(maxsize=None)
+def parameters(cls: type) -> Mapping[str, inspect.Parameter]:
     """Every keyword the constructors along `cls`'s MRO take, with its annotation resolved to a type and
-    its default (the most derived definition wins)."""
+    its default (the most derived definition wins). Cached: classes do not change their signatures, and
+    every agent construction asks (read-only mapping)."""
     found: dict[str, inspect.Parameter] = {}
     for init in _zoo_inits(cls):
         for name, parameter in inspect.signature(init).parameters.items():
             if name in STRUCTURAL or name in found or parameter.kind is parameter.VAR_KEYWORD:
                 continue
             found[name] = parameter.replace(annotation=_resolve(parameter.annotation, init))
-    return found
+    return types.MappingProxyType(found)
 
 
 def _resolve(annotation: Any, init: Callable) -> Any:
