@@ -80,6 +80,23 @@ def test_unknown_dataset_on_the_command_line_is_a_clear_error(capsys):
     assert "zoo/hopper/nothing-v0" in err and "Local datasets" in err
 
 
+def test_settings_are_refused_before_any_data_loads(tmp_path, capsys):
+    # No AntMaze dataset exists here: the uncovered domain is reported, not the missing data.
+    out = tmp_path / "run"
+    assert main(["train", "--algo", "td3bc-mc", "--dataset", "D4RL/antmaze/umaze-v1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "td3bc-mc.yml has no settings for 'D4RL/antmaze/umaze-v1'" in err and "Local datasets" not in err
+    assert main(["train", "--algo", "spot", "--dataset", "zoo/hopper/nothing-v0", "--set", "lambd=-1"]) == 2
+    assert "lambd=-1 (from --set)" in capsys.readouterr().err
+    hyper = tmp_path / "mine.yml"
+    hyper.write_text("default: {alpha: 2.5}\nhoper: {alpha: 10.0}\n")
+    assert main(["train", "--algo", "td3bc", "--dataset", "zoo/hopper/nothing-v0", "--hyperparams", str(hyper)]) == 2
+    assert "section 'hoper' matches no dataset id, env or domain the zoo knows; did you mean 'hopper'?" in (
+        capsys.readouterr().err
+    )
+    assert not out.exists()  # refused before any run folder
+
+
 def test_hyperparams_merge_default_env_and_dataset(tmp_path):
     hyper = tmp_path / "td3bc.yml"
     hyper.write_text(

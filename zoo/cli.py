@@ -33,11 +33,12 @@ def _quickstart(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from zoo.config import parse_assignments
+    from zoo.config import load_hyperparams, parse_assignments
     from zoo.data import load_dataset
     from zoo.runs import train_offline
 
     overrides = {"device": args.device, **({"base": args.base} if args.base else {}), **parse_assignments(args.set)}
+    load_hyperparams(args.algo, args.dataset, args.hyperparams, overrides)  # refused before the data loads
     dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=args.seed, device=args.device)
     out = args.out or os.path.join("runs", args.algo, args.dataset.replace("/", "_"), f"seed{args.seed}")
     result = train_offline(
@@ -138,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     quick = sub.add_parser("quickstart", help="make the embedded Hopper dataset, train TD3+BC on it, report")
-    quick.add_argument("--steps", type=int, default=None, help="gradient steps (default: hyperparams/td3bc.yml)")
+    quick.add_argument("--steps", type=int, default=None, help="gradient steps (default: zoo/hyperparams/td3bc.yml)")
     quick.add_argument("--dataset-steps", type=int, default=50_000, help="transitions in the dataset")
     quick.add_argument("--out", default="runs/quickstart")
     quick.add_argument("--seed", type=int, default=0)
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--finetune-steps", type=int, default=None, help="online env steps after offline learning (default: YAML, 0)"
     )
-    train.add_argument("--hyperparams", default=None, help="YAML file instead of hyperparams/<algo>.yml")
+    train.add_argument("--hyperparams", default=None, help="YAML file instead of the shipped zoo/hyperparams/<algo>.yml")
     train.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE",
         help="override a hyperparameter or run setting (YAML value), e.g. --set pretrain_steps=2000; repeatable",
