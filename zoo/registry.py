@@ -10,6 +10,7 @@ from zoo.agents.cql import CQL, CalQL
 from zoo.agents.edac import EDAC
 from zoo.agents.opt import OPT, OPTSPOT
 from zoo.data.dataset import OfflineDataset
+from zoo.errors import ConfigError
 
 @dataclass(frozen=True)
 class AgentSpec:
@@ -90,7 +91,7 @@ def agent_spec(key: str) -> AgentSpec:
     try:
         return AGENTS[key]
     except KeyError:
-        raise ValueError(f"Unknown agent '{key}'. Available: {', '.join(sorted(AGENTS))}.") from None
+        raise ConfigError(f"Unknown agent '{key}'. Available: {', '.join(sorted(AGENTS))}.") from None
 
 
 def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwargs: Any) -> OfflineAlgorithm:
@@ -101,7 +102,7 @@ def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwa
     if base is not None:
         if base not in spec.bases:
             supported = ", ".join(sorted(spec.bases)) or "none besides its own"
-            raise ValueError(f"'{key}' cannot be built on '{base}'. Supported bases: {supported}.")
+            raise ConfigError(f"'{key}' cannot be built on '{base}'. Supported bases: {supported}.")
         cls = spec.bases[base]
     merged = {**spec.defaults, **kwargs}
     if "policy_kwargs" in spec.defaults and "policy_kwargs" in kwargs:
