@@ -85,13 +85,18 @@ def test_every_agent_round_trips(key, dataset, tmp_path):
     assert config["agent"]["key"] == key and config["agent"]["class"] == type(agent).__name__
     assert config["dataset"]["id"] == TINY and config["task"]["env_id"] == "Hopper-v5"
     assert config["training"]["gradient_steps"] == 4 and config["optimizers"] is None
-    assert not any(name.startswith("optimizer.") for name in safetensors_load((folder / WEIGHTS_NAME).read_bytes()))
+    assert not any(
+        name.startswith("optimizer.") for name in safetensors_load((folder / WEIGHTS_NAME).read_bytes())
+    )
 
     loaded = load_checkpoint(folder, device="cpu")
     assert type(loaded) is type(agent) and loaded.dataset is None
     np.testing.assert_array_equal(actions(loaded), actions(agent))
     assert loaded.training_counters == agent.training_counters
-    assert read_checkpoint_config(save_checkpoint(loaded, tmp_path / "again", key=key))["agent"] == config["agent"]
+    assert (
+        read_checkpoint_config(save_checkpoint(loaded, tmp_path / "again", key=key))["agent"]
+        == config["agent"]
+    )
     for name, tensor in agent.policy.state_dict().items():
         assert torch.equal(loaded.policy.state_dict()[name], tensor), name
     if agent.normalize_observations:  # the dataset's normaliser came back (not the rebuilt zeros)
@@ -105,8 +110,12 @@ def test_continued_learning_equals_uninterrupted(key, dataset, tmp_path):
     agent = tiny_agent(key, dataset)
     agent.learn(4)
     folder = save_checkpoint(
-        agent, tmp_path / "ck", include_optimizer=True, extra_tensors={"rng/torch": torch.get_rng_state()},
-        run_info={"note": "mid-run"}, key=key,
+        agent,
+        tmp_path / "ck",
+        include_optimizer=True,
+        extra_tensors={"rng/torch": torch.get_rng_state()},
+        run_info={"note": "mid-run"},
+        key=key,
     )
     agent.learn(4, reset_num_timesteps=False)
 
@@ -124,7 +133,8 @@ def test_continued_learning_equals_uninterrupted(key, dataset, tmp_path):
 
 
 def test_without_optimizer_state_training_differs_and_is_refused_to_load(dataset, tmp_path):
-    """The small checkpoint has no Adam moments: load_optimizer=True says so; learning on starts fresh Adam."""
+    """The small checkpoint has no Adam moments: load_optimizer=True says so; it is less than half the
+    size of one with them."""
     agent = tiny_agent("td3bc", dataset)
     agent.learn(4)
     folder = save_checkpoint(agent, tmp_path / "ck")
@@ -185,7 +195,9 @@ def rewrite_weights(folder: Path, change) -> None:
     change(tensors)
     data = safetensors_save(tensors)
     (folder / WEIGHTS_NAME).write_bytes(data)
-    rewrite_config(folder, lambda c: c["tensors"].update(sha256=__import__("hashlib").sha256(data).hexdigest()))
+    rewrite_config(
+        folder, lambda c: c["tensors"].update(sha256=__import__("hashlib").sha256(data).hexdigest())
+    )
 
 
 def test_tensors_that_do_not_match_the_config_are_refused(dataset, tmp_path):
@@ -195,7 +207,9 @@ def test_tensors_that_do_not_match_the_config_are_refused(dataset, tmp_path):
     rewrite_config(folder, lambda c: c["agent"]["kwargs"]["policy_kwargs"].update(net_arch=[16, 16]))
     with pytest.raises(DataError) as error:
         load_checkpoint(folder)
-    assert re.search(r"tensor 'policy\.\S+' has shape \[\d+, \d+, 8\].*needs \[\d+, \d+, 16\]", one_line(error))
+    assert re.search(
+        r"tensor 'policy\.\S+' has shape \[\d+, \d+, 8\].*needs \[\d+, \d+, 16\]", one_line(error)
+    )
 
     folder = save_checkpoint(agent, tmp_path / "ck2")
     rewrite_weights(folder, lambda t: t.pop("policy.critic_target.net.layers.0.weight"))
@@ -218,12 +232,18 @@ def test_tensors_that_do_not_match_the_config_are_refused(dataset, tmp_path):
         (lambda c: c["agent"].update(key="td3-bc"), "agent key 'td3-bc' is not in this zoo's registry"),
         (lambda c: c["agent"].update(**{"class": "CQL"}), "builds TD3BC, but the checkpoint says CQL"),
         (lambda c: c["agent"]["kwargs"].update(alfa=2.5), "has 'alfa', which TD3BC does not take"),
-        (lambda c: c["agent"]["kwargs"].update(batch_size="big"), "batch_size"),  # the constructor's own check
+        (
+            lambda c: c["agent"]["kwargs"].update(batch_size="big"),
+            "batch_size",
+        ),  # the constructor's own check
         (lambda c: c.update(format_version=99), "format version 99 is newer"),
         (lambda c: c.update(extra_field=1), "field 'extra_field' is not a known field"),
         (lambda c: c["training"].update(gradient_steps="4"), "field 'training.gradient_steps' must be int"),
         (lambda c: c["action_space"].update(low=[-1.0]), "field 'action_space.low' must list 3 numbers"),
-        (lambda c: c["observation_space"].update(dtype="int64"), "'observation_space.dtype' must be a float type"),
+        (
+            lambda c: c["observation_space"].update(dtype="int64"),
+            "'observation_space.dtype' must be a float type",
+        ),
     ],
 )
 def test_bad_config_fields_are_one_line(change, message, dataset, tmp_path):
@@ -268,7 +288,9 @@ def test_crafted_checkpoint_folder_runs_nothing(dataset, tmp_path):
 # ---------------------------------------------------------------------------------------------- SB3 zips
 
 
-def craft_sb3_zip(source: Path, target: Path, *, data_changes: dict | None = None, members: dict | None = None):
+def craft_sb3_zip(
+    source: Path, target: Path, *, data_changes: dict | None = None, members: dict | None = None
+):
     with zipfile.ZipFile(source) as archive:
         contents = {name: archive.read(name) for name in archive.namelist()}
     data = json.loads(contents["data"])
@@ -292,10 +314,18 @@ def test_crafted_sb3_zip_runs_nothing(dataset, tmp_path):
     original = json.loads(zipfile.ZipFile(tmp_path / "agent.zip").read("data"))
     # The payload replaces the pickles of fields SB3 stores with cloudpickle, readable copies kept.
     crafted = craft_sb3_zip(
-        tmp_path / "agent.zip", tmp_path / "crafted.zip",
+        tmp_path / "agent.zip",
+        tmp_path / "crafted.zip",
         data_changes={
             name: {**original[name], ":serialized:": payload}
-            for name in ("observation_space", "action_space", "task", "lr_schedule", "policy_class", "ep_info_buffer")
+            for name in (
+                "observation_space",
+                "action_space",
+                "task",
+                "lr_schedule",
+                "policy_class",
+                "ep_info_buffer",
+            )
         },
     )
     load_from_zip_file(crafted, device="cpu")  # SB3's own reader runs it ...
@@ -309,14 +339,18 @@ def test_crafted_sb3_zip_runs_nothing(dataset, tmp_path):
 
     # A setting the agent needs, stored as a pickle, is refused rather than run or silently defaulted.
     needed = craft_sb3_zip(
-        tmp_path / "agent.zip", tmp_path / "needed.zip", data_changes={"alpha": {":type:": "float", ":serialized:": payload}}
+        tmp_path / "agent.zip",
+        tmp_path / "needed.zip",
+        data_changes={"alpha": {":type:": "float", ":serialized:": payload}},
     )
     with pytest.raises(DataError, match=r"setting\(s\) \['alpha'\] are stored as pickled code"):
         TD3BC.load(needed)
     # A .pth member that is a pickle of an object, not tensors: torch.load(weights_only=True) refuses it.
     blob = tmp_path / "evil.pth"
     torch.save(Payload(marker), blob)
-    evil = craft_sb3_zip(tmp_path / "agent.zip", tmp_path / "evil.zip", members={"policy.pth": blob.read_bytes()})
+    evil = craft_sb3_zip(
+        tmp_path / "agent.zip", tmp_path / "evil.zip", members={"policy.pth": blob.read_bytes()}
+    )
     with pytest.raises(DataError, match="a .pth member holds more than tensors"):
         TD3BC.load(evil)
     assert not marker.exists()
@@ -339,7 +373,10 @@ def test_sb3_save_load_keeps_working(key, dataset, tmp_path):
 
 def run_zoo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, timeout=600,
+        [sys.executable, "-m", "zoo.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, **(env or {})},
     )
 
@@ -353,7 +390,8 @@ def test_zoo_eval_path_needs_no_algo(dataset, tmp_path):
     returns = evaluate_returns(agent_predict(agent), "Hopper-v5", 2, 5)
     score = agent.task.normalized_score(returns).mean()
     assert result.stdout.strip() == (
-        f"Hopper-v5: return {returns.mean():.1f} ± {returns.std():.1f} over 2 episodes, normalized score {score:.1f}"
+        f"Hopper-v5: return {returns.mean():.1f} ± {returns.std():.1f} over 2 episodes, normalized score "
+        f"{score:.1f}"
     )
     # An SB3 zip outside a run folder does not name its agent: one line asks for --algo.
     agent.save(tmp_path / "alone" / "agent.zip")
@@ -367,9 +405,25 @@ def test_zoo_export_of_a_real_train_run(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ZOO_HOME", str(tmp_path / "zoo_home"))
     run = tmp_path / "run"
     train = [
-        "train", "--algo", "td3bc", "--dataset", TINY, "--steps", "20", "--set", "eval_freq=10",
-        "--set", "n_eval_episodes=2", "--set", "batch_size=4", "--set", "policy_kwargs={net_arch: [8, 8]}",
-        "--device", "cpu", "--out", str(run),
+        "train",
+        "--algo",
+        "td3bc",
+        "--dataset",
+        TINY,
+        "--steps",
+        "20",
+        "--set",
+        "eval_freq=10",
+        "--set",
+        "n_eval_episodes=2",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "policy_kwargs={net_arch: [8, 8]}",
+        "--device",
+        "cpu",
+        "--out",
+        str(run),
     ]
     monkeypatch.setattr(sys, "argv", ["zoo", *train])  # as the console script sees it (the run records it)
     assert main(train) == 0
@@ -382,21 +436,35 @@ def test_zoo_export_of_a_real_train_run(tiny, tmp_path, monkeypatch, capsys):
     config = read_checkpoint_config(folder)
     last = (run / "evaluations.csv").read_text().strip().splitlines()[-1].split(",")
     assert config["evaluation"] == {
-        "step": 20, "return_mean": float(last[1]), "return_std": float(last[2]),
-        "normalized_score": float(last[3]), "episodes": 2,
+        "step": 20,
+        "return_mean": float(last[1]),
+        "return_std": float(last[2]),
+        "normalized_score": float(last[3]),
+        "episodes": 2,
     }
     run_config = json.loads((run / "config.json").read_text())
-    assert config["command"] == run_config["command"] and config["command"].startswith("zoo train --algo td3bc")
+    assert config["command"] == run_config["command"] and config["command"].startswith(
+        "zoo train --algo td3bc"
+    )
     assert config["dataset"] == {"id": TINY, "fraction": 1.0} and config["seed"] == 0
-    assert config["training"] == {"gradient_steps": 20, "num_timesteps": 20, "pretrain_budget": 20, "env_steps": 0}
+    assert config["training"] == {
+        "gradient_steps": 20,
+        "num_timesteps": 20,
+        "pretrain_budget": 20,
+        "env_steps": 0,
+    }
     assert config["optimizers"] is None and (folder / WEIGHTS_NAME).stat().st_size < 20_000
 
     sb3 = TD3BC.load(run / "td3bc.zip", device="cpu")
     exported = load_checkpoint(folder, device="cpu")
     reference = json.loads((folder / REFERENCE_NAME).read_text())
     observations = np.asarray(reference["observations"], dtype=np.float32)
-    np.testing.assert_array_equal(exported.predict(observations, deterministic=True)[0], np.float32(reference["actions"]))
-    np.testing.assert_array_equal(sb3.predict(observations, deterministic=True)[0], np.float32(reference["actions"]))
+    np.testing.assert_array_equal(
+        exported.predict(observations, deterministic=True)[0], np.float32(reference["actions"])
+    )
+    np.testing.assert_array_equal(
+        sb3.predict(observations, deterministic=True)[0], np.float32(reference["actions"])
+    )
 
     assert main(["export", str(run)]) == 2  # exists: refused without --overwrite
     assert "pass --overwrite" in capsys.readouterr().err

@@ -50,7 +50,9 @@ def actions(agent) -> np.ndarray:
 def test_names():
     assert hub.repo_id("td3bc", "zoo/hopper/medium-v0") == "offline-zoo/td3bc-zoo-hopper-medium-v0"
     assert hub.repo_id("td3bc-mc", "D4RL/pen/human-v2", org="me") == "me/td3bc-mc-D4RL-pen-human-v2"
-    assert hub.checkpoint_subpath("psqn", "zoo/walker2d/medium-v0", 3) == Path("psqn/zoo/walker2d/medium-v0/seed3")
+    assert hub.checkpoint_subpath("psqn", "zoo/walker2d/medium-v0", 3) == Path(
+        "psqn/zoo/walker2d/medium-v0/seed3"
+    )
     with pytest.raises(UserError, match="Unknown agent key 'td3cb'. Did you mean 'td3bc'?"):
         hub.checkpoint_subpath("td3cb", "zoo/hopper/medium-v0", 0)
     with pytest.raises(UserError, match="is not a dataset id"):
@@ -81,7 +83,10 @@ def test_lookup_order_zoo_home_beats_shipped(tiny, roots):
 
     # A checkpoint in the wrong folder is refused rather than returned for the wrong request.
     save_checkpoint(new, home / hub.checkpoint_subpath("td3bc", TINY, 1))
-    with pytest.raises(DataError, match="holds 'td3bc' on 'zoo/hopper/tiny-v0' seed 0, not 'td3bc' on 'zoo/hopper/tiny-v0' seed 1"):
+    with pytest.raises(
+        DataError,
+        match="holds 'td3bc' on 'zoo/hopper/tiny-v0' seed 0, not 'td3bc' on 'zoo/hopper/tiny-v0' seed 1",
+    ):
         load_pretrained("td3bc", TINY, seed=1)
 
 
@@ -102,7 +107,10 @@ def test_missing_checkpoint_is_one_line_naming_what_exists(tiny, roots, capsys):
     except ImportError:
         assert "The Hub was not tried: The Hugging Face Hub needs huggingface_hub" in message
     else:  # offline here: the Hub's own error, in one line, naming the repository
-        assert "The Hugging Face Hub repository offline-zoo/td3bc-zoo-hopper-medium-v0 could not be read" in message
+        assert (
+            "The Hugging Face Hub repository offline-zoo/td3bc-zoo-hopper-medium-v0 could not be read"
+            in message
+        )
 
     assert main(["hub", "pull", "cql", TINY]) == 2
     assert "No pretrained 'cql' for 'zoo/hopper/tiny-v0' seed 0" in capsys.readouterr().err
@@ -113,14 +121,26 @@ def test_hub_list_and_copy(tiny, roots, capsys):
     dataset = load_dataset(TINY, device="cpu")
     agent = trained(dataset, 2)
     save_checkpoint(
-        agent, shipped / hub.checkpoint_subpath("td3bc", TINY, 0),
-        evaluation={"step": 2, "return_mean": 8.0, "return_std": 0.1, "normalized_score": 0.87, "episodes": 10},
+        agent,
+        shipped / hub.checkpoint_subpath("td3bc", TINY, 0),
+        evaluation={
+            "step": 2,
+            "return_mean": 8.0,
+            "return_std": 0.1,
+            "normalized_score": 0.87,
+            "episodes": 10,
+        },
     )
     (home / "td3bc" / "junk" / "seed0").mkdir(parents=True)
     (home / "td3bc" / "junk" / "seed0" / CONFIG_NAME).write_text("{}")  # not a checkpoint: left out
-    hub.copy_checkpoint(shipped / hub.checkpoint_subpath("td3bc", TINY, 0), home / hub.checkpoint_subpath("td3bc", TINY, 0))
+    hub.copy_checkpoint(
+        shipped / hub.checkpoint_subpath("td3bc", TINY, 0), home / hub.checkpoint_subpath("td3bc", TINY, 0)
+    )
     entries = hub.list_pretrained()
-    assert [(e.source, e.key, e.dataset_id, e.seed, e.normalized_score, e.episodes, e.gradient_steps) for e in entries] == [
+    assert [
+        (e.source, e.key, e.dataset_id, e.seed, e.normalized_score, e.episodes, e.gradient_steps)
+        for e in entries
+    ] == [
         ("local", "td3bc", TINY, 0, 0.87, 10, 2),
         ("shipped", "td3bc", TINY, 0, 0.87, 10, 2),
     ]
@@ -146,7 +166,9 @@ SHIPPED = Path(hub.__file__).resolve().parent / "assets" / "pretrained"
 
 
 @pytest.mark.parametrize(
-    "folder", sorted(c.parent for c in SHIPPED.glob(f"**/seed*/{CONFIG_NAME}")), ids=lambda p: str(p.relative_to(SHIPPED))
+    "folder",
+    sorted(c.parent for c in SHIPPED.glob(f"**/seed*/{CONFIG_NAME}")),
+    ids=lambda p: str(p.relative_to(SHIPPED)),
 )
 def test_shipped_checkpoint_reproduces_its_reference_actions(folder):
     """Every checkpoint in zoo/assets/pretrained loads (no dataset) and gives the actions recorded beside

@@ -68,11 +68,26 @@ POLICY_PREFIX, OPTIMIZER_PREFIX, EXTRA_PREFIX = "policy.", "optimizer.", "extra.
 STAGING_SUFFIX = ".partial"  # a folder being written; never a checkpoint
 
 # Constructor arguments that describe where an agent runs or what it is given, not what it is.
-NOT_RECORDED = frozenset({"self", "dataset", "env", "device", "policy", "_init_setup_model", "tensorboard_log"})
+NOT_RECORDED = frozenset(
+    {"self", "dataset", "env", "device", "policy", "_init_setup_model", "tensorboard_log"}
+)
 
 TOP_LEVEL_KEYS = {
-    "format", "format_version", "agent", "observation_space", "action_space", "observation_normalization",
-    "dataset", "task", "seed", "training", "evaluation", "command", "versions", "tensors", "optimizers",
+    "format",
+    "format_version",
+    "agent",
+    "observation_space",
+    "action_space",
+    "observation_normalization",
+    "dataset",
+    "task",
+    "seed",
+    "training",
+    "evaluation",
+    "command",
+    "versions",
+    "tensors",
+    "optimizers",
     "run_info",
 }
 
@@ -110,8 +125,16 @@ def save_checkpoint(
     """
     destination = Path(folder)
     config, tensors = checkpoint_contents(
-        agent, include_optimizer=include_optimizer, extra_tensors=extra_tensors, run_info=run_info, key=key,
-        base=base, fraction=fraction, env_steps=env_steps, evaluation=evaluation, command=command,
+        agent,
+        include_optimizer=include_optimizer,
+        extra_tensors=extra_tensors,
+        run_info=run_info,
+        key=key,
+        base=base,
+        fraction=fraction,
+        env_steps=env_steps,
+        evaluation=evaluation,
+        command=command,
     )
     return write_checkpoint(destination, config, tensors)
 
@@ -177,7 +200,9 @@ def checkpoint_contents(
             for index, values in state["state"].items():
                 for field, value in values.items():
                     if not torch.is_tensor(value):
-                        raise UserError(f"Optimizer '{name}' holds a non-tensor state '{field}': not a zoo Adam.")
+                        raise UserError(
+                            f"Optimizer '{name}' holds a non-tensor state '{field}': not a zoo Adam."
+                        )
                     tensors[f"{OPTIMIZER_PREFIX}{name}.{index}.{field}"] = _host_copy(value)
             optimizers[name] = {"param_groups": _jsonable(state["param_groups"], f"optimizer {name}")}
     for name, tensor in (extra_tensors or {}).items():
@@ -199,8 +224,12 @@ def checkpoint_contents(
             "std": POLICY_PREFIX + "obs_std",
         },
         "dataset": {"id": agent.dataset_id, "fraction": fraction},
-        "task": None if task is None else {
-            "env_id": task.env_id, "ref_min_score": task.ref_min_score, "ref_max_score": task.ref_max_score
+        "task": None
+        if task is None
+        else {
+            "env_id": task.env_id,
+            "ref_min_score": task.ref_min_score,
+            "ref_max_score": task.ref_max_score,
         },
         "seed": agent.seed,
         "training": {
@@ -226,7 +255,9 @@ def class_key(cls: type) -> str:
     for key, spec in AGENTS.items():
         if spec.cls is cls and not spec.defaults:
             return key
-    raise UserError(f"{cls.__name__} is not a registered zoo agent: only registry agents can be checkpointed.")
+    raise UserError(
+        f"{cls.__name__} is not a registered zoo agent: only registry agents can be checkpointed."
+    )
 
 
 def constructor_parameters(cls: type) -> list[str]:
@@ -235,7 +266,10 @@ def constructor_parameters(cls: type) -> list[str]:
     for klass in cls.__mro__:
         if "__init__" in vars(klass) and klass.__module__.startswith("zoo."):
             for name, parameter in inspect.signature(klass.__init__).parameters.items():
-                if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and name not in names:
+                if (
+                    parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+                    and name not in names
+                ):
                     names.append(name)
     return names
 
@@ -246,7 +280,8 @@ def constructor_arguments(agent: "OfflineAlgorithm") -> dict[str, Any]:
     cls = type(agent)
     if agent.policy_class is not cls.policy_aliases.get("MlpPolicy"):
         raise UserError(
-            f"{cls.__name__} was built with a custom policy class {agent.policy_class.__name__}: the zoo format "
+            f"{cls.__name__} was built with a custom policy class {agent.policy_class.__name__}: the zoo "
+            "format "
             "stores registry agents only (use agent.save for SB3's pickled format)."
         )
     return {
@@ -260,7 +295,15 @@ def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     versions = {"python": platform.python_version()}
-    for package in ("offline-zoo", "torch", "stable-baselines3", "gymnasium", "numpy", "safetensors", "minari"):
+    for package in (
+        "offline-zoo",
+        "torch",
+        "stable-baselines3",
+        "gymnasium",
+        "numpy",
+        "safetensors",
+        "minari",
+    ):
         with contextlib.suppress(PackageNotFoundError):
             versions[package] = version(package)
     return versions
@@ -311,7 +354,10 @@ def config_text(config: dict[str, Any]) -> str:
     line. Only the whitespace between the tokens changes."""
     token = r'(?:-?\d[\d.eE+\-]*|"[^",\s\\]*"|true|false|null|-?Infinity|NaN)'
     flat = re.compile(rf"\[\s*({token}(?:,\s*{token})*)\s*\]")
-    return flat.sub(lambda m: "[" + ", ".join(re.split(r",\s*", m.group(1))) + "]", json.dumps(config, indent=2)) + "\n"
+    return (
+        flat.sub(lambda m: "[" + ", ".join(re.split(r",\s*", m.group(1))) + "]", json.dumps(config, indent=2))
+        + "\n"
+    )
 
 
 def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[str, Any]) -> None:
@@ -325,7 +371,9 @@ def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[st
     try:
         for name, data in binaries.items():
             atomic_write_bytes(stage / name, data)
-        atomic_write_text(stage / CONFIG_NAME, config_text(config))  # last: a stage with a config.json is complete
+        atomic_write_text(
+            stage / CONFIG_NAME, config_text(config)
+        )  # last: a stage with a config.json is complete
         for file in stage.iterdir():
             os.chmod(file, 0o644)  # a checkpoint is for others to read (the atomic temporaries are 0600)
         _fsync_dir(stage)
@@ -346,7 +394,9 @@ def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[st
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _write_zip(destination: Path, config: dict[str, Any], weights: bytes, extra_files: dict[str, bytes]) -> None:
+def _write_zip(
+    destination: Path, config: dict[str, Any], weights: bytes, extra_files: dict[str, bytes]
+) -> None:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(WEIGHTS_NAME, weights)
@@ -388,7 +438,7 @@ def read_checkpoint_config(path: str | os.PathLike) -> dict[str, Any]:
 def read_checkpoint_extras(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """(the tensors given as extra_tensors, the run_info mapping) of a checkpoint."""
     config, tensors = _read(path)
-    extras = {name[len(EXTRA_PREFIX):]: t for name, t in tensors.items() if name.startswith(EXTRA_PREFIX)}
+    extras = {name[len(EXTRA_PREFIX) :]: t for name, t in tensors.items() if name.startswith(EXTRA_PREFIX)}
     return extras, config["run_info"]
 
 
@@ -408,18 +458,23 @@ def load_checkpoint(
     agent_config = config["agent"]
     cls = _agent_class(agent_config, path)
     if load_optimizer and config["optimizers"] is None:
-        raise DataError(f"{path} holds no optimizer state: load it with load_optimizer=False, or save with "
-                        "include_optimizer=True.")
+        raise DataError(
+            f"{path} holds no optimizer state: load it with load_optimizer=False, or save with "
+            "include_optimizer=True."
+        )
     task = None if config["task"] is None else Task(**config["task"])
     training = config["training"]
     observation_space = space_from_json(config["observation_space"], "observation_space", path)
     action_space = space_from_json(config["action_space"], "action_space", path)
     if dataset is not None:
-        for role, ours, theirs in (("observation", observation_space, dataset.observation_space),
-                                   ("action", action_space, dataset.action_space)):
+        for role, ours, theirs in (
+            ("observation", observation_space, dataset.observation_space),
+            ("action", action_space, dataset.action_space),
+        ):
             if ours.shape != theirs.shape:
                 raise DataError(
-                    f"Dataset '{dataset.dataset_id}' has {role}s of shape {theirs.shape}, the agent in {path} "
+                    f"Dataset '{dataset.dataset_id}' has {role}s of shape {theirs.shape}, the agent in "
+                    f"{path} "
                     f"takes {ours.shape}: give it a dataset of its own environment."
                 )
     try:
@@ -438,7 +493,9 @@ def load_checkpoint(
     except UserError as error:
         raise DataError(f"{path}: {error}") from None
     except (TypeError, ValueError) as error:
-        raise DataError(f"{path}: config.json 'agent.kwargs' do not build a {cls.__name__}: {error}") from None
+        raise DataError(
+            f"{path}: config.json 'agent.kwargs' do not build a {cls.__name__}: {error}"
+        ) from None
     _load_policy_tensors(agent, tensors, config, path)
     if load_optimizer:
         _load_optimizers(agent, tensors, config["optimizers"], path)
@@ -462,7 +519,9 @@ def load_agent(
     if is_checkpoint(path):
         agent = load_checkpoint(path, dataset=dataset, device=device)
         if algo is not None and algo != agent_key(read_checkpoint_config(path)):
-            raise UserError(f"{path} holds a '{agent_key(read_checkpoint_config(path))}' agent, not '{algo}'.")
+            raise UserError(
+                f"{path} holds a '{agent_key(read_checkpoint_config(path))}' agent, not '{algo}'."
+            )
         return agent
     if path.is_dir() and (path / CONFIG_NAME).is_file():  # a `zoo train` run folder: its last SB3 zip
         path = last_run_checkpoint(path)
@@ -474,7 +533,8 @@ def load_agent(
             algo = json.loads(run_config.read_text()).get("algo")
         if not isinstance(algo, str):
             raise UserError(
-                f"{path} is an SB3 zip, which does not say which agent it holds: pass --algo KEY, or turn its "
+                f"{path} is an SB3 zip, which does not say which agent it holds: pass --algo KEY, or turn "
+                "its "
                 "run into a zoo checkpoint with `zoo export RUN_DIR`."
             )
     try:
@@ -499,14 +559,18 @@ def copy_checkpoint(source: str | os.PathLike, destination: str | os.PathLike) -
 
 
 def last_run_checkpoint(run_dir: str | os.PathLike) -> Path:
-    """The last SB3 zip of a `zoo train` run folder: `<algo>-finetuned.zip` if it fine-tuned, else `<algo>.zip`."""
+    """The last SB3 zip of a `zoo train` run folder: `<algo>-finetuned.zip` if it fine-tuned, else
+    `<algo>.zip`."""
     run_dir = Path(run_dir)
     try:
         algo = json.loads((run_dir / CONFIG_NAME).read_text()).get("algo")
     except (OSError, ValueError, AttributeError):
         algo = None
     if not isinstance(algo, str):
-        raise UserError(f"{run_dir} is neither a zoo checkpoint nor a `zoo train` run folder (its config.json names no algo).")
+        raise UserError(
+            f"{run_dir} is neither a zoo checkpoint nor a `zoo train` run folder (its config.json names no "
+            "algo)."
+        )
     for name in (f"{algo}-finetuned.zip", f"{algo}.zip"):
         if (run_dir / name).is_file():
             return run_dir / name
@@ -532,11 +596,15 @@ def _read(path: str | os.PathLike, weights: bool = True) -> tuple[dict[str, Any]
             members = set(archive.namelist())
             missing = [name for name in (CONFIG_NAME, WEIGHTS_NAME) if name not in members]
             if missing:
-                raise DataError(f"{path} is not a zoo checkpoint zip: {', '.join(missing)} missing at its root.")
+                raise DataError(
+                    f"{path} is not a zoo checkpoint zip: {', '.join(missing)} missing at its root."
+                )
             raw_config = archive.read(CONFIG_NAME)
             raw_weights = archive.read(WEIGHTS_NAME) if weights else None
     else:
-        raise DataError(f"No zoo checkpoint at {path}: expected a folder or a zip with {CONFIG_NAME} and {WEIGHTS_NAME}.")
+        raise DataError(
+            f"No zoo checkpoint at {path}: expected a folder or a zip with {CONFIG_NAME} and {WEIGHTS_NAME}."
+        )
     try:
         config = json.loads(raw_config)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -547,7 +615,8 @@ def _read(path: str | os.PathLike, weights: bool = True) -> tuple[dict[str, Any]
     digest = hashlib.sha256(raw_weights).hexdigest()
     if digest != config["tensors"]["sha256"]:
         raise DataError(
-            f"{path}: {WEIGHTS_NAME} does not match the checksum in {CONFIG_NAME} (a partial copy or an edited "
+            f"{path}: {WEIGHTS_NAME} does not match the checksum in {CONFIG_NAME} (a partial copy or an "
+            "edited "
             "file): copy the checkpoint again."
         )
     from safetensors import SafetensorError
@@ -566,7 +635,9 @@ def validate_config(config: Any, path: str | os.PathLike) -> None:
     def fail(field: str, problem: str) -> DataError:
         return DataError(f"{path}: {CONFIG_NAME} field '{field}' {problem}; re-export the checkpoint.")
 
-    def need(mapping: dict, field: str, types: type | tuple, *, prefix: str = "", nullable: bool = False) -> Any:
+    def need(
+        mapping: dict, field: str, types: type | tuple, *, prefix: str = "", nullable: bool = False
+    ) -> Any:
         name = f"{prefix}{field}"
         if field not in mapping:
             raise fail(name, "is missing")
@@ -584,7 +655,8 @@ def validate_config(config: Any, path: str | os.PathLike) -> None:
         raise fail("format", f"must be {FORMAT!r}, got {config.get('format')!r}")
     if need(config, "format_version", int) > FORMAT_VERSION:
         raise DataError(
-            f"{path}: format version {config['format_version']} is newer than this zoo reads ({FORMAT_VERSION}): "
+            f"{path}: format version {config['format_version']} is newer than this zoo reads "
+            f"({FORMAT_VERSION}): "
             "upgrade offline-zoo."
         )
     unknown = sorted(set(config) - TOP_LEVEL_KEYS)
@@ -606,7 +678,8 @@ def validate_config(config: Any, path: str | os.PathLike) -> None:
         for side in ("low", "high"):
             values = need(space, side, list, prefix=f"{role}.")
             if len(values) != int(np.prod(shape)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) or v in ("inf", "-inf", "nan") for v in values
+                isinstance(v, (int, float)) and not isinstance(v, bool) or v in ("inf", "-inf", "nan")
+                for v in values
             ):
                 raise fail(f"{role}.{side}", f"must list {int(np.prod(shape))} numbers")
     normalization = need(config, "observation_normalization", dict)
@@ -637,8 +710,10 @@ def validate_config(config: Any, path: str | os.PathLike) -> None:
     need(tensors, "sha256", str, prefix="tensors.")
     shapes = need(tensors, "policy", dict, prefix="tensors.")
     for name, shape in shapes.items():
-        if not name.startswith(POLICY_PREFIX) or not isinstance(shape, list) or not all(
-            isinstance(n, int) and not isinstance(n, bool) for n in shape
+        if (
+            not name.startswith(POLICY_PREFIX)
+            or not isinstance(shape, list)
+            or not all(isinstance(n, int) and not isinstance(n, bool) for n in shape)
         ):
             raise fail(f"tensors.policy.{name}", "must map 'policy.*' names to shapes (lists of integers)")
     extra = need(tensors, "extra", list, prefix="tensors.")
@@ -647,7 +722,9 @@ def validate_config(config: Any, path: str | os.PathLike) -> None:
     optimizers = need(config, "optimizers", dict, nullable=True)
     for name, state in (optimizers or {}).items():
         groups = state.get("param_groups") if isinstance(state, dict) else None
-        if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+        if not isinstance(groups, list) or not all(
+            isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+        ):
             raise fail(f"optimizers.{name}.param_groups", "must list parameter groups with their 'params'")
     need(config, "run_info", dict, nullable=True)
 
@@ -661,7 +738,9 @@ def space_from_json(space: dict[str, Any], role: str, path: str | os.PathLike) -
     try:
         dtype = np.dtype(space["dtype"])
     except TypeError:
-        raise DataError(f"{path}: {CONFIG_NAME} field '{role}.dtype' is not a numpy dtype: {space['dtype']!r}.") from None
+        raise DataError(
+            f"{path}: {CONFIG_NAME} field '{role}.dtype' is not a numpy dtype: {space['dtype']!r}."
+        ) from None
     if dtype.kind != "f":
         raise DataError(f"{path}: {CONFIG_NAME} field '{role}.dtype' must be a float type, got {dtype}.")
     low = np.array([float(v) for v in space["low"]], dtype=np.float64).reshape(shape)
@@ -683,10 +762,13 @@ def _agent_class(agent_config: dict[str, Any], path: str | os.PathLike) -> type:
     spec = AGENTS[key]
     cls = spec.cls if base is None else spec.bases.get(base)
     if cls is None:
-        raise DataError(f"{path}: agent '{key}' has no base '{base}' (bases: {', '.join(sorted(spec.bases)) or 'none'}).")
+        raise DataError(
+            f"{path}: agent '{key}' has no base '{base}' (bases: {', '.join(sorted(spec.bases)) or 'none'})."
+        )
     if cls.__name__ != agent_config["class"]:
         raise DataError(
-            f"{path}: agent '{key}'" + (f" on base '{base}'" if base else "")
+            f"{path}: agent '{key}'"
+            + (f" on base '{base}'" if base else "")
             + f" builds {cls.__name__}, but the checkpoint says {agent_config['class']}."
         )
     allowed = set(constructor_parameters(cls)) - NOT_RECORDED
@@ -704,14 +786,18 @@ def _load_policy_tensors(agent, tensors: dict[str, torch.Tensor], config: dict[s
     and against config.json."""
     expected = agent.policy.state_dict()
     recorded = config["tensors"]["policy"]
-    stored = {name[len(POLICY_PREFIX):]: t for name, t in tensors.items() if name.startswith(POLICY_PREFIX)}
-    for source, names in (("config.json", {n[len(POLICY_PREFIX):] for n in recorded}), (WEIGHTS_NAME, set(stored))):
+    stored = {name[len(POLICY_PREFIX) :]: t for name, t in tensors.items() if name.startswith(POLICY_PREFIX)}
+    for source, names in (
+        ("config.json", {n[len(POLICY_PREFIX) :] for n in recorded}),
+        (WEIGHTS_NAME, set(stored)),
+    ):
         missing, unexpected = sorted(set(expected) - names), sorted(names - set(expected))
         if missing or unexpected:
             problem = f"lacks 'policy.{missing[0]}'" if missing else f"has 'policy.{unexpected[0]}'"
             raise DataError(
                 f"{path}: {source} {problem}, which the {type(agent).__name__} its config builds "
-                f"{'needs' if missing else 'does not have'} ({len(missing)} missing, {len(unexpected)} unexpected "
+                f"{'needs' if missing else 'does not have'} ({len(missing)} missing, {len(unexpected)} "
+                "unexpected "
                 "tensors): the weights do not belong to this config."
             )
     for name, tensor in expected.items():
@@ -719,10 +805,13 @@ def _load_policy_tensors(agent, tensors: dict[str, torch.Tensor], config: dict[s
         if shape != list(tensor.shape) or recorded_shape != shape:
             raise DataError(
                 f"{path}: tensor 'policy.{name}' has shape {shape} (config.json says {recorded_shape}), the "
-                f"agent its config builds needs {list(tensor.shape)}: the weights do not belong to this config."
+                f"agent its config builds needs {list(tensor.shape)}: the weights do not belong to this "
+                "config."
             )
         if stored[name].dtype != tensor.dtype:
-            raise DataError(f"{path}: tensor 'policy.{name}' is {stored[name].dtype}, the agent needs {tensor.dtype}.")
+            raise DataError(
+                f"{path}: tensor 'policy.{name}' is {stored[name].dtype}, the agent needs {tensor.dtype}."
+            )
     agent.policy.load_state_dict(stored, strict=True)
     agent.policy.set_training_mode(False)
 
@@ -736,7 +825,9 @@ def _load_optimizers(agent, tensors: dict[str, torch.Tensor], optimizers: dict[s
         fresh = optimizer.state_dict()
         saved_groups = optimizers[name]["param_groups"]
         if [g["params"] for g in saved_groups] != [g["params"] for g in fresh["param_groups"]]:
-            raise DataError(f"{path}: optimizer '{name}' has other parameter groups than the rebuilt agent's.")
+            raise DataError(
+                f"{path}: optimizer '{name}' has other parameter groups than the rebuilt agent's."
+            )
         groups = []
         for fresh_group, saved_group in zip(fresh["param_groups"], saved_groups):
             group = dict(fresh_group)
@@ -749,7 +840,7 @@ def _load_optimizers(agent, tensors: dict[str, torch.Tensor], optimizers: dict[s
         n_params = sum(len(g["params"]) for g in groups)
         for tensor_name, tensor in tensors.items():
             if tensor_name.startswith(prefix):
-                index, _, field = tensor_name[len(prefix):].partition(".")
+                index, _, field = tensor_name[len(prefix) :].partition(".")
                 if not index.isdigit() or int(index) >= n_params or not field:
                     raise DataError(f"{path}: unexpected optimizer tensor '{tensor_name}'.")
                 state.setdefault(int(index), {})[field] = tensor
@@ -757,15 +848,18 @@ def _load_optimizers(agent, tensors: dict[str, torch.Tensor], optimizers: dict[s
         for index, values in state.items():
             for field in ("exp_avg", "exp_avg_sq"):
                 if field in values and values[field].shape != params[index].shape:
-                    raise DataError(f"{path}: optimizer tensor '{prefix}{index}.{field}' does not fit its parameter.")
+                    raise DataError(
+                        f"{path}: optimizer tensor '{prefix}{index}.{field}' does not fit its parameter."
+                    )
         optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 # ---------------------------------------------------------------------------------------------- SB3 zips
 
 
-def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.device = "auto", dataset=None,
-                 **overrides: Any) -> "OfflineAlgorithm":
+def load_sb3_zip(
+    cls: type, path: str | os.PathLike, *, device: str | torch.device = "auto", dataset=None, **overrides: Any
+) -> "OfflineAlgorithm":
     """An agent from SB3's zip (`agent.save`) without unpickling: "data" is read with `json` and every
     cloudpickled field in it is dropped; the spaces and the task are rebuilt from the plain copies of their
     attributes SB3 writes beside the pickle; the learning-rate schedule from `learning_rate`. The ".pth"
@@ -776,7 +870,10 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
     allowed = set(constructor_parameters(cls)) - NOT_RECORDED
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise UserError(f"{cls.__name__}.load: {unknown[0]!r} is not a setting of {cls.__name__} (settings: {', '.join(sorted(allowed))}).")
+        raise UserError(
+            f"{cls.__name__}.load: {unknown[0]!r} is not a setting of {cls.__name__} (settings: "
+            f"{', '.join(sorted(allowed))})."
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
@@ -795,15 +892,19 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: its 'data' member is not JSON ({error}).") from None
     except pickle.UnpicklingError as error:  # torch.load(weights_only=True) refused a non-tensor object
-        raise DataError(f"{path}: a .pth member holds more than tensors; refused ({str(error).splitlines()[0]})") from None
+        raise DataError(
+            f"{path}: a .pth member holds more than tensors; refused ({str(error).splitlines()[0]})"
+        ) from None
     if not isinstance(data, dict):
         raise DataError(f"{path}: its 'data' member is not a JSON object.")
     kwargs = {name: value for name, value in data.items() if name in allowed and not _pickled(value)}
     pickled = sorted(name for name in allowed - set(overrides) if name in data and _pickled(data[name]))
     if pickled:
         raise DataError(
-            f"{path}: setting(s) {pickled} are stored as pickled code, which the zoo does not run: re-save the "
-            "agent with plain values, or load it with stable_baselines3's own BaseAlgorithm.load if you trust it."
+            f"{path}: setting(s) {pickled} are stored as pickled code, which the zoo does not run: re-save "
+            "the "
+            "agent with plain values, or load it with stable_baselines3's own BaseAlgorithm.load if you "
+            "trust it."
         )
     observation_space = _sb3_box(data.get("observation_space"), "observation_space", path)
     action_space = _sb3_box(data.get("action_space"), "action_space", path)
@@ -811,9 +912,15 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
     kwargs.update(overrides)
     try:
         agent = cls.rebuild(
-            kwargs, observation_space, action_space, dataset=dataset, device=device,
-            dataset_id=data.get("dataset_id") if isinstance(data.get("dataset_id"), str) else None, task=task,
-            num_timesteps=int(data.get("num_timesteps", 0)), n_updates=int(data.get("_n_updates", 0)),
+            kwargs,
+            observation_space,
+            action_space,
+            dataset=dataset,
+            device=device,
+            dataset_id=data.get("dataset_id") if isinstance(data.get("dataset_id"), str) else None,
+            task=task,
+            num_timesteps=int(data.get("num_timesteps", 0)),
+            n_updates=int(data.get("_n_updates", 0)),
             pretrain_budget=int(data.get("_pretrain_budget", 0)),
         )
     except (TypeError, ValueError) as error:
@@ -822,7 +929,8 @@ def load_sb3_zip(cls: type, path: str | os.PathLike, *, device: str | torch.devi
         agent.set_parameters(params, exact_match=True, device=agent.device)
     except (RuntimeError, ValueError, KeyError) as error:
         raise DataError(
-            f"{path}: its weights do not fit a {cls.__name__} ({str(error).splitlines()[0]}): load it with the "
+            f"{path}: its weights do not fit a {cls.__name__} ({str(error).splitlines()[0]}): load it with "
+            "the "
             "agent key it was trained with."
         ) from None
     agent.policy.set_training_mode(False)
@@ -855,7 +963,9 @@ def _sb3_box(item: Any, role: str, path) -> spaces.Box:
             bounds.append(values.reshape(shape))
         return spaces.Box(bounds[0].astype(dtype), bounds[1].astype(dtype), shape, dtype)
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path}: cannot read {role} from its 'data' member without unpickling ({error}).") from None
+        raise DataError(
+            f"{path}: cannot read {role} from its 'data' member without unpickling ({error})."
+        ) from None
 
 
 def _sb3_task(item: Any) -> Task | None:
@@ -866,7 +976,7 @@ def _sb3_task(item: Any) -> Task | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------- reference actions
+# ------------------------------------------------------------------------------------- reference actions
 
 
 def reference_actions(agent: "OfflineAlgorithm", n: int = 8, seed: int = 0) -> dict[str, Any]:
@@ -888,18 +998,29 @@ def reference_actions(agent: "OfflineAlgorithm", n: int = 8, seed: int = 0) -> d
     }
 
 
-def check_reference_actions(agent: "OfflineAlgorithm", reference: Any, path: str | os.PathLike, atol: float = 1e-5) -> float:
+def check_reference_actions(
+    agent: "OfflineAlgorithm", reference: Any, path: str | os.PathLike, atol: float = 1e-5
+) -> float:
     """The largest |action - recorded action| of `agent` on the recorded observations; a DataError when it
     exceeds `atol` (a checkpoint that does not reproduce what it recorded)."""
     try:
         observations = np.asarray(reference["observations"], dtype=np.float32)
         recorded = np.asarray(reference["actions"], dtype=np.float32)
     except (KeyError, TypeError, ValueError) as error:
-        raise DataError(f"{path}: {REFERENCE_NAME} must hold 'observations' and 'actions' as number lists ({error}).") from None
-    if observations.shape[1:] != agent.observation_space.shape or recorded.shape != (len(observations), *agent.action_space.shape):
-        raise DataError(f"{path}: {REFERENCE_NAME} shapes {observations.shape}, {recorded.shape} do not fit the agent.")
+        raise DataError(
+            f"{path}: {REFERENCE_NAME} must hold 'observations' and 'actions' as number lists ({error})."
+        ) from None
+    if observations.shape[1:] != agent.observation_space.shape or recorded.shape != (
+        len(observations),
+        *agent.action_space.shape,
+    ):
+        raise DataError(
+            f"{path}: {REFERENCE_NAME} shapes {observations.shape}, {recorded.shape} do not fit the agent."
+        )
     actions, _ = agent.predict(observations, deterministic=True)
     error = float(np.abs(np.asarray(actions, dtype=np.float32) - recorded).max())
     if not error <= atol:
-        raise DataError(f"{path}: the agent's actions differ from {REFERENCE_NAME} by {error:.3g} (> {atol}).")
+        raise DataError(
+            f"{path}: the agent's actions differ from {REFERENCE_NAME} by {error:.3g} (> {atol})."
+        )
     return error

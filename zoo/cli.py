@@ -64,7 +64,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     path = args.path or args.checkpoint
     if path is None:
-        raise UserError("zoo eval needs a checkpoint: zoo eval PATH (a checkpoint folder or zip, or an SB3 zip).")
+        raise UserError("zoo eval needs a checkpoint: zoo eval PATH (checkpoint folder or zip, SB3 zip).")
     returns, task = evaluate_checkpoint(args.algo, path, args.episodes, args.seed, args.device)
     line = f"{task.env_id}: return {returns.mean():.1f} ± {returns.std():.1f} over {len(returns)} episodes"
     if task.has_reference:
@@ -169,10 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser(
         "eval", help="evaluate a saved agent: a zoo checkpoint (folder or zip) or an SB3 zip, never unpickled"
     )
-    evaluate.add_argument("path", nargs="?", default=None, help="checkpoint folder or zip (`zoo export`), or SB3 zip")
+    evaluate.add_argument("path", nargs="?", default=None, help="checkpoint folder/zip, SB3 zip or run folder")
     evaluate.add_argument("--checkpoint", default=None, help=argparse.SUPPRESS)  # the former spelling of PATH
     evaluate.add_argument(
-        "--algo", default=None, help="agent key of an SB3 zip outside its run folder (a zoo checkpoint names its own)"
+        "--algo", default=None, help="agent key of an SB3 zip outside its run folder (checkpoints name their own)"
     )
     evaluate.add_argument("--episodes", type=int, default=10)
     evaluate.add_argument("--seed", type=int, default=100)
@@ -257,7 +257,9 @@ def _hub_list(args: argparse.Namespace) -> None:
         print("no checkpoints (make one with `zoo export RUN_DIR`, or `zoo hub pull KEY DATASET`)")
     for e in entries:
         score = f"{e.normalized_score:6.1f} ({e.episodes} ep)" if e.normalized_score is not None else f"{'-':>6}"
-        print(f"{e.source:<8}{e.key:<10}{e.dataset_id:<28}seed {e.seed:<3}{score:<14}{e.gradient_steps:>9} steps  {e.path}")
+        line = f"{e.source:<8}{e.key:<10}{e.dataset_id:<28}seed {e.seed:<3}{score:<14}"
+        line += f"{e.gradient_steps:>9} steps"
+        print(f"{line}  {e.path}")
 
 
 def _hub_pull(args: argparse.Namespace) -> None:
@@ -286,9 +288,8 @@ def _add_checkpoint_parsers(sub) -> None:
 
     hub = sub.add_parser("hub", help="pretrained checkpoints: local, shipped, Hugging Face Hub")
     hub_sub = hub.add_subparsers(dest="hub_command", required=True)
-    hub_sub.add_parser("list", help="checkpoints in $ZOO_HOME, in the package, and in the Hub's cache").set_defaults(
-        func=_hub_list
-    )
+    hub_list = hub_sub.add_parser("list", help="checkpoints in $ZOO_HOME, in the package, in the Hub's cache")
+    hub_list.set_defaults(func=_hub_list)
     pull = hub_sub.add_parser("pull", help="download <org>/<key>-<dataset> (seed folder) into $ZOO_HOME")
     pull.add_argument("key")
     pull.add_argument("dataset")

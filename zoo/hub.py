@@ -123,8 +123,10 @@ def load_pretrained(
     config = read_checkpoint_config(path)
     if (config["agent"]["key"], config["dataset"]["id"], config["seed"]) != (key, dataset_id, seed):
         raise DataError(
-            f"{path} holds '{config['agent']['key']}' on '{config['dataset']['id']}' seed {config['seed']}, not "
-            f"'{key}' on '{dataset_id}' seed {seed}: move it to its own folder ({checkpoint_subpath(key, dataset_id, seed)})."
+            f"{path} holds '{config['agent']['key']}' on '{config['dataset']['id']}' seed {config['seed']}, "
+            "not "
+            f"'{key}' on '{dataset_id}' seed {seed}: move it to its own folder "
+            f"({checkpoint_subpath(key, dataset_id, seed)})."
         )
     return load_checkpoint(path, dataset=dataset, device=device)
 
@@ -149,8 +151,14 @@ def _entry(source: str, folder: Path) -> Pretrained | None:
         return None  # not a checkpoint (or a broken one): `zoo eval` on it says why
     evaluation = config["evaluation"] or {}
     return Pretrained(
-        source, config["agent"]["key"], config["dataset"]["id"] or "-", config["seed"] or 0, folder,
-        evaluation.get("normalized_score"), evaluation.get("episodes"), config["training"]["gradient_steps"],
+        source,
+        config["agent"]["key"],
+        config["dataset"]["id"] or "-",
+        config["seed"] or 0,
+        folder,
+        evaluation.get("normalized_score"),
+        evaluation.get("episodes"),
+        config["training"]["gradient_steps"],
         config["training"]["env_steps"],
     )
 
@@ -163,7 +171,7 @@ def _cached_entries() -> list[Pretrained]:
         return []
     try:
         cache = scan_cache_dir()
-    except Exception:  # noqa: BLE001 -- no cache folder yet (CacheNotFound) or an unreadable one: nothing cached
+    except Exception:  # noqa: BLE001 -- no cache folder yet (CacheNotFound), or unreadable: nothing cached
         return []
     prefix = f"{hub_org()}/"
     entries = []
@@ -186,12 +194,14 @@ def _huggingface_hub():
         import huggingface_hub
     except ImportError:
         raise UserError(
-            "The Hugging Face Hub needs huggingface_hub: pip install \"offline-zoo[hub]\" (or huggingface_hub)."
+            'The Hugging Face Hub needs huggingface_hub: pip install "offline-zoo[hub]" (or huggingface_hub).'
         ) from None
     return huggingface_hub
 
 
-def pull(key: str, dataset_id: str, seed: int = 0, *, org: str | None = None, revision: str | None = None) -> Path:
+def pull(
+    key: str, dataset_id: str, seed: int = 0, *, org: str | None = None, revision: str | None = None
+) -> Path:
     """Download `seed<seed>/` of the Hub repository `repo_id(key, dataset_id, org)`, validate it, and copy
     it into $ZOO_HOME/<key>/<dataset id>/seed<seed>; returns that folder."""
     subpath = checkpoint_subpath(key, dataset_id, seed)
@@ -202,7 +212,7 @@ def pull(key: str, dataset_id: str, seed: int = 0, *, org: str | None = None, re
         raise UserError(f"{_not_found(key, dataset_id, seed)} The Hub was not tried: {error}") from None
     try:
         snapshot = Path(hub.snapshot_download(repo, revision=revision, allow_patterns=[f"seed{seed}/*"]))
-    except Exception as error:  # noqa: BLE001 -- network, authentication, missing repo: all one line for the user
+    except Exception as error:  # noqa: BLE001 -- network, authentication, missing repo: one line for the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise UserError(
             f"{_not_found(key, dataset_id, seed)} The Hugging Face Hub repository {repo} could not be read "
@@ -210,14 +220,18 @@ def pull(key: str, dataset_id: str, seed: int = 0, *, org: str | None = None, re
         ) from None
     source = snapshot / f"seed{seed}"
     if not (source / CONFIG_NAME).is_file():
-        raise UserError(f"{_not_found(key, dataset_id, seed)} The Hub repository {repo} has no seed{seed}/{CONFIG_NAME}.")
+        raise UserError(
+            f"{_not_found(key, dataset_id, seed)} The Hub repository {repo} has no seed{seed}/{CONFIG_NAME}."
+        )
     destination = zoo_home() / subpath
     copy_checkpoint(source, destination)
     return destination
 
 
 def _not_found(key: str, dataset_id: str, seed: int) -> str:
-    available = sorted({f"{e.key} {e.dataset_id} seed {e.seed}" for e in list_pretrained(include_cache=False)})
+    available = sorted(
+        {f"{e.key} {e.dataset_id} seed {e.seed}" for e in list_pretrained(include_cache=False)}
+    )
     listing = f"; available here: {', '.join(available)}" if available else ""
     return (
         f"No pretrained '{key}' for '{dataset_id}' seed {seed} in $ZOO_HOME ({zoo_home()}) or the package"
@@ -249,17 +263,24 @@ def push(
     try:
         api.create_repo(repo, private=private, exist_ok=True)
         api.upload_folder(
-            repo_id=repo, folder_path=str(path), path_in_repo=f"seed{seed}",
+            repo_id=repo,
+            folder_path=str(path),
+            path_in_repo=f"seed{seed}",
             allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, REFERENCE_NAME],
             commit_message=f"{key} on {dataset_id}, seed {seed}",
         )
         api.upload_file(
-            repo_id=repo, path_or_fileobj=model_card(config, repo).encode(), path_in_repo="README.md",
+            repo_id=repo,
+            path_or_fileobj=model_card(config, repo).encode(),
+            path_in_repo="README.md",
             commit_message="model card",
         )
     except Exception as error:  # noqa: BLE001 -- network, authentication, permissions: one line for the user
         first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise UserError(f"Could not push to the Hugging Face Hub repository {repo} ({type(error).__name__}: {first[:200]}).") from None
+        raise UserError(
+            f"Could not push to the Hugging Face Hub repository {repo} ({type(error).__name__}: "
+            f"{first[:200]})."
+        ) from None
     return f"https://huggingface.co/{repo}"
 
 
@@ -269,15 +290,19 @@ def model_card(config: dict[str, Any], repo: str) -> str:
     evaluation = config["evaluation"] or {}
     score = evaluation.get("normalized_score")
     score_line = (
-        f"Normalized score {score:.1f} over {evaluation.get('episodes')} episodes." if score is not None else ""
+        f"Normalized score {score:.1f} over {evaluation.get('episodes')} episodes."
+        if score is not None
+        else ""
     )
     return (
         f"---\nlibrary_name: offline-zoo\ntags:\n- reinforcement-learning\n- offline-rl\n- {key}\n---\n\n"
         f"# {key} on {dataset_id}\n\n"
-        f"A pickle-free zoo checkpoint (config.json + model.safetensors) of `{key}` trained on `{dataset_id}` "
+        f"A pickle-free zoo checkpoint (config.json + model.safetensors) of `{key}` trained on "
+        f"`{dataset_id}` "
         f"(seed {seed}, {config['training']['gradient_steps']} gradient steps). {score_line}\n\n"
-        f"```python\nimport os\nos.environ[\"ZOO_HUB_ORG\"] = \"{repo.split('/')[0]}\"\n"
-        f"from zoo import load_pretrained\nagent = load_pretrained(\"{key}\", \"{dataset_id}\", seed={seed})\n```\n\n"
+        f'```python\nimport os\nos.environ["ZOO_HUB_ORG"] = "{repo.split("/")[0]}"\n'
+        "from zoo import load_pretrained\n"
+        f'agent = load_pretrained("{key}", "{dataset_id}", seed={seed})\n```\n\n'
         f"Trained with: `{config['command'] or 'unknown'}`\n"
     )
 
@@ -285,7 +310,9 @@ def model_card(config: dict[str, Any], repo: str) -> str:
 # ---------------------------------------------------------------------------------------------- zoo export
 
 
-def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False) -> Path:
+def export_run(
+    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False
+) -> Path:
     """Turn a `zoo train` run folder into a checkpoint folder without optimizer state.
 
     Reads the run's config.json (agent key, base, dataset, fraction, seed, settings, command) and its last
@@ -311,14 +338,21 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         evaluations, env_steps = run_dir / "evaluations.csv", 0
     agent = load_sb3_zip(cls, checkpoint, device="cpu")
     evaluation = final_evaluation(evaluations, agent.num_timesteps, run.get("n_eval_episodes"))
-    destination = Path(out) if out is not None else zoo_home() / checkpoint_subpath(
-        algo, run_config["dataset"], run_config["seed"]
+    destination = (
+        Path(out)
+        if out is not None
+        else zoo_home() / checkpoint_subpath(algo, run_config["dataset"], run_config["seed"])
     )
     if destination.exists() and not overwrite:
         raise UserError(f"{destination} exists: pass --overwrite to replace it, or --out DIR.")
     config, tensors = checkpoint_contents(
-        agent, key=algo, base=base, fraction=run_config.get("fraction"), env_steps=env_steps,
-        evaluation=evaluation, command=run_config.get("command"),
+        agent,
+        key=algo,
+        base=base,
+        fraction=run_config.get("fraction"),
+        env_steps=env_steps,
+        evaluation=evaluation,
+        command=run_config.get("command"),
         run_info={
             "exported_from": str(checkpoint.resolve()),
             "run_settings": run,
@@ -326,7 +360,9 @@ def export_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None,
         },
     )
     reference = reference_actions(agent)
-    write_checkpoint(destination, config, tensors, {REFERENCE_NAME: (json.dumps(reference, indent=1) + "\n").encode()})
+    write_checkpoint(
+        destination, config, tensors, {REFERENCE_NAME: (json.dumps(reference, indent=1) + "\n").encode()}
+    )
     check_reference_actions(load_checkpoint(destination, device="cpu"), reference, destination)
     return destination
 
@@ -341,7 +377,9 @@ def _read_run_config(run_dir: Path) -> dict[str, Any]:
         raise DataError(f"{file} is not valid JSON ({error}).") from None
     for field, types in (("algo", str), ("dataset", str), ("seed", int), ("kwargs", dict), ("run", dict)):
         if not isinstance(config.get(field) if isinstance(config, dict) else None, types):
-            raise DataError(f"{file}: field '{field}' is missing or not a {types.__name__}; not a `zoo train` run config.")
+            raise DataError(
+                f"{file}: field '{field}' is missing or not a {types.__name__}; not a `zoo train` run config."
+            )
     return config
 
 
