@@ -370,9 +370,9 @@ def test_bad_settings_are_clear_errors(hopper, tmp_path):
     for kwargs, match in [
         (dict(kappa_start=1.5), r"kappa_start .* in \[0, 1\]"),
         (dict(kappa_end=-0.1), r"kappa_end .* in \[0, 1\]"),
-        (dict(kappa_steps=-1), "kappa_steps is a whole number of steps >= 0"),
-        (dict(n_tau=0), "n_tau is a whole number of steps >= 1"),
-        (dict(n_pretrain=-5), "n_pretrain is a whole number of steps >= 0"),
+        (dict(kappa_steps=-1), "kappa_steps must be a whole number >= 0"),
+        (dict(n_tau=0), "n_tau must be a whole number >= 1"),
+        (dict(n_pretrain=-5), "n_pretrain must be a whole number >= 0"),
         (dict(n_tau=2.5), "n_tau"),
         (dict(temperature=0.0), "temperature"),
         (dict(inner_lr=-1e-3), "inner_lr"),

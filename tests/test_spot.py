@@ -325,10 +325,10 @@ def test_shipped_yaml_maps_the_official_lambdas():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(vae_steps=-1), "vae_steps is a whole number"),
-        (dict(vae_steps=2.5), "vae_steps is a whole number"),
+        (dict(vae_steps=-1), "vae_steps must be a whole number >= 0"),
+        (dict(vae_steps=2.5), "vae_steps must be a whole number >= 0"),
         (dict(lambd_end=1.5), r"lambd_end .* in \[0, 1\]"),
-        (dict(lambd=-0.1), "lambd .* must be >= 0"),
+        (dict(lambd=-0.1), "lambd must be a number >= 0"),
         (dict(num_samples=0), "num_samples"),
         (dict(actor_dropout=1.0), "actor_dropout"),
         (dict(actor_init_w=0.0), "actor_init_w"),
