@@ -444,6 +444,13 @@ def validate_constructor_call(cls: type, args: tuple, kwargs: Mapping[str, Any])
             named.update(value)
         elif parameter.kind is not parameter.VAR_POSITIONAL:
             named[name] = value
+    known = parameters(cls)
+    unknown = sorted(name for name in named if name not in known and name not in STRUCTURAL)
+    if unknown:  # else a TypeError from deep in the MRO, naming OfflineAlgorithm.__init__
+        raise ConfigError(
+            f"{cls.__name__} takes no setting {', '.join(map(repr, unknown))}: its settings are "
+            f"{', '.join(sorted(known))} (a setting of another agent, or of another base, does not carry over)."
+        )
     validate_hyperparameters(cls, named, f"{cls.__name__}(...)")
 
 
