@@ -150,7 +150,7 @@ def test_python_api_names_the_setting_value_and_range():
         TD3BC(None, batch_size=256.0)
     with pytest.raises(ConfigError, match=r"policy_kwargs has no option 'n_critic' for TD3Policy.*Known: .*n_critics"):
         TD3BC(None, policy_kwargs={"n_critic": 3})
-    from zoo import TD3
+    from zoo.agents import TD3
 
     with pytest.raises(ConfigError, match=r"^TD3 takes no setting 'alpha': its settings are .*policy_delay"):
         TD3(None, alpha=2.5)  # TD3+BC's, not TD3's: a ConfigError, not a TypeError from OfflineAlgorithm
