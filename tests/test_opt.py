@@ -122,12 +122,12 @@ def test_priority_formula_by_hand():
 
 def test_kappa_schedule(hopper):
     agent = small_opt(hopper, n_tau=100, kappa_start=0.1, kappa_end=0.9, kappa_steps=1000)
-    assert [agent.kappa_at(t) for t in (100, 350, 600, 1100, 5000)] == pytest.approx(
+    assert [agent.online_pretraining.kappa_at(t) for t in (100, 350, 600, 1100, 5000)] == pytest.approx(
         [0.1, 0.3, 0.5, 0.9, 0.9]
     )
     random = small_opt(hopper, n_tau=100, kappa_start=1.0, kappa_end=1.0, kappa_steps=0)
-    assert [random.kappa_at(t) for t in (100, 10_000)] == [1.0, 1.0]
-    assert small_opt(hopper, kappa_start=0.2, kappa_end=0.7, kappa_steps=0).kappa_at(25_000) == 0.7
+    assert [random.online_pretraining.kappa_at(t) for t in (100, 10_000)] == [1.0, 1.0]
+    assert small_opt(hopper, kappa_start=0.2, kappa_end=0.7, kappa_steps=0).online_pretraining.kappa_at(25_000) == 0.7
 
 
 def test_actor_climbs_the_kappa_mix(hopper):
@@ -143,9 +143,9 @@ def test_actor_climbs_the_kappa_mix(hopper):
     bc = np.mean((np.tanh([0.5, -0.25, 0.0])[None, :] - batch.actions.numpy()) ** 2)
     assert agent.actor_loss(batch)[0].item() == pytest.approx(-2.5 + bc, rel=1e-6)
     # Phase 3: (1 - kappa) Q_off1 + kappa Q_on1, and TD3's -mean Q_mix without a BC term.
-    agent._finetuning, agent._kappa = True, 0.25
+    agent.online_pretraining.finetuning, agent.online_pretraining.kappa = True, 0.25
     torch.testing.assert_close(agent.actor_q(obs, pi), torch.full((4,), 0.75 * 4.0 + 0.25 * 10.0))
-    assert agent.actor_loss(batch)[0].item() == pytest.approx(-5.5, rel=1e-6)
+    assert agent.actor_objective(batch)[0].item() == pytest.approx(-5.5, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- phases
@@ -188,8 +188,8 @@ def test_no_update_before_n_tau_then_pretraining_exactly_at_n_tau(hopper):
                 step,
                 unchanged,
                 agent._n_updates - updates_offline,
-                agent._n_pretrain_updates,
-                agent._finetuning,
+                agent.online_pretraining.n_pretrain_updates,
+                agent.online_pretraining.finetuning,
             )
         )
         return True
@@ -201,14 +201,14 @@ def test_no_update_before_n_tau_then_pretraining_exactly_at_n_tau(hopper):
     # Env step 40 = n_tau: Q_on pre-trained for n_pretrain updates, then the first UTD fine-tuning updates.
     step, unchanged, n, pre, fine = seen[39]
     assert (step, unchanged, n, pre, fine) == (40, False, 2, 7, True)
-    assert agent._pretrained_at == 40
+    assert agent.online_pretraining.pretrained_at == 40
     assert seen[-1][2:4] == (2 * 11, 7)  # 11 phase-3 env steps x UTD 2; no second pretraining
     # Phase 3 moved actor, both critics, the density net and every target.
     for net, ps in zip(nets, start):
         assert not all(torch.equal(a, b) for a, b in zip(net.parameters(), ps))
     # The meta-update leaves plain gradients behind (no graph kept alive in .grad).
     assert all(p.grad is None or p.grad.grad_fn is None for p in policy.online_critic.parameters())
-    assert agent._kappa == pytest.approx(0.3 + (50 - 40) / 10 * 0.6)
+    assert agent.online_pretraining.kappa == pytest.approx(0.3 + (50 - 40) / 10 * 0.6)
 
 
 # ---------------------------------------------------------------------------------------------- replay
@@ -253,7 +253,7 @@ def test_priorities_new_rows_and_updates(hopper):
     w_off = torch.tensor([0.5, 2.0, 4.0])
     expected = np.clip(w**0.2 / np.mean(w_off.numpy().astype(np.float64) ** 0.2), 1e-3, 1e3)
     max_before = replay.max_priority.item()  # 1e3: every priority is clipped to at most that
-    agent._update_priorities(indices, batch, w_off)
+    agent.online_pretraining.update_priorities(agent, indices, batch, w_off)
     np.testing.assert_allclose(replay.priorities[indices].numpy(), expected, rtol=1e-5)
     assert replay.max_priority.item() == pytest.approx(max(max_before, expected.max()), rel=1e-6)
     replay.set_priorities(torch.tensor([1]), torch.tensor([2e3]))  # a larger priority raises the max
@@ -299,7 +299,7 @@ def test_save_load_gives_identical_actions(hopper, tmp_path):
     )
     assert (loaded.n_tau, loaded.n_pretrain, loaded.kappa_end, loaded.temperature) == (20, 3, 0.9, 5.0)
     loaded.finetune(25)  # a loaded agent fine-tunes again: a new collection, a new Q_on
-    assert loaded._pretrained_at == 20
+    assert loaded.online_pretraining.pretrained_at == 20
 
 
 def test_short_finetuning_run_on_hopper(hopper):
@@ -330,14 +330,14 @@ def test_short_finetuning_run_on_hopper(hopper):
 
     offline_score = score()
     scores, pretrain_losses = {}, []
-    record = agent._record
+    record = agent.record
 
     def spy(**stats):
         if "pretrain_offline_loss" in stats:
             pretrain_losses.append(stats["pretrain_offline_loss"].item())
         record(**stats)
 
-    agent._record = spy
+    agent.record = spy
 
     def callback(*_):
         if agent.num_timesteps == agent.n_tau - 1:
@@ -358,7 +358,8 @@ def test_short_finetuning_run_on_hopper(hopper):
         "online_q_mean",
     ):
         assert math.isfinite(stats[name]), (name, stats)
-    assert stats["kappa"] == pytest.approx(np.mean([agent.kappa_at(t) for t in range(400, 701)]))
+    expected_kappa = np.mean([agent.online_pretraining.kappa_at(t) for t in range(400, 701)])
+    assert stats["kappa"] == pytest.approx(expected_kappa)
     assert agent._n_updates == 1500 + 301
     assert torch.isfinite(agent.replay.priorities).all() and agent.ep_info_buffer
 
@@ -422,18 +423,18 @@ def test_opt_spot_phases_lambda_cooling_and_q_mix(hopper, tmp_path):
     )
     agent.learn(40)  # 20 VAE steps, then 20 SPOT steps
     agent.finetune(25)
-    assert (agent._pretrained_at, agent._n_pretrain_updates, agent._n_updates) == (15, 3, 40 + 11)
+    assert (agent.online_pretraining.pretrained_at, agent.online_pretraining.n_pretrain_updates, agent._n_updates) == (15, 3, 40 + 11)
     # SPOT's lambda cooling counts the phase-3 updates only (t = 11 of T = 25 env steps x UTD 1).
     assert agent.current_lambda() == pytest.approx(agent.lambd * max(agent.lambd_end, 1 - 11 / 25))
     # A new Q_on starts like SPOT's critics: output layer from U(±critic_init_w), hidden layers by default.
-    agent.reset_online_networks()
+    agent.online_pretraining.reset_networks(agent)
     *hidden, head = agent.policy.online_critic.net.layers
     assert head.weight.abs().max() <= 3e-3 and head.bias.abs().max() <= 3e-3
     assert hidden[0].weight.abs().max() > 0.05
     # The actor keeps SPOT's normalised loss, on Q_mix: -mean Q_mix / mean|Q_mix| + lambda_t n(s).
     set_constant_output(agent.policy.critic.net, [4.0, 1.0])
     set_constant_output(agent.policy.online_critic.net, [-20.0, 1.0])
-    agent._kappa = 0.5  # Q_mix = 0.5 * 4 - 0.5 * 20 = -8: the normalised Q term is +1
+    agent.online_pretraining.kappa = 0.5  # Q_mix = 0.5 * 4 - 0.5 * 20 = -8: the normalised Q term is +1
     batch = fixed_batch()
     torch.manual_seed(3)
     loss, stats = agent.actor_loss(batch)

@@ -370,7 +370,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ logging without host syncs
 
-    def _record(self, **stats: torch.Tensor) -> None:
+    def record(self, **stats: torch.Tensor) -> None:
         """Accumulate training statistics on the device (a tensor with more than one element counts as its
         mean); they are read (one sync) only when dumped. Losses return their statistics, updates log them."""
         for name, value in stats.items():
@@ -618,7 +618,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                 break
             if terminated or truncated:
                 self.ep_info_buffer.append({"r": episode_return, "l": episode_length})
-                self._record(online_episode_return=torch.tensor(episode_return))
+                self.record(online_episode_return=torch.tensor(episode_return))
                 episode_return, episode_length = 0.0, 0
                 next_obs, _ = env.reset()
             obs = next_obs
@@ -659,6 +659,18 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         )
 
     def train(self, gradient_steps: int, batch_size: int) -> None:
+        """`gradient_steps` updates, each on a fresh batch (SB3's name for the update loop)."""
+        for _ in range(gradient_steps):
+            self._n_updates += 1
+            self.update(self.sample(batch_size))
+
+    def update(self, batch: Batch) -> None:
+        """One gradient step: the pretraining recipe's while its phase lasts, else the agent's `rl_update`."""
+        if not self.pretraining_step(batch):
+            self.rl_update(batch)
+
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> Any:
+        """The agent's own update on one batch (a recipe may pass its own critic objective)."""
         raise NotImplementedError
 
     def pretraining_step(self, batch: Batch) -> bool:

@@ -300,7 +300,7 @@ class CQL(SAC):
             policy.alpha_prime_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             policy.alpha_prime_optimizer.step()
-            self._record(**stats, alpha_prime_loss=loss, alpha_prime=self.alpha_prime)
+            self.record(**stats, alpha_prime_loss=loss, alpha_prime=self.alpha_prime)
         return critic_stats
 
 

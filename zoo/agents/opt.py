@@ -1,51 +1,33 @@
 """OPT: Online Pre-Training for offline-to-online RL (Shin, Kim et al., ICML 2025, arXiv 2507.08387).
 
-Spec: research/seed-methods.md §3. Phase 1 is the base algorithm's own offline training, unchanged
-(`learn`): TD3+BC (`OPT`, MuJoCo) or SPOT (`OPTSPOT`, AntMaze/Adroit). Online (`finetune`), counted in
-environment steps t = 1, 2, ...:
+Phase 1 is the base algorithm's offline training, unchanged (`learn`): TD3+BC (`OPT`, MuJoCo) or SPOT
+(`OPTSPOT`, AntMaze/Adroit). Online (`finetune`), in environment steps t = 1, 2, ...:
 
-- Phase 2a (t < n_tau): the frozen offline policy (+ its exploration noise) collects n_tau transitions;
-  no gradient update at all.
+- Phase 2a (t < n_tau): the frozen offline policy (+ its exploration noise) collects; no update at all.
 - Phase 2b (t = n_tau, once): a NEW randomly initialised twin critic Q_on (own targets, own Adam) is
   pre-trained for n_pretrain updates on the meta objective
-      L_off(psi) + w * L_on(psi - inner_lr * grad L_off(psi)),
-  b_off uniform from the offline table, b_on uniform from the online buffer, TD3 targets from Q_on's
-  targets and the offline target actor; w = min(L_off, L_on) / L_on (detached).
-- Phase 3 (t >= n_tau, online_utd_ratio updates per env step): a density-ratio net w(s, a) learns
-  d_on / d_off (Off2On), the batch is drawn by priority from offline ∪ online rows, both Q_off (the
-  offline critic) and Q_on take TD3 critic steps on that same batch, and every policy_delay updates the
-  actor climbs Q_mix = (1 - kappa) Q_off1 + kappa Q_on1 (TD3 base: -mean Q_mix, no BC term; SPOT base:
-  its own normalised loss with the cooled lambda); all targets follow. kappa moves linearly from
-  kappa_start to kappa_end.
+      L_off(psi) + w * L_on(psi - inner_lr * grad L_off(psi)),   w = min(L_off, L_on) / L_on (detached),
+  b_off uniform from the offline rows, b_on uniform from the online rows, TD3 targets from Q_on's targets
+  and the offline target actor; Q_on's targets follow every policy_delay pretraining steps.
+- Phase 3 (t >= n_tau, online_utd_ratio updates per env step): a density-ratio net w(s, a) ~ d_on / d_off
+  learns Off2On's Jensen-Shannon dual
+      mean[-log(2 / (w_off + 1))] - mean[log(2 w_on / (w_on + 1))],
+  the batch is drawn from offline ∪ online rows with priority w^(1/T) / mean_{b_off} w^(1/T) (clipped to
+  [1e-3, 1e3]; new rows enter at the running maximum), Q_off and Q_on take TD3 critic steps on that batch,
+  and every policy_delay updates the actor climbs Q_mix = (1 - kappa) Q_off1 + kappa Q_on1 (TD3+BC base:
+  -mean Q_mix, no BC term; SPOT base: its own normalised loss with the cooled lambda); all targets follow.
+  kappa moves linearly from kappa_start (t = n_tau) to kappa_end (t = n_tau + kappa_steps).
 
-Sources. The official code (github.com/LGAI-Research/opt) could not be fetched here (no snapshot in the
-index). Code-level details follow a public single-file third-party reimplementation that names the
-official repository as its source of truth and mirrors its Hot_Plug / OPTLearner structure; what it says:
-- gradient weighting: w = min(L_off, L_on).detach() / (L_on.detach() + 1e-10), L_on evaluated at the
-  inner-step parameters; the update is grad L_off + w * d/dpsi L_on(psi - a grad L_off(psi)) with the full
-  second-order term (backward(create_graph=True) + Hot_Plug). Here: torch.func.functional_call and
-  torch.autograd.grad(create_graph=True): the same gradient, with no graph-carrying `.grad` to leak.
-- Q_on's targets are soft-updated every policy_delay pretraining steps.
-- priorities: w(b)^(1/T) / (mean over the density step's b_off of w^(1/T) + 1e-10), clipped to
-  [1e-3, 1e3]; w(b_off) is the density net's output before its optimizer step, w(b) after it. Offline
-  rows start at priority 1, every new row gets the running max priority (which starts at 1). The
-  reimplementation samples a sum tree by equal-mass segments; here the same stratified draw runs on the
-  device as cumsum + searchsorted over a priority tensor.
-- optimizer resets: Adam states of the actor and Q_off are reset when the online phase begins
-  (`reset_optimizers_online`, on by default); SPOT on AntMaze switches gamma to 0.995 online
-  (`online_gamma`).
-- kappa: linear in env steps. The reimplementation reaches kappa_end at env step `kappa_steps` counted
-  from the start of the online phase (so the ramp lasts kappa_steps - n_tau); we follow the spec's
-  wording, "linear over kappa_steps" from the first fine-tuning step (t = n_tau) on. kappa_steps = 0
-  means kappa_end from the start.
-- the density loss takes log(x + 1e-10) on both terms, and the density net ends in a ReLU. Both match
-  Off2On's released trainer (shlee94/Off2OnRL rlkit/torch/sac/ours.py), which we could read; from there
-  too the density net's init (output bias 1, see zoo.nn.density), which the reimplementation leaves out.
-Zoo conventions that differ from the reimplementation: observations are normalised when
-`normalize_observations` is on (the class default, as for TD3+BC; hyperparams/opt*.yml turn it off, as the
-reimplementation has it); the priority table holds every offline and online row (no 1e6 ring buffer whose
-online rows overwrite offline ones); the base's `online_mixing_ratio` is not used: phase 3 samples the
-prioritised union; exploration noise is TD3's unclipped N(0, 0.1) (the reimplementation clips it at 0.5).
+Everything online lives in one component, `OnlinePretraining`, which a TD3-family agent takes through its
+`online_pretraining` hook; `OPT` and `OPTSPOT` are TD3+BC and SPOT with that component.
+
+Differs from the official code (read through a public reimplementation; see the README):
+- observations are normalised when `normalize_observations` is on (hyperparams/opt*.yml turn it off);
+- the priorities cover every offline and online row (no 1e6 ring buffer overwriting offline rows), and the
+  sum tree's stratified draw runs on the device as cumsum + searchsorted;
+- kappa reaches kappa_end kappa_steps after n_tau (the reimplementation: at env step kappa_steps);
+- `online_mixing_ratio` is not used: phase 3 samples the prioritised union;
+- exploration noise is TD3's unclipped N(0, 0.1) (the reimplementation clips it at 0.5).
 """
 
 from __future__ import annotations
@@ -56,13 +38,12 @@ from typing import Any, ClassVar
 import torch
 from torch.func import functional_call
 
-from zoo.agents.base import Batch, adam
 from zoo.agents.losses import ensemble_mse
+from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.agents.td3bc import TD3BC
 from zoo.data.dataset import OfflineDataset
-from zoo.nn.critics import SharedQ
 from zoo.nn.density import DensityRatio
 from zoo.nn.ensemble import EnsembleLinear
 
@@ -112,76 +93,318 @@ def balanced_priorities(w_batch: torch.Tensor, w_offline: torch.Tensor, temperat
     return (w_batch.pow(1.0 / temperature) / (normaliser + 1e-10)).clamp(1e-3, 1e3)
 
 
-# ---------------------------------------------------------------------------------------------- policy
+# ---------------------------------------------------------------------------------------------- networks
+
+ONLINE_OPTIMIZER_NAMES = ("online_critic_optimizer", "density_optimizer")
 
 
-class OnlinePretrainingPolicy:
-    """Policy mixin: adds Q_on (same architecture as the offline critic), its target and the density-ratio
-    net, with their Adam optimizers, to a TD3-family policy (so `save`/`load` carry them).
+def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | list[int]) -> None:
+    """Register Q_on (the offline critic's architecture), its target and the density-ratio net on `policy`,
+    so that save/load carry them. Built on a forked RNG: the offline phase draws exactly what the base
+    algorithm alone would; both are drawn afresh when the online phase starts (`reset_networks`)."""
+    with torch.random.fork_rng(devices=[]):
+        policy.online_critic = copy.deepcopy(policy.critic)
+        policy.online_critic_target = copy.deepcopy(policy.online_critic).requires_grad_(False)
+        policy.density = DensityRatio(policy.obs_dim, policy.act_dim, tuple(density_net_arch))
+
+
+def build_online_optimizers(policy: TD3Policy, density_learning_rate: float) -> None:
+    """Adam for Q_on (at Q_off's learning rate) and for the density-ratio net."""
+    from zoo.agents.base import adam
+
+    critic_lr = policy.critic_optimizer.param_groups[0]["lr"]
+    policy.online_critic_optimizer = adam(policy.online_critic.parameters(), critic_lr, policy.device)
+    policy.density_optimizer = adam(policy.density.parameters(), density_learning_rate, policy.device)
+
+
+class OPTPolicy(TD3Policy):
+    """TD3's policy (actor, twin Q_off) plus OPT's Q_on and density-ratio net.
 
     :param density_net_arch: hidden sizes of the density-ratio net (Off2On / OPT: 256-256)
     :param density_learning_rate: its Adam learning rate (set by the agent's `density_learning_rate`)
     """
 
-    online_optimizer_names: ClassVar[tuple[str, ...]] = ("online_critic_optimizer", "density_optimizer")
+    optimizer_names = (*TD3Policy.optimizer_names, *ONLINE_OPTIMIZER_NAMES)
 
-    def __init__(
-        self,
-        *args: Any,
-        density_net_arch: tuple[int, ...] | list[int] = (256, 256),
-        density_learning_rate: float = 3e-4,
-        **kwargs: Any,
-    ):
+    def __init__(self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.density_learning_rate = density_learning_rate
-        # Built on a forked RNG: the offline phase draws exactly what the base algorithm alone would.
-        # Both networks are drawn afresh when the online phase needs them (the agent's reset_online_networks).
-        with torch.random.fork_rng(devices=[]):
-            self.online_critic = copy.deepcopy(self.critic)
-            self.online_critic_target = copy.deepcopy(self.online_critic).requires_grad_(False)
-            self.density = DensityRatio(self.obs_dim, self.act_dim, tuple(density_net_arch))
+        add_online_networks(self, density_net_arch)
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
-        critic_lr = self.critic_optimizer.param_groups[0]["lr"]  # Q_on learns at Q_off's rate
-        self.online_critic_optimizer = adam(self.online_critic.parameters(), critic_lr, self.device)
-        self.density_optimizer = adam(self.density.parameters(), self.density_learning_rate, self.device)
+        build_online_optimizers(self, self.density_learning_rate)
 
 
-class OPTPolicy(OnlinePretrainingPolicy, TD3Policy):
-    """TD3's policy (actor, twin Q_off) plus OPT's Q_on and density-ratio net."""
+class OPTSPOTPolicy(SPOTPolicy):
+    """SPOT's policy (actor, twin Q_off, behaviour VAE) plus OPT's Q_on and density-ratio net (see OPTPolicy)."""
 
-    optimizer_names = (*TD3Policy.optimizer_names, *OnlinePretrainingPolicy.online_optimizer_names)
+    optimizer_names = (*SPOTPolicy.optimizer_names, *ONLINE_OPTIMIZER_NAMES)
+
+    def __init__(self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.density_learning_rate = density_learning_rate
+        add_online_networks(self, density_net_arch)
+
+    def build_optimizers(self, lr: float) -> None:
+        super().build_optimizers(lr)
+        build_online_optimizers(self, self.density_learning_rate)
 
 
-class OPTSPOTPolicy(OnlinePretrainingPolicy, SPOTPolicy):
-    """SPOT's policy (actor, twin Q_off, behaviour VAE) plus OPT's Q_on and density-ratio net."""
-
-    optimizer_names = (*SPOTPolicy.optimizer_names, *OnlinePretrainingPolicy.online_optimizer_names)
+# ---------------------------------------------------------------------------------------------- the component
 
 
-# ---------------------------------------------------------------------------------------------- agent
+def check_online_settings(
+    n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature, density_learning_rate,
+    online_gamma,
+) -> None:
+    """Refuse settings of the online phases that cannot work, naming the setting and its range."""
+    for name, value in (("kappa_start", kappa_start), ("kappa_end", kappa_end)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} is the weight of the new critic in the actor's Q, in [0, 1]; got {value}.")
+    for name, value, low in (("kappa_steps", kappa_steps, 0), ("n_tau", n_tau, 1), ("n_pretrain", n_pretrain, 0)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} is a whole number of steps >= {low}, got {value}.")
+    if not temperature > 0:
+        raise ValueError(f"temperature (priority ~ w^(1/T)) must be > 0, got {temperature}.")
+    if not inner_lr >= 0:
+        raise ValueError(f"inner_lr is the inner SGD step size, >= 0 (0: first-order), got {inner_lr}.")
+    if not density_learning_rate > 0:
+        raise ValueError(f"density_learning_rate must be > 0, got {density_learning_rate}.")
+    if online_gamma is not None and not 0.0 < online_gamma <= 1.0:
+        raise ValueError(f"online_gamma is a discount in (0, 1] (or None to keep gamma), got {online_gamma}.")
 
 
 class OnlinePretraining:
-    """Agent mixin holding all of OPT's online machinery; combine it with a TD3-family agent
-    (`class OPT(OnlinePretraining, TD3BC)`). The offline phase is the base agent's, untouched.
+    """OPT's online phases (2a, 2b, 3; see the module docstring) for a TD3-family agent.
+
+    It owns Q_on's and the density net's training (the networks sit on the agent's policy so checkpoints
+    carry them), the replay priorities and the kappa schedule. The agent calls it through TD3's hooks:
+    `on_learn_start`, `check_finetune`, `on_finetune_start`, `before_updates` and `update` (while `active`),
+    `actor_q` and `actor_objective`.
+
+    :param online_actor_loss: the actor's objective in phase 3: "q" (-mean Q_mix: OPT on TD3+BC drops the
+        BC term) or "own" (the agent's actor loss on Q_mix: OPT on SPOT)
+    Other arguments: see OPT.
+    """
+
+    def __init__(
+        self,
+        *,
+        n_tau: int,
+        n_pretrain: int,
+        inner_lr: float,
+        kappa_start: float,
+        kappa_end: float,
+        kappa_steps: int,
+        temperature: float,
+        reset_optimizers_online: bool,
+        online_gamma: float | None,
+        online_actor_loss: str,
+    ):
+        if online_actor_loss not in ("q", "own"):
+            raise ValueError(f"online_actor_loss is 'q' or 'own', got {online_actor_loss!r}.")
+        self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
+        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.temperature = float(temperature)
+        self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
+        self.online_actor_loss = online_actor_loss
+        # State of the online phase (rebuilt by every finetune call, never saved).
+        self.active = False  # inside finetune
+        self.finetuning = False  # phase 3: Q_mix for the actor, prioritised batches
+        self.kappa = self.kappa_start
+        self.n_pretrain_updates = 0  # Q_on meta-updates (not counted in the agent's _n_updates)
+        self.pretrained_at: int | None = None  # env step of phase 2b
+
+    @classmethod
+    def of(cls, agent, online_actor_loss: str) -> "OnlinePretraining":
+        """The component with the settings an OPT agent keeps under their constructor names."""
+        return cls(
+            n_tau=agent.n_tau, n_pretrain=agent.n_pretrain, inner_lr=agent.inner_lr, kappa_start=agent.kappa_start,
+            kappa_end=agent.kappa_end, kappa_steps=agent.kappa_steps, temperature=agent.temperature,
+            reset_optimizers_online=agent.reset_optimizers_online, online_gamma=agent.online_gamma,
+            online_actor_loss=online_actor_loss,
+        )
+
+    # ------------------------------------------------------------------ phases
+
+    def kappa_at(self, env_step: int) -> float:
+        """kappa at env step t >= n_tau: linear from kappa_start (t = n_tau) to kappa_end (t = n_tau + kappa_steps)."""
+        if self.kappa_steps == 0:
+            return self.kappa_end
+        progress = min(max((env_step - self.n_tau) / self.kappa_steps, 0.0), 1.0)
+        return self.kappa_start + progress * (self.kappa_end - self.kappa_start)
+
+    def on_learn_start(self, agent) -> None:
+        """Phase 1: the base algorithm's offline training, unchanged."""
+        self.active = self.finetuning = False
+
+    def check_finetune(self, agent) -> None:
+        """Refuse, before any env step, a fine-tuning that cannot run: OPT needs the offline rows."""
+        if agent.dataset is None:
+            raise ValueError(
+                "OPT pre-trains its new critic and replays on offline and online data: give the agent its "
+                "dataset (load(path, dataset=...))."
+            )
+
+    def on_finetune_start(self, agent) -> None:
+        """Phases 2a, 2b and 3 start: priorities over offline ∪ online rows, fresh Adam moments for the actor
+        and Q_off (`reset_optimizers_online`), the online discount."""
+        policy = agent.policy
+        agent.replay.start_priorities()
+        self.active, self.finetuning = True, False
+        self.kappa = self.kappa_start
+        if self.reset_optimizers_online:
+            policy.actor_optimizer.state.clear()
+            policy.critic_optimizer.state.clear()
+        if self.online_gamma is not None:
+            agent.gamma = self.online_gamma
+
+    def before_updates(self, agent, batch_size: int) -> bool:
+        """Once per env step, before its updates: new rows get their priority, phase 2b runs at t = n_tau,
+        kappa follows its schedule. False in phase 2a (no update this env step)."""
+        agent.replay.prioritize_new_rows()
+        step = agent.num_timesteps  # env steps so far, this one included
+        if step < self.n_tau:
+            return False
+        if step == self.n_tau:
+            self.pretrain_online_critic(agent, batch_size)
+            self.finetuning = True
+        self.kappa = self.kappa_at(step)
+        agent.record(kappa=torch.tensor(self.kappa))  # a host scalar: no device sync
+        return True
+
+    # ------------------------------------------------------------------ what the actor climbs
+
+    def actor_q(self, agent, observations: torch.Tensor, actions: torch.Tensor, q_off: torch.Tensor) -> torch.Tensor:
+        """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: Q_off1."""
+        if not self.finetuning:
+            return q_off
+        q_on = agent.policy.online_critic(observations, actions, members=slice(0, 1))[0]
+        return (1.0 - self.kappa) * q_off + self.kappa * q_on
+
+    def actor_objective(self, agent, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Phase 3 with online_actor_loss="q": -mean Q_mix(s, pi(s)); otherwise the agent's actor loss."""
+        if self.finetuning and self.online_actor_loss == "q":
+            return agent.q_actor_loss(batch)
+        return agent.actor_loss(batch)
+
+    # ------------------------------------------------------------------ updates
+
+    @torch.no_grad()
+    def reset_networks(self, agent) -> None:
+        """A new random Q_on (target = copy) and density net, with fresh Adam states. Q_on starts the way
+        the agent's critics start (`agent.initialize_critic`)."""
+        policy = agent.policy
+        agent.initialize_critic(policy.online_critic)
+        policy.density.reset_parameters()  # Off2On's init: w ≈ 1 at the start
+        policy.online_critic_target.load_state_dict(policy.online_critic.state_dict())
+        policy.online_critic_optimizer.state.clear()
+        policy.density_optimizer.state.clear()
+
+    def online_critic_loss(self, agent, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Q_on's TD3 critic loss on its own targets; returns (loss, statistics)."""
+        policy = agent.policy
+        q = policy.online_critic(batch.observations, batch.actions)
+        return ensemble_mse(q, agent.td_target(batch, policy.online_critic_target)), {"online_q_mean": q.mean()}
+
+    def pretrain_online_critic(self, agent, batch_size: int) -> None:
+        """Phase 2b: a new Q_on, then n_pretrain meta-updates on b_off (offline) and b_on (online)."""
+        policy, replay = agent.policy, agent.replay
+        self.reset_networks(agent)
+        params = dict(policy.online_critic.named_parameters())
+        online_pairs = (list(policy.online_critic_target.parameters()), list(policy.online_critic.parameters()))
+        for k in range(1, self.n_pretrain + 1):
+            self.n_pretrain_updates += 1
+            offline, online = replay.sample_offline(batch_size), replay.sample_online(batch_size)
+            with agent.autocast():
+                offline_target = agent.td_target(offline, policy.online_critic_target)
+                online_target = agent.td_target(online, policy.online_critic_target)
+                loss, loss_off, loss_on, weight = meta_critic_loss(
+                    policy.online_critic, params, offline, offline_target, online, online_target, self.inner_lr
+                )
+            # Adam step on the meta-gradient (plain .grad tensors: the inner graph dies with `loss`).
+            policy.online_critic_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            policy.online_critic_optimizer.step()
+            if k % agent.policy_delay == 0:
+                agent.soft_update(*online_pairs, agent.tau)
+            agent.record(
+                pretrain_loss=loss, pretrain_offline_loss=loss_off, pretrain_online_loss=loss_on,
+                pretrain_weight=weight,
+            )
+        self.pretrained_at = agent.num_timesteps
+
+    @torch.no_grad()
+    def update_priorities(self, agent, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor) -> torch.Tensor:
+        """Sampled rows' priorities from the (just updated) density net; the running max follows."""
+        w = agent.policy.density(batch.observations, batch.actions).float()
+        priorities = balanced_priorities(w, w_offline.float(), self.temperature).double()
+        agent.replay.set_priorities(indices, priorities)
+        return priorities
+
+    def update(self, agent, batch_size: int) -> None:
+        """Phase 3: one OPT fine-tuning update."""
+        policy, replay = agent.policy, agent.replay
+
+        # 1. Density-ratio step on a uniform offline batch and a uniform online batch.
+        offline, online = replay.sample_offline(batch_size), replay.sample_online(batch_size)
+        with agent.autocast():
+            w_offline = policy.density(offline.observations, offline.actions)
+            w_online = policy.density(online.observations, online.actions)
+            density_loss = density_ratio_loss(w_offline, w_online)
+        policy.density_optimizer.zero_grad(set_to_none=True)
+        density_loss.backward()
+        policy.density_optimizer.step()
+
+        # 2. A prioritised batch from offline ∪ online; its rows' priorities are refreshed.
+        indices, batch = replay.sample_prioritized(batch_size)
+        priorities = self.update_priorities(agent, indices, batch, w_offline.detach())
+
+        # 3. TD3 critic steps for Q_off (the agent's loss) and Q_on, on the same batch (disjoint weights).
+        with agent.autocast():
+            critic_loss, critic_stats = agent.critic_loss(batch)
+            online_critic_loss, online_stats = self.online_critic_loss(agent, batch)
+        policy.critic_optimizer.zero_grad(set_to_none=True)
+        policy.online_critic_optimizer.zero_grad(set_to_none=True)
+        (critic_loss + online_critic_loss).backward()
+        policy.critic_optimizer.step()
+        policy.online_critic_optimizer.step()
+        agent.record(
+            density_loss=density_loss, priority_mean=priorities.mean(), critic_loss=critic_loss,
+            online_critic_loss=online_critic_loss, **critic_stats, **online_stats,
+        )
+
+        # 4. Delayed actor step on Q_mix (through `actor_q`), then every target (Q_on's too) follows.
+        online_pairs = (list(policy.online_critic_target.parameters()), list(policy.online_critic.parameters()))
+        targets, sources = agent.target_pairs
+        agent.delayed_actor_step(batch, ([*targets, *online_pairs[0]], [*sources, *online_pairs[1]]))
+
+
+# ---------------------------------------------------------------------------------------------- agents
+
+
+class OPT(TD3BC):
+    """OPT on TD3 (the paper's MuJoCo setting): TD3+BC offline, then OPT's online phases with a TD3 actor
+    loss on Q_mix (no BC term online), UTD 5.
 
     :param n_tau: env steps collected by the frozen offline policy before any update (N_tau)
     :param n_pretrain: meta-updates of the new critic Q_on at env step n_tau (N_pretrain)
     :param inner_lr: step size of the differentiable inner SGD step on L_off (alpha_in)
     :param kappa_start: weight of Q_on in the actor's Q_mix at the first fine-tuning step
     :param kappa_end: weight of Q_on after kappa_steps fine-tuning env steps
-    :param kappa_steps: env steps over which kappa moves linearly from kappa_start to kappa_end (0: kappa_end
-        from the start)
+    :param kappa_steps: env steps over which kappa moves linearly (0: kappa_end from the start)
     :param temperature: balanced-replay priority temperature T (priority ~ w^(1/T))
     :param density_learning_rate: Adam learning rate of the density-ratio net
     :param reset_optimizers_online: reset the Adam states of the actor and Q_off when fine-tuning starts
-    :param online_gamma: discount used from the online phase on (None: keep gamma; SPOT+OPT on AntMaze: 0.995)
-    Other arguments: see the base agent. `online_mixing_ratio` is not used online: phase 3 samples the
-    prioritised union of offline and online rows, and the density net and Q_on pre-training draw b_off
-    and b_on uniformly from each.
+    :param online_gamma: discount from the online phase on (None: keep gamma; SPOT+OPT on AntMaze: 0.995)
+    :param online_utd_ratio: updates per env step in phase 3 (MuJoCo: 5)
+    Other arguments: see TD3BC, TD3 and OfflineAlgorithm. `online_mixing_ratio` is not used online.
     """
+
+    policy_aliases: ClassVar[dict[str, type]] = {"MlpPolicy": OPTPolicy}
+    policy: OPTPolicy
+    online_actor_loss: ClassVar[str] = "q"
 
     def __init__(
         self,
@@ -197,315 +420,67 @@ class OnlinePretraining:
         density_learning_rate: float = 3e-4,
         reset_optimizers_online: bool = True,
         online_gamma: float | None = None,
+        online_utd_ratio: int = 5,
         **kwargs: Any,
     ):
-        for name, value in (("kappa_start", kappa_start), ("kappa_end", kappa_end)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(
-                    f"{name} is the weight of the new critic in the actor's Q, in [0, 1]; got {value}."
-                )
-        for name, value, low in (
-            ("kappa_steps", kappa_steps, 0),
-            ("n_tau", n_tau, 1),
-            ("n_pretrain", n_pretrain, 0),
-        ):
-            if int(value) != value or value < low:
-                raise ValueError(f"{name} is a whole number of steps >= {low}, got {value}.")
-        if not temperature > 0:
-            raise ValueError(f"temperature (priority ~ w^(1/T)) must be > 0, got {temperature}.")
-        if not inner_lr >= 0:
-            raise ValueError(f"inner_lr is the inner SGD step size, >= 0 (0: first-order), got {inner_lr}.")
-        if not density_learning_rate > 0:
-            raise ValueError(f"density_learning_rate must be > 0, got {density_learning_rate}.")
-        if online_gamma is not None and not 0.0 < online_gamma <= 1.0:
-            raise ValueError(
-                f"online_gamma is a discount in (0, 1] (or None to keep gamma), got {online_gamma}."
-            )
+        check_online_settings(n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature,
+                              density_learning_rate, online_gamma)
         self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
-        self.kappa_start, self.kappa_end, self.kappa_steps = (
-            float(kappa_start),
-            float(kappa_end),
-            int(kappa_steps),
-        )
-        self.temperature = float(temperature)
-        self.density_learning_rate = float(density_learning_rate)
-        self.reset_optimizers_online = reset_optimizers_online
-        self.online_gamma = online_gamma
-        super().__init__(dataset, **kwargs)
+        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.temperature, self.density_learning_rate = float(temperature), float(density_learning_rate)
+        self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
+        super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
 
     def _setup_model(self) -> None:
         self.policy_kwargs = {**self.policy_kwargs, "density_learning_rate": self.density_learning_rate}
         super()._setup_model()
-        policy = self.policy
-        # Phase 3 targets: actor, Q_off and Q_on in one foreach lerp; phase 2b: Q_on's alone.
-        self._online_target_pairs = (
-            list(policy.online_critic_target.parameters()),
-            list(policy.online_critic.parameters()),
-        )
-        self._all_target_pairs = (
-            [*self._target_pairs[0], *self._online_target_pairs[0]],
-            [*self._target_pairs[1], *self._online_target_pairs[1]],
-        )
-        # Online-phase state (rebuilt by every finetune call, never saved).
-        self._online_phase = False  # inside finetune
-        self._finetuning = False  # phase 3: Q_mix for the actor, prioritised batches
-        self._kappa = self.kappa_start
-        self._n_pretrain_updates = 0
-        self._pretrained_at: int | None = None  # env step of phase 2b
-
-    def _excluded_save_params(self) -> list[str]:
-        return [
-            *super()._excluded_save_params(),
-            "_online_target_pairs",
-            "_all_target_pairs",
-            "_online_phase",
-            "_finetuning",
-            "_kappa",
-            "_n_pretrain_updates",
-            "_pretrained_at",
-        ]
-
-    # ------------------------------------------------------------------ phases
-
-    def learn(self, *args: Any, **kwargs: Any):
-        """Phase 1: the base algorithm's offline training, unchanged."""
-        self._online_phase = self._finetuning = False
-        return super().learn(*args, **kwargs)
-
-    def finetune(self, total_timesteps: int, env=None, *args: Any, **kwargs: Any):
-        """Phases 2a, 2b and 3 over `total_timesteps` env steps (the budget includes the n_tau collection
-        steps; the paper's MuJoCo runs use 300k)."""
-        if self.dataset is None:
-            raise ValueError(
-                "OPT pre-trains its new critic and replays on offline and online data: give the agent its "
-                "dataset (load(path, dataset=...))."
-            )
-        return super().finetune(total_timesteps, env, *args, **kwargs)
-
-    def _on_finetune_start(self) -> None:
-        super()._on_finetune_start()
-        policy = self.policy
-        # Priorities over offline ∪ online rows: offline ones start at 1, online ones are set on arrival.
-        self.replay.start_priorities()
-        self._online_phase, self._finetuning = True, False
-        self._kappa = self.kappa_start
-        # 3rd-party reimplementation of the released code: fresh Adam moments for actor and Q_off online.
-        if self.reset_optimizers_online:
-            policy.actor_optimizer.state.clear()
-            policy.critic_optimizer.state.clear()
-        if self.online_gamma is not None:
-            self.gamma = self.online_gamma
-
-    def kappa_at(self, env_step: int) -> float:
-        """kappa at env step t >= n_tau: linear from kappa_start (t = n_tau) to kappa_end (t = n_tau + kappa_steps)."""
-        if self.kappa_steps == 0:
-            return self.kappa_end
-        progress = min(max((env_step - self.n_tau) / self.kappa_steps, 0.0), 1.0)
-        return self.kappa_start + progress * (self.kappa_end - self.kappa_start)
-
-    def train(self, gradient_steps: int, batch_size: int) -> None:
-        if not self._online_phase:
-            super().train(gradient_steps, batch_size)  # phase 1: the base algorithm's update
-            return
-        self.replay.prioritize_new_rows()
-        step = self.num_timesteps  # env steps so far, this one included
-        if step < self.n_tau:
-            return  # phase 2a: the frozen offline policy collects
-        if step == self.n_tau:
-            self.pretrain_online_critic(batch_size)  # phase 2b
-            self._finetuning = True
-        self._kappa = self.kappa_at(step)
-        self._record(kappa=torch.tensor(self._kappa))  # a host scalar: no device sync
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            self.finetune_update(batch_size)
-
-    # ------------------------------------------------------------------ sampling
-
-    @torch.no_grad()
-    def _update_priorities(
-        self, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor
-    ) -> torch.Tensor:
-        """Sampled rows' priorities from the (just updated) density net; the running max follows."""
-        w = self.policy.density(batch.observations, batch.actions).float()
-        priorities = balanced_priorities(w, w_offline.float(), self.temperature).double()
-        self.replay.set_priorities(indices, priorities)
-        return priorities
-
-    # ------------------------------------------------------------------ losses
-
-    def online_critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Q_on's TD3 critic loss on its own targets; returns (loss, statistics)."""
-        q = self.policy.online_critic(batch.observations, batch.actions)
-        return ensemble_mse(q, self.td_target(batch, self.policy.online_critic_target)), {"online_q_mean": q.mean()}
-
-    def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: the base's Q."""
-        q_off = super().actor_q(observations, actions)
-        if not self._finetuning:
-            return q_off
-        q_on = self.policy.online_critic(observations, actions, members=slice(0, 1))[0]
-        return (1.0 - self._kappa) * q_off + self._kappa * q_on
-
-    # ------------------------------------------------------------------ updates
-
-    @torch.no_grad()
-    def reset_online_networks(self) -> None:
-        """A new random Q_on (target = copy) and density net, with fresh Adam states. Q_on's layers get
-        PyTorch's default init (U(±1/sqrt(fan_in))), as TD3's critics start; `_initialize_online_critic`
-        adds a base's own scheme."""
-        policy = self.policy
-        for module in policy.online_critic.modules():
-            if isinstance(module, EnsembleLinear):
-                module.reset_parameters()
-        self._initialize_online_critic(policy.online_critic)
-        policy.density.reset_parameters()  # Off2On's init: w ≈ 1 at the start
-        policy.online_critic_target.load_state_dict(policy.online_critic.state_dict())
-        policy.online_critic_optimizer.state.clear()
-        policy.density_optimizer.state.clear()
-
-    def _initialize_online_critic(self, critic: torch.nn.Module) -> None:
-        """Hook: a base whose critics start from their own init scheme applies it to Q_on here."""
-
-    def pretrain_online_critic(self, batch_size: int) -> None:
-        """Phase 2b: a new Q_on, then n_pretrain meta-updates on b_off (offline) and b_on (online).
-
-        These updates are counted in `_n_pretrain_updates`, not in `_n_updates` (the base's own updates,
-        which drive the policy delay and SPOT's lambda cooling)."""
-        policy = self.policy
-        self.reset_online_networks()
-        params = dict(policy.online_critic.named_parameters())
-        for k in range(1, self.n_pretrain + 1):
-            self._n_pretrain_updates += 1
-            # Uniform batches from each source; TD3 targets from Q_on's targets and the offline target actor.
-            offline, online = self.replay.sample_offline(batch_size), self.replay.sample_online(batch_size)
-            with self.autocast():
-                offline_target = self.td_target(offline, policy.online_critic_target)
-                online_target = self.td_target(online, policy.online_critic_target)
-                loss, loss_off, loss_on, weight = meta_critic_loss(
-                    policy.online_critic,
-                    params,
-                    offline,
-                    offline_target,
-                    online,
-                    online_target,
-                    self.inner_lr,
-                )
-            # Adam step on the meta-gradient (plain .grad tensors: the inner graph dies with `loss`).
-            policy.online_critic_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            policy.online_critic_optimizer.step()
-            # Q_on's targets follow every policy_delay pretraining steps.
-            if k % self.policy_delay == 0:
-                self.soft_update(*self._online_target_pairs, self.tau)
-            self._record(
-                pretrain_loss=loss,
-                pretrain_offline_loss=loss_off,
-                pretrain_online_loss=loss_on,
-                pretrain_weight=weight,
-            )
-        self._pretrained_at = self.num_timesteps
-
-    def finetune_update(self, batch_size: int) -> None:
-        """Phase 3: one OPT fine-tuning update."""
-        policy = self.policy
-
-        # 1. Density-ratio step on a uniform offline batch and a uniform online batch.
-        offline, online = self.replay.sample_offline(batch_size), self.replay.sample_online(batch_size)
-        with self.autocast():
-            w_offline = policy.density(offline.observations, offline.actions)
-            w_online = policy.density(online.observations, online.actions)
-            density_loss = density_ratio_loss(w_offline, w_online)
-        policy.density_optimizer.zero_grad(set_to_none=True)
-        density_loss.backward()
-        policy.density_optimizer.step()
-
-        # 2. A prioritised batch from offline ∪ online; its rows' priorities are refreshed.
-        indices, batch = self.replay.sample_prioritized(batch_size)
-        priorities = self._update_priorities(indices, batch, w_offline.detach())
-
-        # 3. TD3 critic steps for Q_off (the base's loss) and Q_on, on the same batch (disjoint weights).
-        with self.autocast():
-            critic_loss, critic_stats = self.critic_loss(batch)
-            online_critic_loss, online_stats = self.online_critic_loss(batch)
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        policy.online_critic_optimizer.zero_grad(set_to_none=True)
-        (critic_loss + online_critic_loss).backward()
-        policy.critic_optimizer.step()
-        policy.online_critic_optimizer.step()
-        self._record(
-            density_loss=density_loss,
-            priority_mean=priorities.mean(),
-            critic_loss=critic_loss,
-            online_critic_loss=online_critic_loss,
-            **critic_stats,
-            **online_stats,
-        )
-
-        # 4. Delayed actor step on Q_mix (through `actor_q`), then every target follows.
-        self.delayed_actor_step(batch, self._all_target_pairs)
+        self.online_pretraining = OnlinePretraining.of(self, self.online_actor_loss)
 
 
-class OPT(OnlinePretraining, TD3BC):
-    """OPT on TD3 (the paper's MuJoCo setting): TD3+BC offline, then OPT's online phases with a TD3 actor
-    loss on Q_mix (no BC term online), UTD 5.
-
-    :param online_utd_ratio: updates per env step in phase 3 (MuJoCo: 5)
-    Other arguments: see OnlinePretraining, TD3BC, TD3 and OfflineAlgorithm.
-    """
-
-    policy_aliases: ClassVar[dict[str, type]] = {"MlpPolicy": OPTPolicy}
-    policy: OPTPolicy
-
-    def __init__(self, dataset: OfflineDataset | None = None, *, online_utd_ratio: int = 5, **kwargs: Any):
-        super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
-
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Phase 3: TD3's -mean Q_mix(s, pi(s)); offline: TD3+BC's loss."""
-        if self._finetuning:
-            return TD3.actor_loss(self, batch)
-        return super().actor_loss(batch)
-
-
-class OPTSPOT(OnlinePretraining, SPOT):
+class OPTSPOT(SPOT):
     """OPT on SPOT (the paper's AntMaze and Adroit setting): SPOT offline (VAE, then SPOT-TD3), then OPT's
-    online phases; the actor keeps SPOT's loss, -Q_mix / mean|Q_mix| + lambda_t n(s) with lambda cooled over
-    the phase-3 updates (SPOT's own cooling: the pretraining updates of Q_on are not counted in it).
+    online phases; the actor keeps SPOT's loss, -Q_mix / mean|Q_mix| + lambda_t n(s), lambda cooled over the
+    phase-3 updates (the pretraining updates of Q_on are not counted in it).
 
     :param online_utd_ratio: updates per env step in phase 3 (AntMaze, Adroit: 1)
-    :param kappa_start: see OnlinePretraining (AntMaze, Adroit: 0.1)
-    :param kappa_steps: see OnlinePretraining (AntMaze: 100k, large-diverse 200k; Adroit: 250k)
-    Other arguments: see OnlinePretraining, SPOT, TD3 and OfflineAlgorithm; per-domain values in
-    hyperparams/opt-spot.yml.
+    :param kappa_start: see OPT (AntMaze, Adroit: 0.1)
+    :param kappa_steps: see OPT (AntMaze: 100k, large-diverse 200k; Adroit: 250k)
+    Other arguments: see OPT, SPOT, TD3 and OfflineAlgorithm; per-domain values in hyperparams/opt-spot.yml.
     """
 
     policy_aliases: ClassVar[dict[str, type]] = {"MlpPolicy": OPTSPOTPolicy}
     policy: OPTSPOTPolicy
+    online_actor_loss: ClassVar[str] = "own"
 
     def __init__(
         self,
         dataset: OfflineDataset | None = None,
         *,
-        online_utd_ratio: int = 1,
+        n_tau: int = 25_000,
+        n_pretrain: int = 50_000,
+        inner_lr: float = 3e-4,
         kappa_start: float = 0.1,
+        kappa_end: float = 0.9,
         kappa_steps: int = 100_000,
+        temperature: float = 5.0,
+        density_learning_rate: float = 3e-4,
+        reset_optimizers_online: bool = True,
+        online_gamma: float | None = None,
+        online_utd_ratio: int = 1,
         **kwargs: Any,
     ):
-        super().__init__(
-            dataset,
-            online_utd_ratio=online_utd_ratio,
-            kappa_start=kappa_start,
-            kappa_steps=kappa_steps,
-            **kwargs,
-        )
+        check_online_settings(n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature,
+                              density_learning_rate, online_gamma)
+        self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
+        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.temperature, self.density_learning_rate = float(temperature), float(density_learning_rate)
+        self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
+        super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
 
-    @torch.no_grad()
-    def _initialize_online_critic(self, critic: torch.nn.Module) -> None:
-        """Q_on starts like SPOT's critics: output layer from U(±critic_init_w) when that is set."""
-        if self.critic_init_w is not None:
-            head = critic.q_head if isinstance(critic, SharedQ) else critic.net.layers[-1]
-            torch.nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
-            torch.nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
+    def _setup_model(self) -> None:
+        self.policy_kwargs = {**self.policy_kwargs, "density_learning_rate": self.density_learning_rate}
+        super()._setup_model()
+        self.online_pretraining = OnlinePretraining.of(self, self.online_actor_loss)
 
 
 __all__ = [
@@ -514,7 +489,6 @@ __all__ = [
     "OPTPolicy",
     "OPTSPOTPolicy",
     "OnlinePretraining",
-    "OnlinePretrainingPolicy",
     "balanced_priorities",
     "density_ratio_loss",
     "meta_critic_loss",

@@ -99,8 +99,8 @@ class Imitation(Pretraining):
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward()
         policy.actor_optimizer.step()
-        agent.soft_update(*agent._target_pairs, agent.tau)
-        agent._record(**critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
+        agent.soft_update(*agent.target_pairs, agent.tau)
+        agent.record(**critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
 
 
 class TransitionPrediction(Pretraining):
@@ -138,7 +138,7 @@ class TransitionPrediction(Pretraining):
     def update(self, agent: "TD3", batch: "Batch") -> None:
         with agent.autocast():
             loss, stats = self.critic_loss(agent, batch)
-        agent._record(**stats)
+        agent.record(**stats)
         agent.rl_update(batch, critic_loss=loss)
 
     def finish(self, agent: "TD3") -> None:
@@ -328,7 +328,7 @@ class SoftImitation(Pretraining):
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=agent._actor_params)
         policy.actor_optimizer.step()
-        agent._record(**stats, pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
+        agent.record(**stats, pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
 
     def critic_update(self, agent, batch: "Batch") -> None:
         """Phase B: the critics on the soft Monte-Carlo returns; the targets follow."""
@@ -338,8 +338,8 @@ class SoftImitation(Pretraining):
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward(inputs=agent._critic_params)
         policy.critic_optimizer.step()
-        agent.soft_update(*agent._target_pairs, agent.tau)
-        agent._record(pretrain_critic_loss=critic_loss, **stats)
+        agent.soft_update(*agent.target_pairs, agent.tau)
+        agent.record(pretrain_critic_loss=critic_loss, **stats)
 
     def finish(self, agent) -> None:
         self._source = None  # the episode layout is only needed at the switch (rebuilt with the table)

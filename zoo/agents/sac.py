@@ -163,14 +163,14 @@ class SAC(OfflineAlgorithm):
         self.policy.log_alpha.requires_grad_(self._learn_alpha)
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
-        self._target_pairs = (list(self.policy.critic_target.parameters()), self._critic_params)
+        self.target_pairs = (list(self.policy.critic_target.parameters()), self._critic_params)
         entropy = -float(self.policy.act_dim) if self.target_entropy == "auto" else float(self.target_entropy)
         self._target_entropy = entropy
         if self.pretraining is not None and self._n_updates > self.pretrain_until:
             self.pretraining.finish(self)  # a loaded agent past its pretraining phase
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_critic_params", "_target_pairs"]
+        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_critic_params", "target_pairs"]
 
     def explore(self, observation: np.ndarray) -> np.ndarray:
         """An action sampled from pi(.|s) (SAC explores with its own stochastic policy)."""
@@ -235,14 +235,7 @@ class SAC(OfflineAlgorithm):
         self.policy.alpha_optimizer.zero_grad(set_to_none=True)
         alpha_loss.backward()
         self.policy.alpha_optimizer.step()
-        self._record(**stats, alpha_loss=alpha_loss)
-
-    def train(self, gradient_steps: int, batch_size: int) -> None:
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            batch = self.sample(batch_size)
-            if not self.pretraining_step(batch):
-                self.rl_update(batch)
+        self.record(**stats, alpha_loss=alpha_loss)
 
     def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Temperature, actor and critics from the same pre-update networks, then one step each; a
@@ -263,7 +256,7 @@ class SAC(OfflineAlgorithm):
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()  # only critic weights are in this graph (a frozen PSQN backbone is left out)
         policy.critic_optimizer.step()
-        self.soft_update(*self._target_pairs, self.tau)
-        self._record(**critic_stats, **actor_stats)
-        self._record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())
+        self.soft_update(*self.target_pairs, self.tau)
+        self.record(**critic_stats, **actor_stats)
+        self.record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())
         return critic_stats

@@ -183,13 +183,23 @@ class SPOT(TD3):
             initialize(policy.actor.net, output_bound=self.actor_init_w)
             policy.actor_target.load_state_dict(policy.actor.state_dict())
         if self.critic_init_w is not None:
-            head = self.critic.q_head if isinstance(self.critic, SharedQ) else self.critic.net.layers[-1]
-            with torch.no_grad():
-                nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
-                nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
+            self._initialize_critic_output(self.critic)
             policy.critic_target.load_state_dict(self.critic.state_dict())
         if self._n_updates >= self.vae_steps:  # a loaded agent past its VAE phase
             self.freeze_vae()
+
+    @torch.no_grad()
+    def _initialize_critic_output(self, critic: nn.Module) -> None:
+        """The critic's output layer from U(±critic_init_w) (AntMaze/Adroit), when that is set."""
+        if self.critic_init_w is not None:
+            head = critic.q_head if isinstance(critic, SharedQ) else critic.net.layers[-1]
+            nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
+            nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
+
+    def initialize_critic(self, critic: nn.Module) -> None:
+        """TD3's default draw, then the output layer from U(±critic_init_w) when that is set."""
+        super().initialize_critic(critic)
+        self._initialize_critic_output(critic)
 
     def freeze_vae(self) -> None:
         """The VAE stops learning: the actor's gradients pass through it to pi(s) but leave no trace on it."""
@@ -255,14 +265,12 @@ class SPOT(TD3):
 
     # ------------------------------------------------------------------ one update
 
-    def train(self, gradient_steps: int, batch_size: int) -> None:
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            batch = self.sample(batch_size)
-            if self._n_updates <= self.vae_steps:
-                self.vae_update(batch)
-            elif not self.pretraining_step(batch):
-                self.rl_update(batch)
+    def update(self, batch: Batch) -> None:
+        """The VAE phase's step, then the base's (a recipe's phase, then SPOT's rl_update)."""
+        if self._n_updates <= self.vae_steps:
+            self.vae_update(batch)
+        else:
+            super().update(batch)
 
     def vae_update(self, batch: Batch) -> None:
         """One step of the VAE phase (actor and critics untouched); the VAE freezes after the last one."""
@@ -272,7 +280,7 @@ class SPOT(TD3):
         policy.vae_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         policy.vae_optimizer.step()
-        self._record(**stats, vae_loss=loss)
+        self.record(**stats, vae_loss=loss)
         if self._n_updates == self.vae_steps:
             self.freeze_vae()
 

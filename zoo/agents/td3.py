@@ -20,7 +20,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
 from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
-from zoo.nn import DeterministicActor, EnsembleQ, SharedQ
+from zoo.nn import DeterministicActor, EnsembleLinear, EnsembleQ, SharedQ
 
 
 class TD3Policy(OfflinePolicy):
@@ -76,6 +76,9 @@ class TD3(OfflineAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": TD3Policy}
     policy: TD3Policy
+    # An online component (OPT's `OnlinePretraining`) that takes over `finetune`'s updates and what the
+    # actor climbs; None for plain TD3-family agents. Built in `_setup_model`, never saved.
+    online_pretraining: Any = None
 
     def __init__(
         self,
@@ -116,7 +119,7 @@ class TD3(OfflineAlgorithm):
         super()._setup_model()
         self.actor, self.critic = self.policy.actor, self.policy.critic
         self._actor_params = list(self.actor.parameters())
-        self._target_pairs = (
+        self.target_pairs = (  # (targets, sources) that follow by Polyak averaging
             [*self.policy.actor_target.parameters(), *self.policy.critic_target.parameters()],
             [*self._actor_params, *self.critic.parameters()],
         )
@@ -132,7 +135,45 @@ class TD3(OfflineAlgorithm):
         return self.policy.unscale_action(np.clip(scaled, -1.0, 1.0))
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_target_pairs", "_explore_rng"]
+        return [
+            *super()._excluded_save_params(), "actor", "critic", "_actor_params", "target_pairs", "_explore_rng",
+            "online_pretraining",
+        ]
+
+    # ------------------------------------------------------------------ the online component's hooks
+
+    def learn(self, *args: Any, **kwargs: Any):
+        if self.online_pretraining is not None:
+            self.online_pretraining.on_learn_start(self)
+        return super().learn(*args, **kwargs)
+
+    def finetune(self, *args: Any, **kwargs: Any):
+        if self.online_pretraining is not None:
+            self.online_pretraining.check_finetune(self)
+        return super().finetune(*args, **kwargs)
+
+    def _on_finetune_start(self) -> None:
+        super()._on_finetune_start()
+        if self.online_pretraining is not None:
+            self.online_pretraining.on_finetune_start(self)
+
+    def train(self, gradient_steps: int, batch_size: int) -> None:
+        """The base's update loop, or, while an online component is active, its updates."""
+        online = self.online_pretraining
+        if online is None or not online.active:
+            super().train(gradient_steps, batch_size)
+        elif online.before_updates(self, batch_size):
+            for _ in range(gradient_steps):
+                self._n_updates += 1
+                online.update(self, batch_size)
+
+    def initialize_critic(self, critic: torch.nn.Module) -> None:
+        """Draw a new critic's weights the way this agent's critics start (TD3: PyTorch's default,
+        U(±1/sqrt(fan_in)) per layer); OPT starts its Q_on with it."""
+        with torch.no_grad():
+            for module in critic.modules():
+                if isinstance(module, EnsembleLinear):
+                    module.reset_parameters()
 
     # ------------------------------------------------------------------ losses
 
@@ -155,21 +196,28 @@ class TD3(OfflineAlgorithm):
         return ensemble_mse(q, target), {"q_mean": q.mean()}
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """The Q-value the actor climbs: Q_1(s, a) (OPT swaps in its kappa-mix of two critics)."""
-        return self.critic(observations, actions, members=slice(0, 1))[0]
+        """The Q-value the actor climbs: Q_1(s, a), or the online component's mix (OPT: kappa-mix)."""
+        q = self.critic(observations, actions, members=slice(0, 1))[0]
+        if self.online_pretraining is not None:
+            return self.online_pretraining.actor_q(self, observations, actions, q)
+        return q
 
-    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean Q_1(s, pi(s)); returns (loss, statistics)."""
+    def q_actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """-mean Q(s, pi(s)) with Q = actor_q; returns (loss, statistics)."""
         return -self.actor_q(batch.observations, self.actor(batch.observations)).mean(), {}
 
-    # ------------------------------------------------------------------ one update
+    def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """TD3: -mean Q_1(s, pi(s)); returns (loss, statistics)."""
+        return self.q_actor_loss(batch)
 
-    def train(self, gradient_steps: int, batch_size: int) -> None:
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            batch = self.sample(batch_size)
-            if not self.pretraining_step(batch):
-                self.rl_update(batch)
+    def actor_objective(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """What the delayed actor step minimises: `actor_loss`, or the online component's objective
+        (OPT on TD3+BC, phase 3: -mean Q_mix without the BC term)."""
+        if self.online_pretraining is not None:
+            return self.online_pretraining.actor_objective(self, batch)
+        return self.actor_loss(batch)
+
+    # ------------------------------------------------------------------ one update
 
     def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
         """One TD3 update; a pretraining recipe may pass its own critic objective (PSQN does)."""
@@ -183,7 +231,7 @@ class TD3(OfflineAlgorithm):
         policy.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         policy.critic_optimizer.step()
-        self._record(**stats, critic_loss=critic_loss)
+        self.record(**stats, critic_loss=critic_loss)
 
         self.delayed_actor_step(batch)
 
@@ -194,9 +242,9 @@ class TD3(OfflineAlgorithm):
             return
         policy = self.policy
         with self.autocast():
-            actor_loss, stats = self.actor_loss(batch)
+            actor_loss, stats = self.actor_objective(batch)
         policy.actor_optimizer.zero_grad(set_to_none=True)
         actor_loss.backward(inputs=self._actor_params)
         policy.actor_optimizer.step()
-        self.soft_update(*(target_pairs or self._target_pairs), self.tau)
-        self._record(**stats, actor_loss=actor_loss)
+        self.soft_update(*(target_pairs or self.target_pairs), self.tau)
+        self.record(**stats, actor_loss=actor_loss)
