@@ -167,6 +167,9 @@ def test_zip_checkpoint_and_atomic_replacement(dataset, tmp_path):
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="is not a zoo checkpoint"):
         save_checkpoint(agent, tmp_path / "other")
+    with pytest.raises(UserError, match="field 'evaluation.episodes' is missing"):
+        save_checkpoint(agent, tmp_path / "scored", evaluation={"normalized_score": 50.0})
+    assert not (tmp_path / "scored").exists()
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
 
 

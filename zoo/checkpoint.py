@@ -153,6 +153,7 @@ def write_checkpoint(
     weights = safetensors_bytes(tensors, metadata={"format": "pt"})
     config["tensors"]["sha256"] = hashlib.sha256(weights).hexdigest()
     config["tensors"]["bytes"] = len(weights)
+    validate_config(config, destination)  # what a reader would refuse is never written
     if destination.suffix == ".zip":
         _write_zip(destination, config, weights, extra_files or {})
     else:
