@@ -105,13 +105,20 @@ def _cases():
         policy = policy_class(cls)
         for name in parameters(policy):
             for kind, value in zip(("type", "range"), bad_values(name)):
-                yield pytest.param(key, cls, {"policy_kwargs": {name: value}}, name,
-                                   id=f"{key}-{cls.__name__}-policy_kwargs.{name}-{kind}")
+                yield pytest.param(
+                    key,
+                    cls,
+                    {"policy_kwargs": {name: value}},
+                    name,
+                    id=f"{key}-{cls.__name__}-policy_kwargs.{name}-{kind}",
+                )
     for recipe_key, recipe in PRETRAINING.items():
         for name in parameters(recipe):
             for kind, value in zip(("type", "range"), bad_values(name)):
                 kwargs = {"pretrain": recipe_key, "pretrain_steps": 10, "pretrain_kwargs": {name: value}}
-                yield pytest.param("td3bc", AGENTS["td3bc"].cls, kwargs, name, id=f"{recipe_key}.{name}-{kind}")
+                yield pytest.param(
+                    "td3bc", AGENTS["td3bc"].cls, kwargs, name, id=f"{recipe_key}.{name}-{kind}"
+                )
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +140,11 @@ def tiny_dataset(tmp_path_factory):
 def test_python_api_refuses_each_bad_hyperparameter(tiny_dataset, key, cls, kwargs, name):
     """Through make_agent (the registry) and the class itself: a ConfigError naming the setting, before any
     set-up (the check runs in OfflineAlgorithm.__new__)."""
-    base = next((b for b, c in AGENTS[key].bases.items() if c is cls), None) if cls is not AGENTS[key].cls else None
+    base = (
+        next((b for b, c in AGENTS[key].bases.items() if c is cls), None)
+        if cls is not AGENTS[key].cls
+        else None
+    )
     with pytest.raises(ConfigError) as info:
         make_agent(key, tiny_dataset, base=base, **{"device": "cpu", **kwargs})
     message = str(info.value)
@@ -144,11 +155,17 @@ def test_python_api_refuses_each_bad_hyperparameter(tiny_dataset, key, cls, kwar
 def test_python_api_names_the_setting_value_and_range():
     from zoo import TD3BC
 
-    with pytest.raises(ConfigError, match=r"^gamma=2 \(from TD3BC\(\.\.\.\)\): gamma must be a number in \[0, 1\)\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^gamma=2 \(from TD3BC\(\.\.\.\)\): gamma must be a number in \[0, 1\)\.$"
+    ):
         TD3BC(None, gamma=2)
-    with pytest.raises(ConfigError, match=r"^batch_size=256\.0 .*: batch_size must be a whole number >= 1\.$"):
+    with pytest.raises(
+        ConfigError, match=r"^batch_size=256\.0 .*: batch_size must be a whole number >= 1\.$"
+    ):
         TD3BC(None, batch_size=256.0)
-    with pytest.raises(ConfigError, match=r"policy_kwargs has no option 'n_critic' for TD3Policy.*Known: .*n_critics"):
+    with pytest.raises(
+        ConfigError, match=r"policy_kwargs has no option 'n_critic' for TD3Policy.*Known: .*n_critics"
+    ):
         TD3BC(None, policy_kwargs={"n_critic": 3})
     from zoo.agents import TD3
 
@@ -157,6 +174,7 @@ def test_python_api_names_the_setting_value_and_range():
 
 
 # ---------------------------------------------------------------------------- the command line, in process
+
 
 @pytest.fixture
 def tiny_root(write_tiny, minari_root_per_test):
@@ -171,17 +189,29 @@ CLI_CASES = [
     (TRAIN + ["--set", "batch_size=0"], "batch_size=0 (from --set): batch_size must be a whole number >= 1."),
     (TRAIN + ["--set", "policy_delay=0"], "policy_delay must be a whole number >= 1"),
     (TRAIN + ["--set", "gamma=2"], "gamma=2 (from --set): gamma must be a number in [0, 1)."),
-    (TRAIN + ["--set", "learning_rate=0"], "learning_rate=0 (from --set): learning_rate must be a number > 0"),
+    (
+        TRAIN + ["--set", "learning_rate=0"],
+        "learning_rate=0 (from --set): learning_rate must be a number > 0",
+    ),
     (TRAIN + ["--set", "n_finetune_timesteps=abc"], "n_finetune_timesteps='abc' (from --set)"),
     (TRAIN + ["--set", "policy_kwargs={n_critics: 0}"], "policy_kwargs: n_critics=0 (from --set)"),
     (TRAIN + ["--steps", "0"], "--steps 0: --steps must be a whole number >= 1."),
-    (TRAIN + ["--finetune-steps", "-3"], "--finetune-steps -3: --finetune-steps must be a whole number >= 0."),
+    (
+        TRAIN + ["--finetune-steps", "-3"],
+        "--finetune-steps -3: --finetune-steps must be a whole number >= 0.",
+    ),
     (TRAIN + ["--fraction", "2"], "--fraction 2.0: --fraction must be a number in (0, 1]."),
     (TRAIN + ["--seed", "-1"], "--seed -1: --seed must be a whole number >= 0."),
     (TRAIN + ["--device", "gpu"], "device='gpu' is not a torch device"),
-    (["train", "--algo", "td3bc", "--dataset", "zoo/hopper/nothing-v0"], "Dataset 'zoo/hopper/nothing-v0' is not in"),
+    (
+        ["train", "--algo", "td3bc", "--dataset", "zoo/hopper/nothing-v0"],
+        "Dataset 'zoo/hopper/nothing-v0' is not in",
+    ),
     (["eval", "/nowhere/td3bc.zip"], "/nowhere/td3bc.zip"),
-    (["datasets", "make", "zoo/hopper/random-v0", "--steps", "0"], "--steps 0: --steps must be a whole number >= 1."),
+    (
+        ["datasets", "make", "zoo/hopper/random-v0", "--steps", "0"],
+        "--steps 0: --steps must be a whole number >= 1.",
+    ),
     (["datasets", "make", "zoo/hopper/random-v0", "--n-envs", "0"], "--n-envs 0: --n-envs must be"),
 ]
 
@@ -203,7 +233,8 @@ def test_quickstart_on_a_missing_device_writes_nothing(capsys, minari_root_per_t
     monkeypatch.chdir(tmp_path)
     assert main(["quickstart", "--device", "cuda"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "zoo: error: device='cuda' is not available (this torch build has no CUDA): use --device cpu (or auto)."
+        "zoo: error: device='cuda' is not available (this torch build has no CUDA): "
+        "use --device cpu (or auto)."
     )
     assert not minari_root_per_test.exists() and not (tmp_path / "runs").exists()
 
@@ -212,8 +243,9 @@ def test_quickstart_on_a_missing_device_writes_nothing(capsys, minari_root_per_t
 
 
 def zoo(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "zoo.cli", *argv], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *argv], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_subprocess_exit_codes_and_debug(tiny_root, tmp_path):
@@ -221,7 +253,9 @@ def test_cli_subprocess_exit_codes_and_debug(tiny_root, tmp_path):
     --debug (anywhere on the line) shows the traceback."""
     done = zoo(*TRAIN, "--set", "alpha=abc", cwd=tmp_path)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == ["zoo: error: alpha='abc' (from --set): alpha must be a number >= 0."]
+    assert done.stderr.strip().splitlines() == [
+        "zoo: error: alpha='abc' (from --set): alpha must be a number >= 0."
+    ]
     done = zoo(*TRAIN, "--set", "alpha=abc", "--debug", cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("zoo.errors.ConfigError: alpha='abc'")
@@ -237,20 +271,27 @@ def test_write_refuses_nan_and_out_of_space_actions(make_episode, minari_root_pe
         write_dataset("zoo/hopper/nan-v0", [episode], env_id="Hopper-v5")
     episode = make_episode(0, 5)
     episode.actions[3, 0] = 1.5
-    with pytest.raises(DataError, match=r"action outside Hopper-v5's action space in 'actions' at step 3, "
-                                        r"dimension 0: 1.5 not in \[-1.0, 1.0\]"):
+    with pytest.raises(
+        DataError,
+        match=r"action outside Hopper-v5's action space in 'actions' at step 3, "
+        r"dimension 0: 1.5 not in \[-1.0, 1.0\]",
+    ):
         write_dataset("zoo/hopper/oob-v0", [episode], env_id="Hopper-v5")
     assert not minari_root_per_test.exists() or not any(minari_root_per_test.rglob("*.hdf5"))
 
 
-def test_foreign_dataset_with_actions_outside_the_space_is_refused(make_episode, capsys, tmp_path, monkeypatch):
+def test_foreign_dataset_with_actions_outside_the_space_is_refused(
+    make_episode, capsys, tmp_path, monkeypatch
+):
     from tests.test_data import write_unchecked
 
     episodes = [make_episode(0, 5), make_episode(1, 4)]
     episodes[1].actions[2, 2] = -3.0
     write_unchecked("other/hopper/oob-v0", episodes)
-    expected = ("'actions' at transition 7 (episode 1, step 2), dimension 2: -3.0 not in [-1.0, 1.0]. "
-                "Clip the actions to the action space")
+    expected = (
+        "'actions' at transition 7 (episode 1, step 2), dimension 2: -3.0 not in [-1.0, 1.0]. "
+        "Clip the actions to the action space"
+    )
     with pytest.raises(DataError) as info:
         load_dataset("other/hopper/oob-v0", device="cpu")
     assert expected in str(info.value)
@@ -266,8 +307,11 @@ def test_finetune_refuses_an_env_with_other_action_bounds(tiny_dataset):
 
     agent = TD3BC(tiny_dataset, device="cpu", batch_size=4)
     env = RescaleAction(gym.make("Hopper-v5"), -2.0, 2.0)
-    with pytest.raises(DataError, match=r"The env's action space Box\(-2.0, 2.0, \(3,\), float32\) does not match "
-                                        r"the agent's Box\(-1.0, 1.0, \(3,\), float32\)"):
+    with pytest.raises(
+        DataError,
+        match=r"The env's action space Box\(-2.0, 2.0, \(3,\), float32\) does not match "
+        r"the agent's Box\(-1.0, 1.0, \(3,\), float32\)",
+    ):
         agent.finetune(10, env=env)
     assert agent.num_timesteps == 0
 
@@ -276,14 +320,29 @@ def test_finetune_refuses_an_env_with_other_action_bounds(tiny_dataset):
 
 
 def _tree_hashes(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_a_rerun_into_an_existing_folder_leaves_the_first_run_byte_identical(tiny_root, tmp_path, capsys):
     out = tmp_path / "runs" / "run"
-    argv = TRAIN + ["--steps", "20", "--set", "batch_size=4", "--set", "eval_freq=10", "--set", "n_eval_episodes=1",
-                    "--device", "cpu", "--out", str(out)]
+    argv = TRAIN + [
+        "--steps",
+        "20",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "eval_freq=10",
+        "--set",
+        "n_eval_episodes=1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     first = _tree_hashes(out)
     assert {"config.json", "evaluations.csv", "progress.csv", "learning_curve.png", "td3bc.zip"} <= set(first)
@@ -299,15 +358,31 @@ def test_a_rerun_into_an_existing_folder_leaves_the_first_run_byte_identical(tin
     # --overwrite replaces the run whole: no old file is left beside the new ones, no backup remains.
     assert main(argv[:-2] + ["--set", "alpha=1.0", "--out", str(out), "--overwrite"]) == 0
     second = _tree_hashes(out)
-    assert second["config.json"] != first["config.json"] and '"alpha": 1.0' in (out / "config.json").read_text()
-    assert [r.split(",")[0] for r in (out / "evaluations.csv").read_text().splitlines()] == ["step", "10", "20"]
+    assert (
+        second["config.json"] != first["config.json"] and '"alpha": 1.0' in (out / "config.json").read_text()
+    )
+    assert [r.split(",")[0] for r in (out / "evaluations.csv").read_text().splitlines()] == [
+        "step",
+        "10",
+        "20",
+    ]
     assert sorted(p.name for p in out.parent.iterdir()) == ["run"]
 
 
 def test_default_out_is_a_new_numbered_folder(tiny_root, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    argv = TRAIN + ["--steps", "4", "--set", "batch_size=4", "--set", "eval_freq=0", "--set", "n_eval_episodes=1",
-                    "--device", "cpu"]
+    argv = TRAIN + [
+        "--steps",
+        "4",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "eval_freq=0",
+        "--set",
+        "n_eval_episodes=1",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0 and main(argv) == 0
     parent = tmp_path / "runs" / "td3bc" / TINY_ID.replace("/", "_")
     assert sorted(p.name for p in parent.iterdir()) == ["seed0_1", "seed0_2"]

@@ -33,8 +33,22 @@ def test_sigkill_during_datasets_make_overwrite_leaves_the_old_dataset_and_the_n
     write_dataset(MAKE_ID, old, env_id="Hopper-v5")
     before = load_dataset(MAKE_ID, device="cpu").rewards.tolist()
     writer = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "datasets", "make", MAKE_ID, "--steps", "6000", "--n-envs", "2", "--overwrite"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "zoo.cli",
+            "datasets",
+            "make",
+            MAKE_ID,
+            "--steps",
+            "6000",
+            "--n-envs",
+            "2",
+            "--overwrite",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
     )
     # Kill it once Minari has started writing the new dataset into the staging folder.
     deadline = time.monotonic() + 600
@@ -44,10 +58,14 @@ def test_sigkill_during_datasets_make_overwrite_leaves_the_old_dataset_and_the_n
             writer.send_signal(signal.SIGKILL)
             break
         time.sleep(0.002)
-    assert writer.wait(timeout=60) == -signal.SIGKILL, "the writer finished before it could be killed mid-write"
+    assert writer.wait(timeout=60) == -signal.SIGKILL, (
+        "the writer finished before it could be killed mid-write"
+    )
 
     staged = _staging_folders(root)
-    assert len(staged) == 1 and staged[0].name.startswith(f"{STAGING_PREFIX}{writer.pid}-")  # left behind, hidden
+    assert len(staged) == 1 and staged[0].name.startswith(
+        f"{STAGING_PREFIX}{writer.pid}-"
+    )  # left behind, hidden
     assert stale_staging(root) == staged  # its writer is dead
     assert load_dataset(MAKE_ID, device="cpu").rewards.tolist() == before  # the old dataset, untouched
     assert [p.name for p in (root / "zoo" / "hopper").iterdir() if p.name.startswith(".")] == []  # no backup
@@ -87,17 +105,25 @@ def test_datasets_list_marks_damaged_datasets_and_hides_none(write_tiny, minari_
     hdf5.write_bytes(hdf5.read_bytes()[: hdf5.stat().st_size // 2])  # a copy cut short
 
     assert main(["datasets", "list"]) == 0  # metadata and sizes only: the NaN is not known yet
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("zoo/")}
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("zoo/")
+    }
     assert set(lines) == {"zoo/hopper/good-v0", "zoo/hopper/nan-v0", "zoo/hopper/truncated-v0"}
-    assert "BAD: unreadable main_data.hdf5" in lines["zoo/hopper/truncated-v0"] and "truncated file" in lines[
-        "zoo/hopper/truncated-v0"]
+    assert (
+        "BAD: unreadable main_data.hdf5" in lines["zoo/hopper/truncated-v0"]
+        and "truncated file" in lines["zoo/hopper/truncated-v0"]
+    )
     assert lines["zoo/hopper/good-v0"].split()[1:5] == ["12", "transitions", "3", "episodes"]
     assert lines["zoo/hopper/nan-v0"].endswith("?")
 
     assert main(["datasets", "list", "--check"]) == 0  # reads each dataset once and records the verdict
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("zoo/")}
-    assert "BAD: Dataset 'zoo/hopper/nan-v0' has a non-finite value (nan) in 'actions' at transition 6 " \
-           "(episode 1, step 2)" in lines["zoo/hopper/nan-v0"]
+    lines = {
+        line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("zoo/")
+    }
+    assert (
+        "BAD: Dataset 'zoo/hopper/nan-v0' has a non-finite value (nan) in 'actions' at transition 6 "
+        "(episode 1, step 2)" in lines["zoo/hopper/nan-v0"]
+    )
     assert lines["zoo/hopper/good-v0"].endswith("mean return      53.7")
     assert main(["datasets", "list"]) == 0  # the verdict is remembered for these files, without reading them
     assert "BAD: Dataset 'zoo/hopper/nan-v0'" in capsys.readouterr().out

@@ -59,7 +59,8 @@ class Interval:
             if self.low == -math.inf:
                 return "finite"
             return f"{'>=' if self.low_closed else '>'} {number(self.low)}"
-        return f"in {'[' if self.low_closed else '('}{number(self.low)}, {number(self.high)}{']' if self.high_closed else ')'}"
+        left, right = "[" if self.low_closed else "(", "]" if self.high_closed else ")"
+        return f"in {left}{number(self.low)}, {number(self.high)}{right}"
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,9 @@ def _ent_coef_ok(value: Any) -> bool:
 
 def _log_std_bounds_ok(value: Any) -> bool:
     return (
-        isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_real(v) and math.isfinite(v) for v in value)
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(_is_real(v) and math.isfinite(v) for v in value)
         and value[0] < value[1]
     )
 
@@ -127,16 +130,20 @@ BOOL = (True, False)
 RANGES: dict[str, str | tuple | Rule] = {
     # OfflineAlgorithm
     "learning_rate": Rule(
-        lambda v: callable(v) or (_is_real(v) and 0 < v < math.inf), "a number > 0 or an SB3 schedule (progress -> rate)"
+        lambda v: callable(v) or (_is_real(v) and 0 < v < math.inf),
+        "a number > 0 or an SB3 schedule (progress -> rate)",
     ),
     "batch_size": AT_LEAST_ONE,
     "tau": "(0, 1]",
     "gamma": "[0, 1)",
     "normalize_observations": BOOL,
     "pretrain": Rule(
-        lambda v: v is None or pretraining_class(v) is not None, "null or a recipe of zoo.agents.pretraining.PRETRAINING"
+        lambda v: v is None or pretraining_class(v) is not None,
+        "null or a recipe of zoo.agents.pretraining.PRETRAINING",
     ),
-    "pretrain_steps": Rule(_pretrain_steps_ok, "a whole number of gradient steps >= 0, or a share of the budget in (0, 1)"),
+    "pretrain_steps": Rule(
+        _pretrain_steps_ok, "a whole number of gradient steps >= 0, or a share of the budget in (0, 1)"
+    ),
     "online_mixing_ratio": SHARE,
     "online_utd_ratio": AT_LEAST_ONE,
     "reward_scale": REAL,
@@ -249,8 +256,20 @@ RUN_SETTING_TYPES: dict[str, Any] = {
 
 # Constructor parameters that are not hyperparameters: objects the caller builds, checked elsewhere.
 STRUCTURAL = frozenset(
-    {"self", "args", "kwargs", "dataset", "env", "policy", "_init_setup_model", "observation_space", "action_space",
-     "lr_schedule", "policy_kwargs", "pretrain_kwargs"}
+    {
+        "self",
+        "args",
+        "kwargs",
+        "dataset",
+        "env",
+        "policy",
+        "_init_setup_model",
+        "observation_space",
+        "action_space",
+        "lr_schedule",
+        "policy_kwargs",
+        "pretrain_kwargs",
+    }
 )
 NESTED = ("policy_kwargs", "pretrain_kwargs")
 
@@ -346,7 +365,9 @@ def _type_ok(value: Any, hint: Any) -> bool:
         args = [a for a in typing.get_args(hint) if a is not Ellipsis]
         if origin is tuple and Ellipsis not in typing.get_args(hint) and len(args) != len(value):
             return False
-        return all(_type_ok(v, args[0] if len(args) == 1 or origin is list else args[i]) for i, v in enumerate(value))
+        return all(
+            _type_ok(v, args[0] if len(args) == 1 or origin is list else args[i]) for i, v in enumerate(value)
+        )
     if origin is dict or hint is dict:
         return isinstance(value, Mapping)
     if origin is not None and callable(value) and "Callable" in repr(origin):
@@ -449,7 +470,8 @@ def validate_constructor_call(cls: type, args: tuple, kwargs: Mapping[str, Any])
     if unknown:  # else a TypeError from deep in the MRO, naming OfflineAlgorithm.__init__
         raise ConfigError(
             f"{cls.__name__} takes no setting {', '.join(map(repr, unknown))}: its settings are "
-            f"{', '.join(sorted(known))} (a setting of another agent, or of another base, does not carry over)."
+            f"{', '.join(sorted(known))} (a setting of another agent, or of another base, does not "
+            "carry over)."
         )
     validate_hyperparameters(cls, named, f"{cls.__name__}(...)")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -26,7 +26,7 @@ class DatasetNotFoundError(UserError, FileNotFoundError):
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """"auto" is CUDA when there is one, else the CPU; a device that does not exist or that this torch
+    """ "auto" is CUDA when there is one, else the CPU; a device that does not exist or that this torch
     build cannot use is a ConfigError here, before any work (torch would fail at the first tensor)."""
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -34,7 +34,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
         raise ConfigError(
-            f"device={device!r} is not a torch device: use auto, cpu, cuda or cuda:N (or mps on Apple silicon)."
+            f"device={device!r} is not a torch device: use auto, cpu, cuda or cuda:N "
+            "(or mps on Apple silicon)."
         ) from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
@@ -48,6 +49,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device={device!r} is not available on this machine: use --device cpu (or auto).")
     return resolved
+
+
+class SourceEpisodes(NamedTuple):
+    """The complete source dataset on the host: per-step `rewards` and `terminations`, `episode_ends` (the
+    exclusive end of each episode) and `index`, the source position of each kept transition (a subset keeps
+    some of them). What whole-episode computations (returns, soft returns) need."""
+
+    rewards: np.ndarray
+    terminations: np.ndarray
+    episode_ends: np.ndarray
+    index: np.ndarray
 
 
 @dataclass
@@ -97,6 +109,13 @@ class OfflineDataset:
         """Undiscounted return of every episode of the source dataset (before any fraction)."""
         starts = np.concatenate([[0], self._source_episode_ends[:-1]])
         return np.add.reduceat(self._source_rewards.astype(np.float64), starts)
+
+    @property
+    def source_episodes(self) -> SourceEpisodes:
+        """The per-episode view of the complete source dataset (see SourceEpisodes)."""
+        return SourceEpisodes(
+            self._source_rewards, self._source_terminations, self._source_episode_ends, self._source_index
+        )
 
     def observation_statistics(self, eps: float = OBS_STD_EPS) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std (+eps) of the observations of this (sub)set, for state normalisation."""
@@ -197,7 +216,9 @@ def _subset_index(flat: FlatEpisodes, fraction: float, subset: Subset, seed: int
     return np.arange(int(flat.episode_ends[n_episodes - 1]))
 
 
-def _to_offline_dataset(dataset_id: str, flat: FlatEpisodes, index: np.ndarray, device: torch.device) -> OfflineDataset:
+def _to_offline_dataset(
+    dataset_id: str, flat: FlatEpisodes, index: np.ndarray, device: torch.device
+) -> OfflineDataset:
     episode_of = np.searchsorted(flat.episode_ends, index, side="right")
 
     def tensor(array: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:

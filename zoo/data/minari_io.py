@@ -60,7 +60,9 @@ class Episode:
             )
         for name in ("rewards", "terminations", "truncations"):
             if len(getattr(self, name)) != steps:
-                raise DataError(f"Episode field '{name}' has {len(getattr(self, name))} steps, actions have {steps}.")
+                raise DataError(
+                    f"Episode field '{name}' has {len(getattr(self, name))} steps, actions have {steps}."
+                )
 
 
 @dataclass
@@ -91,7 +93,15 @@ class DatasetExistsError(DataError, FileExistsError):
     """write_dataset without overwrite=True on an id that exists."""
 
 
-FLAT_ARRAYS = ("observations", "actions", "rewards", "next_observations", "terminations", "truncations", "episode_ends")
+FLAT_ARRAYS = (
+    "observations",
+    "actions",
+    "rewards",
+    "next_observations",
+    "terminations",
+    "truncations",
+    "episode_ends",
+)
 
 
 def read_dataset(dataset_id: str, *, cache: bool = True) -> FlatEpisodes:
@@ -196,7 +206,9 @@ def summarize_dataset(dataset_id: str) -> DatasetSummary:
         metadata = json.loads((data / "metadata.json").read_text())
         summary.transitions, summary.episodes = int(metadata["total_steps"]), int(metadata["total_episodes"])
         if metadata.get("dataset_id") != dataset_id:
-            summary.problem = f"metadata.json names '{metadata.get('dataset_id')}', not its folder '{dataset_id}'"
+            summary.problem = (
+                f"metadata.json names '{metadata.get('dataset_id')}', not its folder '{dataset_id}'"
+            )
             return summary
     except (OSError, ValueError, KeyError, TypeError) as error:
         summary.problem = f"unreadable metadata.json ({' '.join(str(error).split())})"
@@ -207,7 +219,9 @@ def summarize_dataset(dataset_id: str) -> DatasetSummary:
             with h5py.File(hdf5, "r") as handle:  # reads the superblock only: a truncated file fails here
                 n_groups = len(handle.keys())
             if n_groups != summary.episodes:
-                summary.problem = f"main_data.hdf5 holds {n_groups} episodes, metadata.json says {summary.episodes}"
+                summary.problem = (
+                    f"main_data.hdf5 holds {n_groups} episodes, metadata.json says {summary.episodes}"
+                )
                 return summary
         except OSError as error:
             summary.problem = f"unreadable main_data.hdf5 ({' '.join(str(error).split())})"
@@ -233,7 +247,9 @@ def _read_episodes(dataset, dataset_id: str) -> dict[str, np.ndarray]:
         parts["trunc"].append(np.asarray(episode.truncations, dtype=bool))
         lengths.append(len(episode.actions))
     if not lengths or sum(lengths) == 0:
-        raise DataError(f"Dataset '{dataset_id}' holds no transitions: write it again with at least one episode.")
+        raise DataError(
+            f"Dataset '{dataset_id}' holds no transitions: write it again with at least one episode."
+        )
     return dict(
         observations=np.concatenate(parts["obs"]),
         actions=np.concatenate(parts["act"]),
@@ -275,7 +291,9 @@ def _verdict_path(dataset_id: str) -> Path:
     return minari_root() / ".zoo-cache" / (dataset_id.replace("/", "__") + ".check.json")
 
 
-def _write_verdict(dataset_id: str, stamp: str, error: DataError | None, flat: "FlatEpisodes | None" = None) -> None:
+def _write_verdict(
+    dataset_id: str, stamp: str, error: DataError | None, flat: "FlatEpisodes | None" = None
+) -> None:
     """Record whether the dataset's files (as of `stamp`) passed the checks of `read_dataset`."""
     verdict: dict[str, Any] = {"stamp": stamp, "problem": str(error) if error is not None else None}
     if flat is not None:
@@ -304,7 +322,8 @@ def check_finite(flat: FlatEpisodes, dataset_id: str) -> None:
             episode = int(np.searchsorted(flat.episode_ends, index, side="right"))
             step = index - (int(flat.episode_ends[episode - 1]) if episode else 0)
             raise DataError(
-                f"Dataset '{dataset_id}' has a non-finite value ({values[index].ravel()[bad[index].ravel()][0]}) "
+                f"Dataset '{dataset_id}' has a non-finite value "
+                f"({values[index].ravel()[bad[index].ravel()][0]}) "
                 f"in '{name}' at transition {index} (episode {episode}, step {step}). "
                 "Regenerate the dataset or drop that episode before training."
             )
@@ -365,7 +384,8 @@ def write_dataset(
     remove_stale_staging(root)
     if target.exists() and not overwrite:
         raise DatasetExistsError(
-            f"Dataset '{dataset_id}' already exists at {target}; pass overwrite=True (CLI: --overwrite) to replace it."
+            f"Dataset '{dataset_id}' already exists at {target}; pass overwrite=True (CLI: --overwrite) "
+            "to replace it."
         )
     buffers = [
         EpisodeBuffer(
@@ -396,7 +416,9 @@ def write_dataset(
             # Minari warns about unset optional metadata (author email, eval env): not actionable here.
             warnings.simplefilter("ignore", UserWarning)
             if ref_max_score is not None and ref_min_score is None:
-                raise DataError("ref_max_score needs ref_min_score too (Minari would estimate it by rollouts).")
+                raise DataError(
+                    "ref_max_score needs ref_min_score too (Minari would estimate it by rollouts)."
+                )
             minari.create_dataset_from_buffers(
                 dataset_id=dataset_id,
                 buffer=buffers,
@@ -432,13 +454,19 @@ def write_dataset(
     return target
 
 
-def _check_episode_fits(buffer, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, env_id: str) -> None:
+def _check_episode_fits(
+    buffer, observation_space: gym.spaces.Space, action_space: gym.spaces.Space, env_id: str
+) -> None:
     """Refuse episodes that would load as a broken dataset: shapes that do not fit the env, NaN/inf values,
     actions outside the action space. The bounds test is written as "inside", so that NaN fails it."""
-    for role, values, space in (("observations", buffer.observations, observation_space), ("actions", buffer.actions, action_space)):
+    for role, values, space in (
+        ("observations", buffer.observations, observation_space),
+        ("actions", buffer.actions, action_space),
+    ):
         if values.shape[1:] != space.shape:
             raise DataError(
-                f"Episode {buffer.id} has {role} of shape {values.shape[1:]}, but {env_id} expects {space.shape}: "
+                f"Episode {buffer.id} has {role} of shape {values.shape[1:]}, but {env_id} expects "
+                f"{space.shape}: "
                 "write it with the environment it was collected in."
             )
     for role in ("observations", "actions", "rewards"):
@@ -447,7 +475,8 @@ def _check_episode_fits(buffer, observation_space: gym.spaces.Space, action_spac
         if not finite.all():
             step = int(np.argwhere(~finite)[0][0])
             raise DataError(
-                f"Episode {buffer.id} has a non-finite value ({values[step].ravel()[~finite[step].ravel()][0]}) in "
+                f"Episode {buffer.id} has a non-finite value "
+                f"({values[step].ravel()[~finite[step].ravel()][0]}) in "
                 f"'{role}' at step {step}: drop or repair that episode before writing."
             )
     if isinstance(action_space, gym.spaces.Box):
@@ -455,7 +484,8 @@ def _check_episode_fits(buffer, observation_space: gym.spaces.Space, action_spac
         if not inside.all():
             step, dim = (int(i) for i in np.argwhere(~inside)[0])
             raise DataError(
-                f"Episode {buffer.id} has an action outside {env_id}'s action space in 'actions' at step {step}, "
+                f"Episode {buffer.id} has an action outside {env_id}'s action space in 'actions' at "
+                f"step {step}, "
                 f"dimension {dim}: {buffer.actions[step, dim]} not in [{action_space.low[dim]}, "
                 f"{action_space.high[dim]}]. Clip actions to the action space (numpy.clip) before writing."
             )
@@ -490,7 +520,13 @@ def stale_staging(root: Path | None = None) -> list[Path]:
     for path in root.rglob(".*"):
         if not path.is_dir():
             continue
-        marker = STAGING_PREFIX if path.name.startswith(STAGING_PREFIX) else BACKUP_MARK if BACKUP_MARK in path.name else None
+        marker = (
+            STAGING_PREFIX
+            if path.name.startswith(STAGING_PREFIX)
+            else BACKUP_MARK
+            if BACKUP_MARK in path.name
+            else None
+        )
         if marker is None:
             continue
         pid = _writer_pid(path.name, marker)
@@ -535,7 +571,9 @@ def _merge_metadata(data_path: Path, extra: Mapping[str, Any]) -> None:
     from minari.dataset.minari_storage import MinariStorage
 
     storage = MinariStorage.read(data_path)
-    storage.update_metadata({k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in extra.items()})
+    storage.update_metadata(
+        {k: json.dumps(v) if isinstance(v, (dict, list)) else v for k, v in extra.items()}
+    )
 
 
 def _copy_namespace_metadata(staging: Path, root: Path, dataset_id: str) -> None:
