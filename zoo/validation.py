@@ -293,8 +293,21 @@ def parameters(cls: type) -> Mapping[str, inspect.Parameter]:
         for name, parameter in inspect.signature(init).parameters.items():
             if name in STRUCTURAL or name in found or parameter.kind is parameter.VAR_KEYWORD:
                 continue
-            found[name] = parameter.replace(annotation=_resolve(parameter.annotation, init))
+            hint = _resolve(parameter.annotation, init)
+            if hint is Any and parameter.default not in (None, inspect.Parameter.empty):
+                hint = _type_of_default(parameter.default)
+            found[name] = parameter.replace(annotation=hint)
     return types.MappingProxyType(found)
+
+
+def _type_of_default(default: Any) -> Any:
+    """The type an unannotated parameter takes, read from its default (a tuple of ints: hidden sizes)."""
+    if isinstance(default, (tuple, list)):
+        items = {type(item) for item in default}
+        if items == {int}:
+            return tuple[int, ...] | list[int]
+        return tuple[float, ...] | list[float] if items <= {int, float} else Any
+    return type(default) if isinstance(default, (bool, int, float, str)) else Any
 
 
 def _resolve(annotation: Any, init: Callable) -> Any:
