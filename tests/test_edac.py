@@ -198,7 +198,7 @@ def test_a_transition_subset_takes_missing_entropies_from_the_next_kept_state(ti
     kept = dataset._source_index.tolist()
     agent = tiny_agent(dataset, ent_coef=0.3)
     agent.learn(0)
-    layout = agent.pretraining._source
+    layout = agent.pretraining.source
     # Expected stand-in row per source position, by the rule: next kept in the episode, else last kept before.
     expected = []
     for start, end in ((0, 4), (4, 7), (7, 12)):
@@ -312,7 +312,7 @@ def test_save_load_mid_pretraining_gives_identical_actions(hopper, tmp_path):
     torch.testing.assert_close(loaded.policy.log_alpha, agent.policy.log_alpha)
     # Resumed in phase B, the rebuilt table gets its soft returns again before the critic trains on them.
     loaded.learn(1)
-    assert loaded.pretraining._returns_ready and (loaded.replay.column("soft_returns_to_go") != 0).all()
+    assert loaded.pretraining.returns_ready and (loaded.replay.column("soft_returns_to_go") != 0).all()
 
 
 # ---------------------------------------------------------------- runs, settings, bad input

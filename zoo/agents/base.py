@@ -135,6 +135,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {}
     policy: OfflinePolicy
+    # The algorithm family ("td3": deterministic actor and twin critics; "sac": tanh-Gaussian actor, critic
+    # ensemble and temperature); pretraining recipes declare the families they serve.
+    family: ClassVar[str] = ""
     # Online rows become sampleable when their episode ends (agents whose columns need the whole
     # episode, e.g. Monte-Carlo returns); otherwise as soon as they are stored.
     online_rows_wait_for_episode_end: ClassVar[bool] = False
@@ -687,6 +690,31 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             return False
         self.pretraining.update(self, batch)
         return True
+
+    @property
+    def n_updates(self) -> int:
+        """Gradient steps taken so far (SB3's `_n_updates`), read-only."""
+        return self._n_updates
+
+    # ------------------------------------------------------------------ steps a recipe or component may take
+
+    def critic_step(self, loss: torch.Tensor) -> None:
+        """One Adam step of the critics on `loss` (its graph reaches only critic weights)."""
+        optimizer = self.policy.critic_optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def actor_step(self, loss: torch.Tensor) -> None:
+        """One Adam step of the actor on `loss`; gradients reach only the actor's weights."""
+        optimizer = self.policy.actor_optimizer
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=self._actor_params)
+        optimizer.step()
+
+    def update_targets(self, pairs: tuple[list, list] | None = None) -> None:
+        """Polyak averaging of the target networks (`pairs`: other (targets, sources), e.g. OPT's)."""
+        self.soft_update(*(pairs or self.target_pairs), self.tau)
 
     @property
     def pretrain_until(self) -> int:

@@ -38,14 +38,14 @@ from typing import Any, ClassVar
 import torch
 from torch.func import functional_call
 
+from zoo.agents.base import adam
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
-from zoo.agents.td3 import TD3, TD3Policy
+from zoo.agents.td3 import TD3Policy
 from zoo.agents.td3bc import TD3BC
 from zoo.data.dataset import OfflineDataset
 from zoo.nn.density import DensityRatio
-from zoo.nn.ensemble import EnsembleLinear
 
 # ---------------------------------------------------------------------------------------------- losses
 
@@ -110,8 +110,6 @@ def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | l
 
 def build_online_optimizers(policy: TD3Policy, density_learning_rate: float) -> None:
     """Adam for Q_on (at Q_off's learning rate) and for the density-ratio net."""
-    from zoo.agents.base import adam
-
     critic_lr = policy.critic_optimizer.param_groups[0]["lr"]
     policy.online_critic_optimizer = adam(policy.online_critic.parameters(), critic_lr, policy.device)
     policy.density_optimizer = adam(policy.density.parameters(), density_learning_rate, policy.device)

@@ -1,42 +1,100 @@
 """Pretraining recipes: what an agent does in its first `pretrain_steps` gradient steps.
 
 A recipe is a component an agent takes (`pretrain="imitate"`), not a copy of the agent: it may add
-columns to the device table (e.g. Monte-Carlo returns) and replaces the agent's update while the
+columns to the agent's replay (e.g. Monte-Carlo returns) and replaces the agent's update while the
 pretraining phase lasts. Pretraining steps count inside `learn`'s total, as in the official code.
+
+The contract: a recipe asks of an agent only what `RecipeAgent` (and, for the SAC family, `SoftRecipeAgent`)
+lists, of a dataset only what `RecipeDataset` lists, and declares the algorithm families it serves.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
 
 from zoo.agents.losses import ensemble_mse
+from zoo.agents.replay import Batch, Replay
 from zoo.data.returns import discounted_suffix_sums
+from zoo.nn import SharedQ
 
-if TYPE_CHECKING:
-    from zoo.agents.base import Batch
-    from zoo.agents.td3 import TD3
-    from zoo.data.dataset import OfflineDataset
+Stats = dict[str, torch.Tensor]
+
+
+class RecipeAgent(Protocol):
+    """What a pretraining recipe may ask of an agent (TD3 and SAC families alike)."""
+
+    family: str  # "td3" or "sac"
+    policy: Any  # its `critic` attribute (recipes check the critic's kind)
+    actor: torch.nn.Module
+    critic: torch.nn.Module
+    gamma: float
+    tau: float
+    reward_scale: float
+    reward_bias: float
+    replay: Replay  # its columns: read `column`, write `write_column`
+
+    @property
+    def n_updates(self) -> int: ...
+    @property
+    def pretrain_until(self) -> int: ...
+    def autocast(self) -> AbstractContextManager: ...
+    def sample(self, batch_size: int) -> Batch: ...
+    def transform_rewards(self, rewards: Any) -> Any: ...
+    def critic_loss(self, batch: Batch, *args: Any) -> tuple[torch.Tensor, Stats]: ...
+    def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> Any: ...
+    def critic_step(self, loss: torch.Tensor) -> None: ...
+    def actor_step(self, loss: torch.Tensor) -> None: ...
+    def update_targets(self) -> None: ...
+    def record(self, **stats: torch.Tensor) -> None: ...
+
+
+class SoftRecipeAgent(RecipeAgent, Protocol):
+    """The SAC family's extra: its temperature, its temperature step, its soft TD target and critic term."""
+
+    @property
+    def alpha(self) -> torch.Tensor: ...
+    def alpha_step(self, log_prob: torch.Tensor) -> None: ...
+    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor: ...
+    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class RecipeDataset(Protocol):
+    """What a recipe may ask of a dataset: its size and device, returns-to-go, the per-episode source view."""
+
+    device: torch.device
+
+    def __len__(self) -> int: ...
+    def returns_to_go(self, gamma: float, **options: Any) -> torch.Tensor: ...
+    @property
+    def source_episodes(self) -> Any: ...  # zoo.data.dataset.SourceEpisodes
 
 
 class Pretraining:
-    """Base of the recipes."""
+    """Base of the recipes: `families` lists the agent families (RecipeAgent.family) a recipe serves."""
 
-    key: str = ""
+    key: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...]] = ()
 
-    def check(self, agent) -> None:
+    def check(self, agent: RecipeAgent) -> None:
         """Refuse, at construction, an agent whose networks the recipe cannot train."""
+        if agent.family not in self.families:
+            raise ValueError(self.wrong_family(agent))
 
-    def columns(self, agent: "TD3", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def wrong_family(self, agent: RecipeAgent) -> str:
+        return f"pretrain='{self.key}' serves the {'/'.join(self.families)} family, not {type(agent).__name__}."
+
+    def columns(self, agent: RecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
         """Extra per-transition columns the recipe's losses read from batches."""
         return {}
 
-    def update(self, agent: "TD3", batch: "Batch") -> None:
+    def update(self, agent: RecipeAgent, batch: Batch) -> None:
         raise NotImplementedError
 
-    def finish(self, agent: "TD3") -> None:
+    def finish(self, agent: RecipeAgent) -> None:
         """Called once when the agent's own losses take over."""
 
 
@@ -51,29 +109,27 @@ class Imitation(Pretraining):
     """
 
     key = "imitate"
+    families = ("td3",)
 
     def __init__(self, td_weight: float = 0.0):
         if not 0.0 <= td_weight <= 1.0:
             raise ValueError(f"The TD weight (lambda) of imitation pretraining lies in [0, 1], got {td_weight}.")
         self.td_weight = td_weight
 
-    def check(self, agent) -> None:
-        from zoo.agents.td3 import TD3
+    def wrong_family(self, agent: RecipeAgent) -> str:
+        return (
+            f"pretrain='imitate' trains a deterministic TD3-family actor and twin critics; "
+            f"{type(agent).__name__} is not one (use it with td3 or td3bc)."
+        )
 
-        if not isinstance(agent, TD3):
-            raise ValueError(
-                f"pretrain='imitate' trains a deterministic TD3-family actor and twin critics; "
-                f"{type(agent).__name__} is not one (use it with td3 or td3bc)."
-            )
-
-    def columns(self, agent: "TD3", dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def columns(self, agent: RecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
         return {
             "returns_to_go": dataset.returns_to_go(
                 agent.gamma, timeout_tail=True, reward_scale=agent.reward_scale, reward_bias=agent.reward_bias
             )
         }
 
-    def critic_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """sum_i MSE(Q_i(s, a), G) [loss-normalised mix with the agent's TD loss]; (loss, statistics)."""
         q = agent.critic(batch.observations, batch.actions)
         mc_loss = ensemble_mse(q, batch.returns_to_go)
@@ -83,23 +139,19 @@ class Imitation(Pretraining):
         mixed = (1 - self.td_weight) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
         return mixed, {}
 
-    def actor_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def actor_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """MSE(pi(s), a); (loss, statistics)."""
         return F.mse_loss(agent.actor(batch.observations), batch.actions), {}
 
-    def update(self, agent: "TD3", batch: "Batch") -> None:
-        policy = agent.policy
+    def update(self, agent: RecipeAgent, batch: Batch) -> None:
+        """A critic step on the Monte-Carlo loss, an actor step on BC (no delay), then the targets."""
         with agent.autocast():
             critic_loss, critic_stats = self.critic_loss(agent, batch)
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        policy.critic_optimizer.step()
+        agent.critic_step(critic_loss)
         with agent.autocast():
             actor_loss, actor_stats = self.actor_loss(agent, batch)
-        policy.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
-        policy.actor_optimizer.step()
-        agent.soft_update(*agent.target_pairs, agent.tau)
+        agent.actor_step(actor_loss)
+        agent.update_targets()
         agent.record(**critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
 
 
@@ -117,31 +169,32 @@ class TransitionPrediction(Pretraining):
     """
 
     key = "transition"
+    families = ("td3", "sac")
 
     def __init__(self, freeze_backbone: bool = False):
         self.freeze_backbone = freeze_backbone
 
-    def check(self, agent) -> None:
-        from zoo.nn import SharedQ
-
-        if not isinstance(getattr(agent.policy, "critic", None), SharedQ):
+    def check(self, agent: RecipeAgent) -> None:
+        super().check(agent)
+        if not isinstance(agent.policy.critic, SharedQ):
             raise ValueError(
                 "pretrain='transition' needs critics with a transition head: pass "
                 "policy_kwargs={'shared_q': True} (the psqn key does)."
             )
 
-    def critic_loss(self, agent: "TD3", batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """sum_i MSE(g_i(h_i(s, a)), s'); (loss, statistics)."""
         predicted = agent.critic.predict_next_observation(batch.observations, batch.actions)
         return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum(), {}
 
-    def update(self, agent: "TD3", batch: "Batch") -> None:
+    def update(self, agent: RecipeAgent, batch: Batch) -> None:
+        """The agent's own update with this critic objective in place of its TD loss."""
         with agent.autocast():
             loss, stats = self.critic_loss(agent, batch)
         agent.record(**stats)
         agent.rl_update(batch, critic_loss=loss)
 
-    def finish(self, agent: "TD3") -> None:
+    def finish(self, agent: RecipeAgent) -> None:
         if self.freeze_backbone:
             agent.critic.backbone.requires_grad_(False)
 
@@ -185,6 +238,7 @@ class SoftImitation(Pretraining):
     """
 
     key = "soft-imitate"
+    families = ("sac",)
 
     def __init__(self, bc_fraction: float = 0.5, td_weight: float = 0.0, chunk_size: int = 65536):
         if not 0.0 < bc_fraction < 1.0:
@@ -194,43 +248,41 @@ class SoftImitation(Pretraining):
         if not 0.0 <= td_weight <= 1.0:
             raise ValueError(f"The TD weight (lambda) of soft imitation pretraining lies in [0, 1], got {td_weight}.")
         self.bc_fraction, self.td_weight, self.chunk_size = bc_fraction, td_weight, int(chunk_size)
-        self._source: dict[str, torch.Tensor] | None = None
-        self._returns_ready = False
+        self.source: dict[str, Any] | None = None  # the source episode layout, until the switch
+        self.returns_ready = False
 
-    def check(self, agent) -> None:
-        from zoo.agents.sac import SAC
+    def wrong_family(self, agent: RecipeAgent) -> str:
+        return (
+            f"pretrain='soft-imitate' trains a tanh-Gaussian actor, a temperature and a critic ensemble; "
+            f"{type(agent).__name__} is not a SAC-family agent (use it with edac or sac; pretrain='imitate' "
+            "is the TD3-family recipe)."
+        )
 
-        if not isinstance(agent, SAC):
-            raise ValueError(
-                f"pretrain='soft-imitate' trains a tanh-Gaussian actor, a temperature and a critic ensemble; "
-                f"{type(agent).__name__} is not a SAC-family agent (use it with edac or sac; pretrain='imitate' "
-                "is the TD3-family recipe)."
-            )
-
-    def bc_steps(self, agent) -> int:
+    def bc_steps(self, agent: RecipeAgent) -> int:
         """Updates 1..bc_steps are phase A (BC), the rest of the pretraining phase B (critic)."""
         return round(self.bc_fraction * agent.pretrain_until)
 
     # ------------------------------------------------------------------ soft Monte-Carlo returns
 
-    def columns(self, agent, dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def columns(self, agent: SoftRecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
         """A zero placeholder, filled at the switch; the episode layout of the source dataset is kept."""
-        self._source = self.source_layout(agent, dataset)
-        self._returns_ready = False
+        self.source = self.source_layout(agent, dataset)
+        self.returns_ready = False
         return {"soft_returns_to_go": torch.zeros(len(dataset), device=dataset.device)}
 
     @staticmethod
-    def source_layout(agent, dataset: "OfflineDataset") -> dict[str, torch.Tensor]:
+    def source_layout(agent: SoftRecipeAgent, dataset: RecipeDataset) -> dict[str, Any]:
         """Per position of the complete source dataset: reward (as trained on), last-of-episode and tail
         flags, and the table row whose state gives its entropy bonus (-1: an episode without kept rows)."""
-        ends = torch.as_tensor(dataset._source_episode_ends, dtype=torch.long)
+        episodes = dataset.source_episodes
+        ends = torch.as_tensor(episodes.episode_ends, dtype=torch.long)
         lengths = torch.diff(ends, prepend=ends.new_zeros(1))
         n = int(ends[-1])
         episode_of = torch.repeat_interleave(torch.arange(len(ends)), lengths)
         last = torch.zeros(n, dtype=torch.bool)
         last[ends - 1] = True
-        terminated = torch.as_tensor(dataset._source_terminations, dtype=torch.bool)
-        index = torch.as_tensor(dataset._source_index, dtype=torch.long)
+        terminated = torch.as_tensor(episodes.terminations, dtype=torch.bool)
+        index = torch.as_tensor(episodes.index, dtype=torch.long)
         row_of = torch.full((n,), -1, dtype=torch.long)
         row_of[index] = torch.arange(len(index))
         # The next kept position at or after each position, else the last kept one before it, same episode.
@@ -242,7 +294,7 @@ class SoftImitation(Pretraining):
         use_before = (before >= 0) & (episode_of[before.clamp(min=0)] == episode_of)
         source = torch.where(use_after, after, torch.where(use_before, before, -1))
         rows = torch.where(source >= 0, row_of[source.clamp(min=0)], -1)
-        rewards = agent.transform_rewards(torch.as_tensor(dataset._source_rewards, dtype=torch.float64))
+        rewards = agent.transform_rewards(torch.as_tensor(episodes.rewards, dtype=torch.float64))
         device = dataset.device
         return {
             "rewards": rewards.to(device),
@@ -276,28 +328,28 @@ class SoftImitation(Pretraining):
         return (total - alpha * h).float()
 
     @torch.no_grad()
-    def fill_soft_returns(self, agent) -> None:
+    def fill_soft_returns(self, agent: SoftRecipeAgent) -> None:
         """Compute the soft returns once with the current actor and alpha, into the table's column."""
         observations = agent.replay.column("observations")
         entropies = torch.cat([-agent.actor(chunk)[1] for chunk in observations.split(self.chunk_size)])
-        source = self._source
+        source = self.source
         rows = source["rows"]
         entropies = torch.where(rows >= 0, entropies[rows.clamp(min=0)], 0.0)
         returns = self.soft_returns_to_go(
             source["rewards"], entropies, source["last"], source["tail"], agent.gamma, agent.alpha, source["max_length"]
         )
         agent.replay.write_column("soft_returns_to_go", returns[source["index"]])
-        self._returns_ready = True
+        self.returns_ready = True
 
     # ------------------------------------------------------------------ losses and updates
 
     def actor_loss(
-        self, agent, batch: "Batch", log_prob: torch.Tensor, alpha: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self, agent: SoftRecipeAgent, batch: Batch, log_prob: torch.Tensor, alpha: torch.Tensor
+    ) -> tuple[torch.Tensor, Stats]:
         """mean(alpha log pi(a~|s) - log pi(a_data|s)); (loss, statistics)."""
         return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean(), {}
 
-    def critic_loss(self, agent, batch: "Batch") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(self, agent: SoftRecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + the agent's critic term (EDAC: eta ES);
         returns (loss, statistics: that term as `pretrain_critic_penalty`)."""
         q, penalty = agent.q_and_penalty(batch.observations, batch.actions)  # EDAC: one forward for both
@@ -307,42 +359,38 @@ class SoftImitation(Pretraining):
             loss = (1 - self.td_weight) * loss / loss.detach() + self.td_weight * td_loss / td_loss.detach()
         return loss + penalty, {"pretrain_critic_penalty": penalty}
 
-    def update(self, agent, batch: "Batch") -> None:
-        if agent._n_updates <= self.bc_steps(agent):
+    def update(self, agent: SoftRecipeAgent, batch: Batch) -> None:
+        if agent.n_updates <= self.bc_steps(agent):
             self.imitation_update(agent, batch)
             return
-        if not self._returns_ready:
+        if not self.returns_ready:
             self.fill_soft_returns(agent)
-            batch = agent.sample(batch.rewards.shape[0])  # the drawn batch still held the placeholder
+            # The drawn batch still held the placeholder: draw again (kept as is: the same random stream as
+            # the runs recorded so far).
+            batch = agent.sample(batch.rewards.shape[0])
         self.critic_update(agent, batch)
 
-    def imitation_update(self, agent, batch: "Batch") -> None:
+    def imitation_update(self, agent: SoftRecipeAgent, batch: Batch) -> None:
         """Phase A: temperature, then the entropy-regularised BC actor."""
-        policy = agent.policy
         with agent.autocast():
             _, log_prob = agent.actor(batch.observations)
         agent.alpha_step(log_prob)
         alpha = agent.alpha
         with agent.autocast():
             actor_loss, stats = self.actor_loss(agent, batch, log_prob, alpha)
-        policy.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=agent._actor_params)
-        policy.actor_optimizer.step()
+        agent.actor_step(actor_loss)
         agent.record(**stats, pretrain_actor_loss=actor_loss, alpha=alpha, entropy=-log_prob.detach().mean())
 
-    def critic_update(self, agent, batch: "Batch") -> None:
+    def critic_update(self, agent: SoftRecipeAgent, batch: Batch) -> None:
         """Phase B: the critics on the soft Monte-Carlo returns; the targets follow."""
-        policy = agent.policy
         with agent.autocast():
             critic_loss, stats = self.critic_loss(agent, batch)
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward(inputs=agent._critic_params)
-        policy.critic_optimizer.step()
-        agent.soft_update(*agent.target_pairs, agent.tau)
+        agent.critic_step(critic_loss)
+        agent.update_targets()
         agent.record(pretrain_critic_loss=critic_loss, **stats)
 
-    def finish(self, agent) -> None:
-        self._source = None  # the episode layout is only needed at the switch (rebuilt with the table)
+    def finish(self, agent: RecipeAgent) -> None:
+        self.source = None  # the episode layout is only needed at the switch (rebuilt with the table)
 
 
 PRETRAINING[SoftImitation.key] = SoftImitation

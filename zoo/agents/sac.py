@@ -113,6 +113,7 @@ class SAC(OfflineAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": SACPolicy}
     policy: SACPolicy
+    family = "sac"
 
     def __init__(
         self,
@@ -241,7 +242,6 @@ class SAC(OfflineAlgorithm):
         """Temperature, actor and critics from the same pre-update networks, then one step each; a
         pretraining recipe may pass its own critic objective (PSQN's transition prediction). Returns the
         critic loss's statistics (empty for a recipe's objective)."""
-        policy = self.policy
         critic_stats: dict[str, torch.Tensor] = {}
         with self.autocast():
             actions, log_prob = self.actor(batch.observations)
@@ -250,13 +250,9 @@ class SAC(OfflineAlgorithm):
             if critic_loss is None:
                 critic_loss, critic_stats = self.critic_loss(batch, alpha)
         self.alpha_step(log_prob)
-        policy.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_params)  # the critics' gradients come from their own loss
-        policy.actor_optimizer.step()
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()  # only critic weights are in this graph (a frozen PSQN backbone is left out)
-        policy.critic_optimizer.step()
-        self.soft_update(*self.target_pairs, self.tau)
+        self.actor_step(actor_loss)  # the critics' gradients come from their own loss
+        self.critic_step(critic_loss)  # only critic weights are in this graph (a frozen PSQN backbone is left out)
+        self.update_targets()
         self.record(**critic_stats, **actor_stats)
         self.record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())
         return critic_stats

@@ -76,6 +76,7 @@ class TD3(OfflineAlgorithm):
 
     policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": TD3Policy}
     policy: TD3Policy
+    family = "td3"
     # An online component (OPT's `OnlinePretraining`) that takes over `finetune`'s updates and what the
     # actor climbs; None for plain TD3-family agents. Built in `_setup_model`, never saved.
     online_pretraining: Any = None
@@ -221,16 +222,12 @@ class TD3(OfflineAlgorithm):
 
     def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> None:
         """One TD3 update; a pretraining recipe may pass its own critic objective (PSQN does)."""
-        policy = self.policy
-
         # Critic step on the twin TD targets (or the recipe's objective).
         stats: dict[str, torch.Tensor] = {}
         with self.autocast():
             if critic_loss is None:
                 critic_loss, stats = self.critic_loss(batch)
-        policy.critic_optimizer.zero_grad(set_to_none=True)
-        critic_loss.backward()
-        policy.critic_optimizer.step()
+        self.critic_step(critic_loss)
         self.record(**stats, critic_loss=critic_loss)
 
         self.delayed_actor_step(batch)
@@ -240,11 +237,8 @@ class TD3(OfflineAlgorithm):
         targets follow (`target_pairs`: OPT's include its second critic pair)."""
         if self._n_updates % self.policy_delay != 0:
             return
-        policy = self.policy
         with self.autocast():
             actor_loss, stats = self.actor_objective(batch)
-        policy.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_params)
-        policy.actor_optimizer.step()
-        self.soft_update(*(target_pairs or self.target_pairs), self.tau)
+        self.actor_step(actor_loss)
+        self.update_targets(target_pairs)
         self.record(**stats, actor_loss=actor_loss)
