@@ -13,14 +13,15 @@ def _quickstart(args: argparse.Namespace) -> None:
     from zoo.data import load_dataset
     from zoo.datagen.generate import QUICKSTART_DATASET, make_quickstart_dataset
     from zoo.data.minari_io import dataset_exists
-    from zoo.runs import train_offline
+    from zoo.runs import next_run_folder, train_offline
 
     if not dataset_exists(QUICKSTART_DATASET):
         print(f"Writing {QUICKSTART_DATASET} from the vendored SAC Hopper-v5 behaviour policy ...")
         make_quickstart_dataset(args.dataset_steps, seed=args.seed)
     dataset = load_dataset(QUICKSTART_DATASET, device=args.device)
     print(f"{QUICKSTART_DATASET}: {len(dataset)} transitions, env {dataset.task.env_id}; training td3bc ...")
-    result = train_offline("td3bc", dataset, args.out, seed=args.seed, n_timesteps=args.steps)
+    out = args.out or next_run_folder("runs", "quickstart")
+    result = train_offline("td3bc", dataset, out, seed=args.seed, n_timesteps=args.steps, overwrite=args.overwrite)
     final = result.final
     print()
     print(f"{'policy':<28}{'return':>10}{'normalized score':>20}")
@@ -29,24 +30,51 @@ def _quickstart(args: argparse.Namespace) -> None:
     print()
     print(f"checkpoint:     {result.checkpoint}")
     print(f"learning curve: {result.curve}")
-    print(f"logs:           {Path(args.out) / 'progress.csv'} (tensorboard --logdir {args.out})")
+    print(f"logs:           {Path(out) / 'progress.csv'} (tensorboard --logdir {out})")
 
 
 def _train(args: argparse.Namespace) -> None:
     from zoo.config import load_hyperparams, parse_assignments
     from zoo.data import load_dataset
-    from zoo.runs import train_offline
+    from zoo.errors import UserError
+    from zoo.runs import next_run_folder, resume_run, train_offline
 
+    if args.resume is not None:
+        given = [flag for flag, value, default in _RESUME_IGNORES if getattr(args, value) != default]
+        if given:
+            raise UserError(
+                f"--resume continues a run with the settings in {args.resume}/config.json; drop {', '.join(given)} "
+                "(or start a new run without --resume)."
+            )
+        _print_result(resume_run(args.resume))
+        return
+    if args.algo is None or args.dataset is None:
+        raise UserError("zoo train needs --algo KEY and --dataset ID (or --resume RUN_DIR to continue a run).")
     overrides = {"device": args.device, **({"base": args.base} if args.base else {}), **parse_assignments(args.set)}
     load_hyperparams(args.algo, args.dataset, args.hyperparams, overrides)  # refused before the data loads
     dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=args.seed, device=args.device)
-    out = args.out or os.path.join("runs", args.algo, args.dataset.replace("/", "_"), f"seed{args.seed}")
+    out = args.out or next_run_folder(os.path.join("runs", args.algo, args.dataset.replace("/", "_")), f"seed{args.seed}")
     result = train_offline(
         args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
         overrides=overrides,
         n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
-        command=shlex.join(["zoo", *sys.argv[1:]]), fraction=args.fraction,
+        command=args.command_line, fraction=args.fraction, subset=args.subset,
+        save_freq=args.save_freq, overwrite=args.overwrite,
     )
+    _print_result(result)
+
+
+# `zoo train` flags that --resume refuses (the run's config.json has them): (flag, attribute, default).
+_RESUME_IGNORES = (
+    ("--algo", "algo", None), ("--dataset", "dataset", None), ("--fraction", "fraction", 1.0),
+    ("--subset", "subset", "transitions"), ("--seed", "seed", 0), ("--steps", "steps", None),
+    ("--finetune-steps", "finetune_steps", None), ("--hyperparams", "hyperparams", None), ("--set", "set", []),
+    ("--base", "base", None), ("--device", "device", "auto"), ("--out", "out", None), ("--save-freq", "save_freq", None),
+    ("--overwrite", "overwrite", False),
+)
+
+
+def _print_result(result) -> None:
     print()
     print(f"{'stage':<28}{'return':>10}{'normalized score':>20}")
     stages = [("untrained", result.initial), (f"offline ({result.offline.step} steps)", result.offline)]
@@ -56,6 +84,15 @@ def _train(args: argparse.Namespace) -> None:
         score = evaluation.normalized_score
         print(f"{name:<28}{evaluation.return_mean:>10.1f}{(f'{score:.1f}' if score is not None else '-'):>20}")
     print(f"checkpoint: {result.checkpoint}")
+
+
+def _plot(args: argparse.Namespace) -> None:
+    from zoo.plots import plot_runs
+
+    groups = plot_runs(args.runs, args.out, online=args.online)
+    for group in groups:
+        print(group.summary())
+    print(f"plot: {args.out}")
 
 
 def _eval(args: argparse.Namespace) -> None:
@@ -72,19 +109,64 @@ def _eval(args: argparse.Namespace) -> None:
     print(line)
 
 
-def _datasets_list(args: argparse.Namespace) -> None:
-    from zoo.data import local_dataset_ids, minari_root
-    from zoo.datagen.d4rl import d4rl_dataset_ids
+def _tune(args: argparse.Namespace) -> None:
+    from zoo.config import parse_assignments
+    from zoo.tune import TuneSettings, retrain_best, tune
 
-    ids = local_dataset_ids()
+    settings = TuneSettings(
+        args.algo, args.dataset, fraction=args.fraction, n_trials=args.n_trials, timeout=args.timeout,
+        storage=args.storage, study_name=args.study_name, sampler=args.sampler, pruner=args.pruner,
+        seeds=args.seeds, n_jobs=args.n_jobs, steps=args.steps, finetune_steps=args.finetune_steps,
+        n_evaluations=args.n_evaluations, eval_episodes=args.eval_episodes, hyperparams=args.hyperparams,
+        overrides=parse_assignments(args.set), device=args.device, out=args.out, heartbeat=args.heartbeat,
+        grace_period=args.grace_period, sampler_seed=args.sampler_seed, write_best=args.write_best,
+        plots=not args.no_plots, command=args.command_line,
+    )
+    (retrain_best if args.best else tune)(settings)
+
+
+def _datasets_list(args: argparse.Namespace) -> None:
+    from zoo.data import minari_root
+    from zoo.datagen.d4rl import d4rl_dataset_ids
+    from zoo.errors import UserError
+
+    from zoo.data.minari_io import read_dataset, stale_staging, summarize_dataset, summarize_datasets
+
+    summaries = summarize_datasets()  # metadata and sizes only; --check reads each dataset once
     print(f"Minari root: {minari_root()}")
-    if not ids:
+    if not summaries:
         print("no local datasets (make one with `zoo quickstart` or `zoo datasets make ID`)")
-    for dataset_id in ids:
-        print(_dataset_line(dataset_id))
+    for summary in summaries:
+        if args.check and summary.problem is None and not summary.checked:
+            try:
+                read_dataset(summary.dataset_id)
+            except (UserError, OSError):
+                pass  # the verdict is recorded; summarize_dataset shows it
+            summary = summarize_dataset(summary.dataset_id)
+        print(_summary_line(summary))
+    bad = [s for s in summaries if s.problem is not None]
+    unchecked = [s for s in summaries if s.problem is None and not s.checked]
+    if unchecked and not args.check:
+        print(f"\n{len(unchecked)} dataset(s) not read yet ('?'): `zoo datasets list --check` reads and checks them.")
+    stale = stale_staging()
+    if stale:
+        size = sum(f.stat().st_size for p in stale for f in p.rglob("*") if f.is_file())
+        print(f"\n{len(stale)} folder(s) left by interrupted writes ({size / 1e6:.1f} MB), removed at the next write: "
+              + ", ".join(str(p.relative_to(minari_root())) for p in stale))
+    ids = [s.dataset_id for s in summaries]
     missing = [i for i in d4rl_dataset_ids() if i not in ids]
     if missing:
         print(f"\nnot built yet (`zoo datasets make ID`): {', '.join(missing)}")
+
+
+def _summary_line(summary) -> str:
+    """One dataset of `zoo datasets list`: sizes from its metadata, the mean return and status once read."""
+    counts = f"{summary.transitions if summary.transitions is not None else '?':>10} transitions " \
+        f"{summary.episodes if summary.episodes is not None else '?':>6} episodes {summary.size_bytes / 1e6:>9.1f} MB"
+    if summary.problem is not None:
+        return f"{summary.dataset_id:<40}{counts}  BAD: {summary.problem}"
+    shown = f"mean return {summary.mean_return:9.1f}" if summary.mean_return is not None else "?"
+    return f"{summary.dataset_id:<40}{counts}  {shown}"
 
 
 def _dataset_line(dataset_id: str) -> str:
@@ -136,19 +218,23 @@ def _exorl_import(args: argparse.Namespace) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description="Offline and offline-to-online RL agents.")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (also accepted after the command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     quick = sub.add_parser("quickstart", help="make the embedded Hopper dataset, train TD3+BC on it, report")
     quick.add_argument("--steps", type=int, default=None, help="gradient steps (default: zoo/hyperparams/td3bc.yml)")
     quick.add_argument("--dataset-steps", type=int, default=50_000, help="transitions in the dataset")
-    quick.add_argument("--out", default="runs/quickstart")
+    quick.add_argument("--out", default=None, help="run folder (default: the next free runs/quickstart_N)")
+    quick.add_argument("--overwrite", action="store_true", help="replace the run in --out (else refused)")
     quick.add_argument("--seed", type=int, default=0)
     quick.add_argument("--device", default="auto")
     quick.set_defaults(func=_quickstart)
 
     train = sub.add_parser("train", help="train an agent offline on a local Minari dataset")
-    train.add_argument("--algo", required=True)
-    train.add_argument("--dataset", required=True)
+    train.add_argument("--algo", default=None, help="agent key (required unless --resume)")
+    train.add_argument("--dataset", default=None, help="dataset id (required unless --resume)")
     train.add_argument("--fraction", type=float, default=1.0)
     train.add_argument("--subset", choices=["transitions", "trajectories"], default="transitions")
     train.add_argument("--seed", type=int, default=0)
@@ -163,8 +249,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--base", default=None, help="another base algorithm, where the method has one (psqn: td3)")
     train.add_argument("--device", default="auto")
-    train.add_argument("--out", default=None)
+    train.add_argument(
+        "--out", default=None, help="run folder (default: the next free runs/<algo>/<dataset>/seed<seed>_N)"
+    )
+    train.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the run in --out (kept aside until the new run finishes); without it a used --out is refused",
+    )
+    train.add_argument(
+        "--save-freq", type=int, default=None, metavar="N",
+        help="write a training state every N gradient steps (default: at every evaluation; 0: only on Ctrl-C)",
+    )
+    train.add_argument(
+        "--resume", default=None, metavar="RUN_DIR",
+        help="continue an interrupted run from its last training state, with the settings in its config.json",
+    )
     train.set_defaults(func=_train)
+
+    plot = sub.add_parser(
+        "plot", help="learning curves of several runs in one PNG; seeds of one configuration as mean and 95%% CI"
+    )
+    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`zoo train` run folders")
+    plot.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
+    plot.add_argument("--online", action="store_true", help="plot the fine-tuning evaluations (env steps)")
+    plot.set_defaults(func=_plot)
 
     evaluate = sub.add_parser(
         "eval", help="evaluate a saved agent: a zoo checkpoint (folder or zip) or an SB3 zip, never unpickled"
@@ -180,9 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_eval)
     _add_checkpoint_parsers(sub)  # export, hub
 
+    _add_tune_parser(sub)
+
     datasets = sub.add_parser("datasets", help="local datasets")
     datasets_sub = datasets.add_subparsers(dest="datasets_command", required=True)
-    datasets_sub.add_parser("list", help="list local Minari datasets").set_defaults(func=_datasets_list)
+    listing = datasets_sub.add_parser(
+        "list", help="list local Minari datasets (from their metadata; damaged ones marked BAD with the reason)"
+    )
+    listing.add_argument("--check", action="store_true", help="read every dataset not read yet and check its data")
+    listing.set_defaults(func=_datasets_list)
     make = datasets_sub.add_parser(
         "make",
         help="build a D4RL-style dataset zoo/<env>/<quality>-v0 locally",
@@ -229,6 +343,41 @@ def build_parser() -> argparse.ArgumentParser:
     importer.add_argument("--overwrite", action="store_true")
     importer.set_defaults(func=_exorl_import)
     return parser
+
+
+def _add_tune_parser(sub) -> None:
+    tune = sub.add_parser(
+        "tune", help="tune an agent's hyperparameters with Optuna (pip install 'offline-zoo[tune]')",
+        description="Each trial trains --seeds seeds with settings drawn from the agent's search space "
+        "(zoo/tune/spaces.py); its score is the final evaluation's normalized score, mean over the seeds. "
+        "Several workers (any machines) share a study through --storage (e.g. PostgreSQL) and --study-name.",
+    )
+    tune.add_argument("--algo", required=True)
+    tune.add_argument("--dataset", required=True)
+    tune.add_argument("--fraction", type=float, default=1.0, help="share of the dataset (seed k draws seed k's)")
+    tune.add_argument("--n-trials", type=int, default=20, help="trials the study finishes, all workers together")
+    tune.add_argument("--timeout", type=float, default=None, help="stop this worker after S seconds")
+    tune.add_argument("--storage", default=None, help="Optuna RDB URL (default: sqlite file in the study folder)")
+    tune.add_argument("--study-name", default=None, help="default: <algo>-<dataset>")
+    tune.add_argument("--sampler", choices=["tpe", "random", "cmaes"], default="tpe")
+    tune.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
+    tune.add_argument("--seeds", type=int, default=1, help="training seeds per trial (the score is their mean)")
+    tune.add_argument("--n-jobs", type=int, default=1, help="trials run side by side in this worker (threads)")
+    tune.add_argument("--steps", type=int, default=None, help="gradient steps per trial (default: the YAML's)")
+    tune.add_argument("--finetune-steps", type=int, default=None, help="online env steps per trial (default: YAML)")
+    tune.add_argument("--n-evaluations", type=int, default=None, help="evaluations per phase (default: eval_freq)")
+    tune.add_argument("--eval-episodes", type=int, default=None, help="episodes per evaluation (default: YAML)")
+    tune.add_argument("--hyperparams", default=None, help="YAML file instead of the shipped one")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed (not tuned) setting")
+    tune.add_argument("--device", default="auto")
+    tune.add_argument("--out", default=None, help="study folder (default: runs/tune/<study name>)")
+    tune.add_argument("--heartbeat", type=int, default=10, help="seconds between a running trial's heartbeats")
+    tune.add_argument("--grace-period", type=int, default=None, help="heartbeat age that fails a trial (3x)")
+    tune.add_argument("--sampler-seed", type=int, default=None)
+    tune.add_argument("--write-best", default=None, metavar="FILE", help="write the best trial's YAML section")
+    tune.add_argument("--no-plots", action="store_true", help="skip the history and importance PNGs")
+    tune.add_argument("--best", action="store_true", help="retrain the study's best trial (--steps: its budget)")
+    tune.set_defaults(func=_tune)
 
 
 def _export(args: argparse.Namespace) -> None:
@@ -305,12 +454,96 @@ def _add_checkpoint_parsers(sub) -> None:
     push.set_defaults(func=_hub_push)
 
 
+# CLI numbers checked before any work, as the run settings they set: flag attribute -> (setting, flag).
+_FLAG_SETTINGS = {
+    "steps": ("n_timesteps", "--steps"),
+    "finetune_steps": ("n_finetune_timesteps", "--finetune-steps"),
+    "fraction": ("fraction", "--fraction"),
+    "seed": ("seed", "--seed"),
+    "episodes": ("n_eval_episodes", "--episodes"),
+    "dataset_steps": ("dataset_steps", "--dataset-steps"),
+    "n_envs": ("n_envs", "--n-envs"),
+}
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad flags before any work starts (no dataset written, no run folder made): numbers out of
+    range, an unknown agent key, a device this machine does not have."""
+    from zoo.validation import validate_flag
+
+    for attribute, (setting, flag) in _FLAG_SETTINGS.items():
+        value = getattr(args, attribute, None)
+        if value is not None:
+            validate_flag(flag, setting, value)
+    algo = getattr(args, "algo", None)
+    if algo is not None:
+        from zoo.errors import UserError
+        from zoo.registry import AGENTS
+
+        if algo not in AGENTS:
+            raise UserError(f"unknown agent '{algo}' (--algo): choose one of {', '.join(sorted(AGENTS))}.")
+    out = getattr(args, "out", None)
+    if args.command in ("train", "quickstart") and out and not args.overwrite and not getattr(args, "resume", None):
+        from zoo.runs import check_run_folder
+
+        check_run_folder(Path(out), overwrite=False)  # a used --out is refused before the dataset is loaded
+    device = getattr(args, "device", None)
+    if device is not None:
+        from zoo.data.dataset import resolve_device
+
+        resolve_device(device)
+
+
+def _user_error_message(error: BaseException) -> str | None:
+    """The one line to print for an error that is the user's to fix, None for a bug (keeps its traceback).
+
+    UserError and its subclasses are the user's by definition; so are the file-system errors of paths the
+    user gave (a missing checkpoint, an existing output). ValueError is what the library raised for bad
+    input before zoo.errors existed: it is still reported on one line, with the hint to see where.
+    """
+    from zoo.errors import UserError
+
+    if isinstance(error, UserError):
+        message = str(error)
+    elif isinstance(error, (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError)):
+        message = f"{error.strerror.lower()}: {error.filename}" if error.filename else str(error)
+    elif isinstance(error, ValueError):
+        message = f"{error} (zoo --debug ... shows where)"
+    else:
+        return None
+    return " ".join(message.split("\n"))
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; an error that is the user's to fix prints one line `zoo: error: ...` and returns 2,
+    Ctrl-C returns 130. `--debug` (anywhere on the line) lets the exception through with its traceback."""
+    from zoo.agents.base import close_progress_bars
+    from zoo.errors import Interrupted
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     args = build_parser().parse_args(argv)
+    args.command_line = shlex.join(["zoo", *argv])  # what config.json records (main([...]) from Python too)
     try:
+        _check_arguments(args)
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError) as error:
-        print(f"zoo: error: {error}", file=sys.stderr)
+    except Interrupted as stopped:  # training stopped on Ctrl-C/SIGTERM after saving: one line says how to resume
+        close_progress_bars()
+        print(stopped, file=sys.stderr)
+        return stopped.exit_code  # 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside training
+        close_progress_bars()
+        if debug:
+            raise
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        close_progress_bars()
+        message = _user_error_message(error)
+        if message is None or debug:
+            raise
+        print(f"zoo: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -23,6 +23,9 @@ class DataError(UserError):
 
 class Interrupted(Exception):
     """Training stopped on a signal (Ctrl-C, SIGTERM) after saving what it could: the message is the one line
-    that says where the run is and how to resume it. The CLI prints it and exits with 128 + SIGINT = 130."""
+    that says where the run is and how to resume it. The CLI prints it and exits with 128 + the signal's number
+    (130 for SIGINT, 143 for SIGTERM), as a shell reports a process a signal ended."""
 
-    exit_code = 130
+    def __init__(self, message: str, signum: int = 2):
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)

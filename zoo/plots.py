@@ -90,7 +90,9 @@ def group_runs(run_dirs: Sequence[str | Path], online: bool = False) -> list[Run
             raise UserError(f"{csv_path} holds no evaluations yet: nothing to plot for {run_dir}.")
         keyed.setdefault(_configuration_key(config), []).append((run_dir, config, rows))
     labels = _labels([members[0][1] for members in keyed.values()])
-    normalized = all(score is not None for members in keyed.values() for *_, rows in members for _, score in rows.values())
+    normalized = all(
+        score is not None for members in keyed.values() for *_, rows in members for _, score in rows.values()
+    )
     groups = []
     for label, members in zip(labels, keyed.values()):
         steps = sorted(set.intersection(*(set(rows) for *_, rows in members)))
@@ -106,7 +108,7 @@ def group_runs(run_dirs: Sequence[str | Path], online: bool = False) -> list[Run
 
 
 def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, *, online: bool = False) -> list[RunGroup]:
-    """One PNG of every group's mean curve with its 95% bootstrap band over seeds (a single run: its curve)."""
+    """One PNG of every group's mean curve with its 95% bootstrap band over seeds (one run: its curve)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -120,9 +122,12 @@ def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, *, online: bool 
         seeds = f"{len(group.runs)} seeds" if len(group.runs) > 1 else f"seed {group.seeds[0]}"
         (line,) = ax.plot(group.steps, group.mean, label=f"{group.label} ({seeds})")
         if len(group.runs) > 1:
-            ax.fill_between(group.steps, group.low, group.high, color=line.get_color(), alpha=0.25, linewidth=0)
+            ax.fill_between(
+                group.steps, group.low, group.high, color=line.get_color(), alpha=0.25, linewidth=0
+            )
     ax.set_xlabel("env steps (online fine-tuning)" if online else "gradient steps")
-    ax.set_ylabel(groups[0].metric + (" (mean, 95% bootstrap CI over seeds)" if any(len(g.runs) > 1 for g in groups) else ""))
+    banded = any(len(g.runs) > 1 for g in groups)
+    ax.set_ylabel(groups[0].metric + (" (mean, 95% bootstrap CI over seeds)" if banded else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -138,10 +143,13 @@ def _read_evaluations(path: Path) -> dict[int, tuple[float, float | None]]:
     if not path.exists():
         return {}
     with path.open(newline="") as handle:
-        return {
-            int(row["step"]): (float(row["return_mean"]), float(row["normalized_score"]) if row.get("normalized_score") else None)
-            for row in csv.DictReader(handle)
-        }
+        rows = list(csv.DictReader(handle))
+    return {
+        int(row["step"]): (
+            float(row["return_mean"]), float(row["normalized_score"]) if row.get("normalized_score") else None
+        )
+        for row in rows
+    }
 
 
 _NOT_CONFIGURATION = ("seed", "command", "evaluate_initial")
@@ -166,7 +174,8 @@ def _labels(configs: list[dict]) -> list[str]:
         label = f"{config['algo']} on {config['dataset']}"
         if config.get("fraction", 1.0) != 1.0:
             label += f" ({config['fraction']:g} of it)"
-        twins = [c for c in configs if c is not config and (c["algo"], c["dataset"]) == (config["algo"], config["dataset"])]
+        same = (config["algo"], config["dataset"])
+        twins = [c for c in configs if c is not config and (c["algo"], c["dataset"]) == same]
         if twins:
             mine, theirs = _flat(_settings(config)), [_flat(_settings(t)) for t in twins]
             keys = set(mine).union(*theirs)

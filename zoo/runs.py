@@ -3,20 +3,32 @@ checkpoints, logs and learning curve."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 
 from zoo.agents import OfflineAlgorithm
+from zoo.checkpoint import read_checkpoint_config
 from zoo.config import load_hyperparams
-from zoo.data import OfflineDataset
+from zoo.data import OfflineDataset, load_dataset
+from zoo.errors import ConfigError, Interrupted, UserError
 from zoo.io import atomic_write_json
 from zoo.evaluation import EvalCallback, Evaluation, agent_predict, evaluate_returns
 from zoo.plots import plot_learning_curve
 from zoo.registry import make_agent
+from zoo.resume import (
+    StopCallback, StopRequest, TrainingStateCallback, continue_progress_csv, evaluations_from_json,
+    evaluations_to_json, finished_info, kept_csv_text, latest_training_state, load_training_state,
+    mark_finished, remove_stale_states, stop_on_signals, truncate_csv,
+)
 
 
 @dataclass
@@ -47,34 +59,134 @@ def train_offline(
     verbose: int = 1,
     command: str | None = None,
     fraction: float = 1.0,
+    on_evaluation: Callable[[Evaluation, str], None] | None = None,
+    subset: str = "transitions",
+    save_freq: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train `algo` on `dataset` with its YAML hyperparameters, then fine-tune it online for
     `n_finetune_timesteps` env steps (YAML `n_finetune_timesteps`, default 0); everything lands in `out_dir`
-    (offline checkpoint `<algo>.zip`, fine-tuned `<algo>-finetuned.zip`, online evaluations in `finetune/`)."""
-    out_dir = Path(out_dir)
-    kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path, overrides)
-    if n_timesteps is not None:
-        run["n_timesteps"] = n_timesteps
-    if n_finetune_timesteps is not None:
-        run["n_finetune_timesteps"] = n_finetune_timesteps
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = {
-        "algo": algo, "dataset": dataset.dataset_id, "fraction": fraction, "seed": seed,
-        "kwargs": kwargs, "run": run, "command": command,
-    }
-    atomic_write_json(out_dir / "config.json", config)
+    (offline checkpoint `<algo>.zip`, fine-tuned `<algo>-finetuned.zip`, online evaluations in `finetune/`).
 
-    agent = make_agent(algo, dataset, seed=seed, **kwargs)
+    `on_evaluation(evaluation, phase)` is called after every periodic evaluation, phase "offline" or "online"
+    (the tuner reports to Optuna there); an exception it raises (optuna.TrialPruned) ends the run at once.
+
+    Every `save_freq` gradient steps (default: at every evaluation) a training state is written to
+    `out_dir/training_state/` (zoo.resume); SIGINT (Ctrl-C) or SIGTERM stops the run after the current update,
+    writes one and raises zoo.errors.Interrupted, whose message says how to resume. `resume=True` continues
+    the run in `out_dir` from its last training state with the settings its config.json records (see
+    `resume_run`): offline learning exactly where it stopped, fine-tuning from its start.
+
+    A run never writes into another run's folder: an `out_dir` that holds files is refused (ConfigError)
+    unless `resume` or `overwrite`; with `overwrite` the old run is moved aside only once the new agent is
+    built (a run that fails during set-up leaves it untouched), and deleted when the new run finishes."""
+    out_dir = Path(out_dir)
+    with stop_on_signals(_stop_notice, lambda: _interrupted_again(out_dir)) as stop:
+        return _train(
+            algo, dataset, out_dir, stop, seed=seed, n_timesteps=n_timesteps,
+            hyperparams_path=hyperparams_path,
+            overrides=overrides, n_finetune_timesteps=n_finetune_timesteps, evaluate_initial=evaluate_initial,
+            progress_bar=progress_bar, verbose=verbose, command=command, fraction=fraction,
+            on_evaluation=on_evaluation, subset=subset, save_freq=save_freq, resume=resume,
+            overwrite=overwrite,
+        )
+
+
+def _stop_notice() -> str:
+    return "zoo: stopping after this update to save a training state (Ctrl-C again quits without saving)"
+
+
+def _interrupted_again(out_dir: Path) -> Interrupted:
+    latest = latest_training_state(out_dir)
+    if latest is None:
+        return Interrupted(
+            f"zoo: interrupted again, without saving; `zoo train --resume {out_dir}` starts the run again"
+        )
+    step = read_checkpoint_config(latest)["training"]["num_timesteps"]
+    return Interrupted(
+        f"zoo: interrupted again, without saving; the last training state is step {step} ({latest}); "
+        f"resume with: zoo train --resume {out_dir}"
+    )
+
+
+def _train(
+    algo: str, dataset: OfflineDataset, out_dir: Path, stop: StopRequest, *, seed: int,
+    n_timesteps: int | None,
+    hyperparams_path: str | Path | None, overrides: dict[str, Any] | None, n_finetune_timesteps: int | None,
+    evaluate_initial: bool, progress_bar: bool, verbose: int, command: str | None, fraction: float,
+    on_evaluation: Callable[[Evaluation, str], None] | None, subset: str, save_freq: int | None, resume: bool,
+    overwrite: bool = False,
+) -> RunResult:
+    state = None
+    if resume:
+        config = read_run_config(out_dir)
+        kwargs, run, seed = config["kwargs"], config["run"], config["seed"]
+        remove_stale_states(out_dir)
+        state = latest_training_state(out_dir)
+    else:
+        kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path, overrides)
+        if n_timesteps is not None:
+            run["n_timesteps"] = n_timesteps
+        if n_finetune_timesteps is not None:
+            run["n_finetune_timesteps"] = n_finetune_timesteps
+        if save_freq is not None and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 0):
+            raise ConfigError(
+                f"--save-freq is a number of gradient steps >= 0 (0: states only on Ctrl-C), got {save_freq!r}."
+            )
+        run["save_freq"] = run["eval_freq"] if save_freq is None else save_freq
+        check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
+        config = {
+            "algo": algo, "dataset": dataset.dataset_id, "fraction": fraction, "subset": subset, "seed": seed,
+            "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
+        }
+
+    history: dict[str, Any] = {}
+    replaced = None
+    if state is not None:
+        agent, history = load_training_state(state, dataset, kwargs.get("device", "auto"))
+    else:
+        agent = make_agent(algo, dataset, seed=seed, **kwargs)
+    if not resume:
+        replaced = claim_run_folder(out_dir, overwrite)
+        atomic_write_json(out_dir / "config.json", config)
+    progress = out_dir / "progress.csv"
+    # A resumed run keeps the rows up to its state's update and writes the later ones again.
+    n_updates = agent.training_counters["n_updates"]
+    kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
     agent.set_logger(configure(str(out_dir), ["csv", "tensorboard"] + (["stdout"] if verbose > 1 else [])))
+    if kept:
+        continue_progress_csv(agent.logger, progress, kept)
     eval_callback = EvalCallback(
         eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_path=out_dir, verbose=verbose
     )
+    if resume:
+        truncate_csv(out_dir / "evaluations.csv", "step", agent.num_timesteps)
+        eval_callback.evaluations[:] = evaluations_from_json(history.get("evaluations"))
     initial = None
-    if evaluate_initial:
+    if "initial" in history:
+        initial = evaluations_from_json([history["initial"]])[0] if history["initial"] else None
+    elif evaluate_initial:
         returns = evaluate_returns(agent_predict(agent), dataset.task.env_id, run["n_eval_episodes"], eval_callback.seed)
         score = float(np.mean(dataset.task.normalized_score(returns))) if dataset.task.has_reference else None
         initial = Evaluation(0, float(returns.mean()), float(returns.std()), score)
-    agent.learn(run["n_timesteps"], callback=eval_callback, progress_bar=progress_bar)
+
+    def run_info(phase: str = "offline") -> dict[str, Any]:
+        return {
+            "phase": phase, "evaluations": evaluations_to_json(eval_callback.evaluations),
+            "initial": evaluations_to_json([initial])[0] if initial is not None else None,
+        }
+
+    states = TrainingStateCallback(
+        out_dir, run.get("save_freq", run["eval_freq"]), run_info, stop, key=algo, base=kwargs.get("base")
+    )
+    agent.learn(
+        run["n_timesteps"] - agent.num_timesteps,
+        callback=CallbackList([_with_hook(eval_callback, on_evaluation, "offline"), states]),
+        progress_bar=progress_bar, reset_num_timesteps=agent.num_timesteps == 0,
+    )
+    if stop:
+        raise _interrupted(states, out_dir, run["n_timesteps"])
     final = offline = _final_evaluation(eval_callback, agent)
 
     behavior = None
@@ -88,18 +200,171 @@ def train_offline(
     )
     online = None
     if run["n_finetune_timesteps"] > 0:
+        # Fine-tuning resumes from here, from its first env step (an env mid-episode cannot be restored).
+        if history.get("phase") != "offline-done":
+            states.save(run_info("offline-done"))
+        if stop:
+            raise _interrupted(states, out_dir, run["n_timesteps"])
+        if resume:
+            (out_dir / "finetune" / "evaluations.csv").unlink(missing_ok=True)  # the interrupted attempt's
         online_callback = EvalCallback(
             eval_freq=run["finetune_eval_freq"], n_eval_episodes=run["n_eval_episodes"],
             log_path=out_dir / "finetune", verbose=verbose,
         )
-        agent.finetune(run["n_finetune_timesteps"], callback=online_callback, progress_bar=progress_bar)
+        agent.finetune(
+            run["n_finetune_timesteps"],
+            callback=CallbackList([_with_hook(online_callback, on_evaluation, "online"), StopCallback(stop)]),
+            progress_bar=progress_bar,
+        )
+        if stop:
+            raise Interrupted(
+                f"zoo: interrupted at env step {agent.num_timesteps} of {run['n_finetune_timesteps']} of "
+                f"online fine-tuning; `zoo train --resume {out_dir}` restarts fine-tuning from the end of "
+                "offline learning (an env mid-episode cannot be restored)", stop.signal,
+            )
         final = _final_evaluation(online_callback, agent)
         online = online_callback.evaluations
         checkpoint = out_dir / f"{algo}-finetuned.zip"
         agent.save(checkpoint)
+    mark_finished(out_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoint),
+                            "final": evaluations_to_json([final])[0]})
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until this one finished
     return RunResult(
         agent, eval_callback.evaluations, final, behavior, checkpoint, curve, initial, offline, online
     )
+
+
+# ---------------------------------------------------------------------------------------------- run folders
+REPLACED_MARK = ".replaced-"  # ".<name>.replaced-<pid>": a run --overwrite moved aside until its successor ends
+
+
+def next_run_folder(parent: str | Path, stem: str) -> Path:
+    """The next free numbered folder `parent/<stem>_<N>` (N = 1 + the largest taken), as rl-baselines3-zoo
+    numbers its log folders: the default output of `zoo train`, so that a rerun never meets an old run."""
+    parent = Path(parent)
+    taken = [0]
+    if parent.is_dir():
+        for path in parent.iterdir():
+            head, sep, number = path.name.rpartition("_")
+            if sep and head == stem and number.isdigit():
+                taken.append(int(number))
+    return parent / f"{stem}_{max(taken) + 1}"
+
+
+def check_run_folder(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an output folder that holds files, unless the run is to replace them (`overwrite`)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file, not a folder: choose another --out.")
+    if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
+        shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:4])
+        raise ConfigError(
+            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, "
+            f"--resume {out_dir} to continue it, or choose another --out (without --out, zoo train picks a new folder)."
+        )
+
+
+def claim_run_folder(out_dir: Path, overwrite: bool) -> Path | None:
+    """Make `out_dir` an empty folder for this run. With `overwrite`, a folder with files is renamed to a
+    hidden sibling (returned, deleted by the caller when the new run finishes), so the old files are never
+    mixed with the new ones and survive a new run that fails."""
+    check_run_folder(out_dir, overwrite)
+    replaced = None
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        replaced = out_dir.with_name(f".{out_dir.name}{REPLACED_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        out_dir.rename(replaced)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return replaced
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config.json `zoo train` wrote in a run folder (algo, dataset, fraction, seed, kwargs, run,
+    command)."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(
+            f"{run_dir} has no config.json: it is not a `zoo train` run folder (or it was never started)."
+        ) from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({error}): resume needs the run's own config.") from None
+    missing = [key for key in ("algo", "dataset", "seed", "kwargs", "run") if key not in config]
+    if missing:
+        raise UserError(
+            f"{path} lacks {', '.join(missing)}: it was not written by `zoo train`, so it cannot be resumed."
+        )
+    return config
+
+
+def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int = 1,
+               on_evaluation: Callable[[Evaluation, str], None] | None = None) -> RunResult:
+    """Continue the `zoo train` run in `run_dir` from its last training state, to the total its config.json
+    records, with the settings recorded there (the YAML is not read again).
+
+    Offline learning continues at the update after the state's: on CPU the final weights equal those of the
+    run had it never stopped. A run stopped during online fine-tuning starts fine-tuning again from the end
+    of offline learning (an env mid-episode cannot be restored). evaluations.csv, progress.csv and the
+    learning curve continue: rows written after the state are dropped and written again.
+    """
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    done = finished_info(run_dir)
+    if done is not None:
+        raise UserError(
+            f"{run_dir} finished already ({done['num_timesteps']} steps, checkpoint {done['checkpoint']}): "
+            "there is nothing to resume; train a new run with another --out."
+        )
+    dataset = load_dataset(
+        config["dataset"], fraction=config.get("fraction", 1.0), subset=config.get("subset", "transitions"),
+        seed=config["seed"], device=config["kwargs"].get("device", "auto"),
+    )
+    return train_offline(
+        config["algo"], dataset, run_dir, seed=config["seed"],
+        evaluate_initial=config.get("evaluate_initial", False), progress_bar=progress_bar, verbose=verbose,
+        command=config.get("command"), fraction=config.get("fraction", 1.0), on_evaluation=on_evaluation,
+        subset=config.get("subset", "transitions"), resume=True,
+    )
+
+
+def _interrupted(states: TrainingStateCallback, out_dir: Path, total: int) -> Interrupted:
+    """Save a training state at the stop (unless one was just written, or cannot be) and say how to resume."""
+    agent = states.model
+    step = agent.num_timesteps
+    saved = states.saved_at == step or states.save() is not None
+    latest = latest_training_state(out_dir)
+    where = f"interrupted at gradient step {step} of {total}"
+    how = f"resume with: zoo train --resume {out_dir}"
+    if saved:
+        return Interrupted(f"zoo: {where}; training state saved in {latest}; {how}", states.stop.signal)
+    if latest is not None:
+        last = read_checkpoint_config(latest)["training"]["num_timesteps"]
+        return Interrupted(
+            f"zoo: {where}; no training state now ({states.skipped}), the last one is step {last} ({latest}); {how}",
+            states.stop.signal,
+        )
+    return Interrupted(
+        f"zoo: {where}; no training state could be written ({states.skipped}); `zoo train --resume {out_dir}` "
+        "starts the run again", states.stop.signal,
+    )
+
+
+class _AfterEvaluation(BaseCallback):
+    """Calls `hook(evaluation, phase)` once for each evaluation `evaluations` gains (runs after its callback)."""
+
+    def __init__(self, evaluations: list[Evaluation], hook: Callable[[Evaluation, str], None], phase: str):
+        super().__init__()
+        self.evaluations, self.hook, self.phase, self.seen = evaluations, hook, phase, len(evaluations)
+
+    def _on_step(self) -> bool:
+        while self.seen < len(self.evaluations):
+            self.seen += 1
+            self.hook(self.evaluations[self.seen - 1], self.phase)
+        return True
+
+
+def _with_hook(callback: EvalCallback, hook: Callable[[Evaluation, str], None] | None, phase: str) -> BaseCallback:
+    return callback if hook is None else CallbackList([callback, _AfterEvaluation(callback.evaluations, hook, phase)])
 
 
 def _final_evaluation(callback: EvalCallback, agent: OfflineAlgorithm) -> Evaluation:
