@@ -387,3 +387,22 @@ def test_default_out_is_a_new_numbered_folder(tiny_root, tmp_path, monkeypatch, 
     parent = tmp_path / "runs" / "td3bc" / TINY_ID.replace("/", "_")
     assert sorted(p.name for p in parent.iterdir()) == ["seed0_1", "seed0_2"]
     assert "checkpoint: runs/td3bc/zoo_hopper_tiny-v0/seed0_2/td3bc.zip" in capsys.readouterr().out
+
+
+def test_an_exception_in_training_closes_the_progress_bar(tiny_root, tmp_path):
+    """An exception that leaves learn() with SB3's rich progress bar open used to end in rich's
+    "ImportError: sys.meta_path is None" at interpreter shutdown; the bar is closed (atexit) before."""
+    script = tmp_path / "crash.py"
+    script.write_text(
+        "from zoo.agents import TD3\n"
+        "from zoo.data import load_dataset\n"
+        f"agent = TD3(load_dataset({TINY_ID!r}, device='cpu'), batch_size=4, device='cpu')\n"
+        "def fail(local_vars, global_vars):\n"
+        "    if local_vars['self'].num_timesteps == 3:\n"
+        "        raise RuntimeError('a bug in a callback')\n"
+        "    return True\n"
+        "agent.learn(10, callback=fail, progress_bar=True)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.count("Traceback") == 1
+    assert "RuntimeError: a bug in a callback" in done.stderr and "sys.meta_path" not in done.stderr
