@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.agents.sb3_zip import load_sb3_zip
 from zoo.checkpoint import (
     CONFIG_NAME,
     REFERENCE_NAME,
@@ -33,7 +34,6 @@ from zoo.checkpoint import (
     copy_checkpoint,
     last_run_checkpoint,
     load_checkpoint,
-    load_sb3_zip,
     read_checkpoint_config,
     reference_actions,
     write_checkpoint,

@@ -329,9 +329,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     @classmethod
     def load(cls, path, env=None, device="auto", custom_objects=None, print_system_info=False,
              force_reset=True, **kwargs):
-        """SB3's zip read without unpickling (zoo.checkpoint.load_sb3_zip): SB3's own `load` runs the
+        """SB3's zip read without unpickling (zoo.agents.sb3_zip): SB3's own `load` runs the
         cloudpickle stored in the zip, which can execute any code. `dataset=` gives the agent its data."""
-        from zoo.checkpoint import load_sb3_zip
+        from zoo.agents.sb3_zip import load_sb3_zip
 
         return load_sb3_zip(cls, path, device=device, **kwargs)
     # ------------------------------------------------------------------ (end of zoo.checkpoint's section)
