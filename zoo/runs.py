@@ -259,8 +259,9 @@ def check_run_folder(out_dir: Path, overwrite: bool) -> None:
     if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:4])
         raise ConfigError(
-            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, "
-            f"--resume {out_dir} to continue it, or choose another --out (without --out, zoo train picks a new folder)."
+            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, continue it "
+            f"with `zoo train --resume {out_dir}`, or choose another --out (without --out, a new numbered "
+            "folder is picked)."
         )
 
 
