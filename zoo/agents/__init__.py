@@ -8,4 +8,16 @@ from zoo.agents.edac import EDAC
 from zoo.agents.spot import SPOT
 from zoo.agents.opt import OPT, OPTSPOT
 
-__all__ = ["CQL", "CalQL", "OPT", "OPTSPOT", "EDAC", "OfflineAlgorithm", "OfflinePolicy", "TD3", "TD3BC", "TD3Policy", "SPOT"]
+__all__ = [
+    "CQL",
+    "CalQL",
+    "OPT",
+    "OPTSPOT",
+    "EDAC",
+    "OfflineAlgorithm",
+    "OfflinePolicy",
+    "TD3",
+    "TD3BC",
+    "TD3Policy",
+    "SPOT",
+]

@@ -21,7 +21,12 @@ import numpy as np
 import torch
 from gymnasium import spaces
 from stable_baselines3.common import utils as sb3_utils
-from stable_baselines3.common.callbacks import BaseCallback, CallbackList, ConvertCallback, ProgressBarCallback
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CallbackList,
+    ConvertCallback,
+    ProgressBarCallback,
+)
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -103,6 +108,12 @@ class OfflinePolicy(BasePolicy):
     def build_optimizers(self, lr: float) -> None:
         """Create the optimizers once the networks sit on their device."""
         raise NotImplementedError
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Training mode (dropout on) for the actor and the critics."""
+        self.actor.train(mode)
+        self.critic.train(mode)
+        self.training = mode
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         return self.actor(self.normalize_observations(observation.float()))
@@ -199,15 +210,20 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.normalize_observations = normalize_observations
         self.precision = precision
         if not 0.0 <= online_mixing_ratio <= 1.0:
-            raise ValueError(f"online_mixing_ratio is a share of the batch in [0, 1], got {online_mixing_ratio}.")
+            raise ValueError(
+                f"online_mixing_ratio is a share of the batch in [0, 1], got {online_mixing_ratio}."
+            )
         if int(online_utd_ratio) != online_utd_ratio or online_utd_ratio < 1:
-            raise ValueError(f"online_utd_ratio is a whole number of updates per env step >= 1, got {online_utd_ratio}.")
+            raise ValueError(
+                f"online_utd_ratio is a whole number of updates per env step >= 1, got {online_utd_ratio}."
+            )
         self.online_mixing_ratio, self.online_utd_ratio = online_mixing_ratio, int(online_utd_ratio)
         self.reward_scale, self.reward_bias = float(reward_scale), float(reward_bias)
         fraction = isinstance(pretrain_steps, float) and 0.0 < pretrain_steps < 1.0
         if not fraction and (int(pretrain_steps) != pretrain_steps or pretrain_steps < 0):
             raise ValueError(
-                f"pretrain_steps is a number of gradient steps or a share of the budget in (0, 1), got {pretrain_steps}."
+                f"pretrain_steps is a number of gradient steps or a share of the budget in (0, 1), "
+                f"got {pretrain_steps}."
             )
         if pretrain is not None and pretrain_steps == 0:
             raise ValueError(f"pretrain='{pretrain}' needs pretrain_steps > 0, got {pretrain_steps}.")
@@ -227,7 +243,17 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     # ------------------------------------------------------------------ setup
 
+    # The paper's networks of an agent class, below any policy_kwargs the user gives (key by key).
+    default_policy_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def policy_settings(self) -> dict[str, Any]:
+        """Policy arguments that come from the agent's own constructor arguments (learning rates of the
+        actor, temperature, VAE, ...); the user's policy_kwargs override them key by key."""
+        return {}
+
     def _setup_model(self) -> None:
+        # The one merge of policy arguments: class defaults < the agent's settings < the user's policy_kwargs.
+        self.policy_kwargs = {**self.default_policy_kwargs, **self.policy_settings(), **self.policy_kwargs}
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
         self.policy = self.policy_class(
@@ -265,7 +291,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                     f"agent's ({ours}): train on a dataset of the same environment, or build a new agent."
                 )
 
-    def save(self, path: str | os.PathLike, exclude: Iterable[str] | None = None, include: Iterable[str] | None = None) -> None:
+    def save(
+        self,
+        path: str | os.PathLike,
+        exclude: Iterable[str] | None = None,
+        include: Iterable[str] | None = None,
+    ) -> None:
         """SB3's zip, written beside its destination and renamed into place: an existing checkpoint is
         replaced whole or not at all."""
         path = Path(path)
@@ -360,7 +391,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         """Pack every column into one (N, width) tensor so a batch is a single gather."""
         if self.dataset is None:
             raise ValueError(
-                "This agent has no dataset: pass dataset=... to the constructor, or to load(path, dataset=...)."
+                "This agent has no dataset: pass dataset=... to the constructor, "
+                "or to load(path, dataset=...)."
             )
         if self.dataset.device != self.device:
             self.dataset = self.dataset.to(self.device)
@@ -392,7 +424,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self.logger.record(f"train/{name}", total.item() / self._stat_counts[name])
         self._stat_sums, self._stat_counts = {}, {}
         elapsed = max((time.time_ns() - self.start_time) / 1e9, 1e-9)
-        self.logger.record("time/updates_per_second", int((self.num_timesteps - self._num_timesteps_at_start) / elapsed))
+        rate = int((self.num_timesteps - self._num_timesteps_at_start) / elapsed)
+        self.logger.record("time/updates_per_second", rate)
         self.logger.record("time/time_elapsed", int(elapsed), exclude="tensorboard")
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.dump(step=self.num_timesteps)
@@ -493,7 +526,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self._num_timesteps_at_start = self.num_timesteps
         self._update_current_progress_remaining(self.num_timesteps, max(total_timesteps, 1))
         if not self._custom_logger:
-            self._logger = sb3_utils.configure_logger(self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps)
+            self._logger = sb3_utils.configure_logger(
+                self.verbose, self.tensorboard_log, tb_log_name, reset_num_timesteps
+            )
         return total_timesteps, self._init_callback(callback, progress_bar)
 
     def _init_callback(self, callback: MaybeCallback, progress_bar: bool = False) -> BaseCallback:
@@ -582,8 +617,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self._prepare_table()
         elif self.online_mixing_ratio > 0:
             raise ValueError(
-                f"online_mixing_ratio={self.online_mixing_ratio} mixes in offline data, but this agent has no "
-                "dataset: load it with load(path, dataset=...), or set online_mixing_ratio=0."
+                f"online_mixing_ratio={self.online_mixing_ratio} mixes in offline data, "
+                "but this agent has no dataset: load it with load(path, dataset=...), "
+                "or set online_mixing_ratio=0."
             )
         else:  # no offline table: the online rows carry the base columns and the agent's online columns
             obs_dim, act_dim = self.policy.obs_dim, self.policy.act_dim

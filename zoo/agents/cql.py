@@ -8,7 +8,8 @@ K = n_actions samples per state (all sampled without gradient, all evaluated at 
     otherwise:          X_i = [Q_i(s, a_rand),  Q_i(s, a),  Q_i(s, a_nxt),  Q_i(s, a_cur)]
     gap_i = mean_batch clip(T logsumexp(X_i / T) - Q_i(s, a), clip_min, clip_max)
     fixed weight:  L_i = w gap_i;   Lagrange:  L_i = alpha' w (gap_i - target_action_gap),
-                   alpha' = clip(exp(log alpha'), 0, 1e6) trained on -mean_i(alpha' w (gap_i - target_action_gap))
+                   alpha' = clip(exp(log alpha'), 0, 1e6),
+                   trained on -mean_i(alpha' w (gap_i - target_action_gap))
     L_Q = sum_i MSE(Q_i(s, a), y) + sum_i L_i
 TD target: y = r + gamma (1 - terminated) v', v' = max_k min_i Q'_i(s', a'_k) over K samples a'_k ~ pi(s')
 (max_target_backup) or min_i Q'_i(s', a') for one sample; no entropy term unless backup_entropy.
@@ -143,9 +144,13 @@ class CQL(SAC):
         **kwargs: Any,
     ):
         if cql_weight < 0:
-            raise ValueError(f"cql_weight is a non-negative weight of the conservative term, got {cql_weight}.")
+            raise ValueError(
+                f"cql_weight is a non-negative weight of the conservative term, got {cql_weight}."
+            )
         if int(n_actions) != n_actions or n_actions < 1:
-            raise ValueError(f"n_actions is the number of sampled actions per state, a whole number >= 1; got {n_actions}.")
+            raise ValueError(
+                f"n_actions is the number of sampled actions per state, a whole number >= 1; got {n_actions}."
+            )
         if not cql_temp > 0:
             raise ValueError(f"cql_temp is the logsumexp temperature, > 0; got {cql_temp}.")
         if cql_clip_diff_min > cql_clip_diff_max:
@@ -161,7 +166,6 @@ class CQL(SAC):
         self.cql_lagrange = cql_lagrange
         self.cql_target_action_gap = float(cql_target_action_gap)
         self.max_target_backup = max_target_backup
-        policy_kwargs = {**self.default_policy_kwargs, **(policy_kwargs or {})}
         super().__init__(
             dataset,
             policy,
@@ -187,18 +191,29 @@ class CQL(SAC):
             at_next, at_next_log_prob = self.actor(batch.next_observations, n_samples=k + n_backup)
             random = torch.rand_like(current) * 2.0 - 1.0
         return CQLSamples(
-            random, current, current_log_prob, at_next[:k], at_next_log_prob[:k], at_next[k:], at_next_log_prob[k:]
+            random,
+            current,
+            current_log_prob,
+            at_next[:k],
+            at_next_log_prob[:k],
+            at_next[k:],
+            at_next_log_prob[k:],
         )
 
     @staticmethod
     def q_values(critic: torch.nn.Module, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Q_i(s_b, a_nb) for N actions per state in one ensemble call: (N, batch, |A|) -> (n_critics, N, batch)."""
+        """Q_i(s_b, a_nb) for N actions per state in one ensemble call:
+        (N, batch, |A|) -> (n_critics, N, batch)."""
         n, b, _ = actions.shape
         states = observations.expand(n, *observations.shape).reshape(n * b, -1)
         return critic(states, actions.reshape(n * b, -1)).view(-1, n, b).float()
 
     def backup_value(
-        self, next_observations: torch.Tensor, next_actions: torch.Tensor, next_log_prob: torch.Tensor, alpha: torch.Tensor
+        self,
+        next_observations: torch.Tensor,
+        next_actions: torch.Tensor,
+        next_log_prob: torch.Tensor,
+        alpha: torch.Tensor,
     ) -> torch.Tensor:
         """v' = max_k min_i Q'_i(s', a'_k) [- alpha log pi(a'_k*|s') at the maximising k*]."""
         with torch.no_grad():
@@ -240,7 +255,8 @@ class CQL(SAC):
         current_log_prob: torch.Tensor,
         batch: Batch,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Per critic: mean_batch clip(T logsumexp(X / T) - Q(s, a)); Q's (n_critics, [K,] batch) -> (n_critics,).
+        """Per critic: mean_batch clip(T logsumexp(X / T) - Q(s, a));
+        Q's (n_critics, [K,] batch) -> (n_critics,).
         Returns (gap, statistics)."""
         q_next, q_current, stats = self.bound_policy_values(q_next, q_current, batch)
         if self.importance_sample:
@@ -263,22 +279,31 @@ class CQL(SAC):
         # Sampled actions and the TD target (no gradient).
         samples = self.sample_actions(batch)
         target = self.td_target(batch, alpha, samples.backup, samples.backup_log_prob)
-        # One ensemble call: the data action, then K random, K next-policy, K current-policy actions, all at s.
+        # One ensemble call: the data action, then K random, K next-policy, K current-policy actions,
+        # all at s.
         actions = torch.cat([batch.actions.unsqueeze(0), samples.random, samples.next, samples.current])
         q_all = self.q_values(self.critic, batch.observations, actions)
         q = q_all[:, 0]
         bellman = ensemble_mse(q, target)
         # Conservative term per critic.
         gap, stats = self.conservative_gap(
-            q, q_all[:, 1 : 1 + k], q_all[:, 1 + k : 1 + 2 * k], q_all[:, 1 + 2 * k :],
-            samples.next_log_prob, samples.current_log_prob, batch,
+            q,
+            q_all[:, 1 : 1 + k],
+            q_all[:, 1 + k : 1 + 2 * k],
+            q_all[:, 1 + 2 * k :],
+            samples.next_log_prob,
+            samples.current_log_prob,
+            batch,
         )
         if self.cql_lagrange:
             conservative = self.alpha_prime * self.cql_weight * (gap - self.cql_target_action_gap)
         else:
             conservative = self.cql_weight * gap
         stats = {
-            "q_mean": q.mean(), **stats, "bellman_loss": bellman, "cql_gap": gap.detach(),
+            "q_mean": q.mean(),
+            **stats,
+            "bellman_loss": bellman,
+            "cql_gap": gap.detach(),
             "q_random": q_all[:, 1 : 1 + k].mean(),
         }
         return bellman + conservative.sum(), stats
@@ -347,7 +372,10 @@ class CalQL(CQL):
         **kwargs: Any,
     ):
         if failure_reward is not None and not np.isfinite(failure_reward):
-            raise ValueError(f"failure_reward is a finite reward (AntMaze: 0, Adroit-binary: -1) or None, got {failure_reward}.")
+            raise ValueError(
+                f"failure_reward is a finite reward (AntMaze: 0, Adroit-binary: -1) or None, "
+                f"got {failure_reward}."
+            )
         self.failure_reward = failure_reward
         super().__init__(
             dataset,
@@ -364,7 +392,10 @@ class CalQL(CQL):
     def _dataset_columns(self, dataset: OfflineDataset) -> dict[str, torch.Tensor]:
         columns = super()._dataset_columns(dataset)
         columns["mc_returns"] = dataset.returns_to_go(
-            self.gamma, failure_reward=self.failure_reward, reward_scale=self.reward_scale, reward_bias=self.reward_bias
+            self.gamma,
+            failure_reward=self.failure_reward,
+            reward_scale=self.reward_scale,
+            reward_bias=self.reward_bias,
         )
         return columns
 

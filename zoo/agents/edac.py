@@ -28,7 +28,7 @@ observation normalisation (official and CORL), which the imitate-then-improve ke
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -61,6 +61,8 @@ class EDAC(SAC):
     Other arguments: see SAC and OfflineAlgorithm (pretrain="soft-imitate" is the first-imitate recipe).
     """
 
+    default_policy_kwargs: ClassVar[dict[str, Any]] = EDAC_POLICY_DEFAULTS
+
     def __init__(
         self,
         dataset: OfflineDataset | None = None,
@@ -71,24 +73,33 @@ class EDAC(SAC):
         policy_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
     ):
-        policy_kwargs = {**EDAC_POLICY_DEFAULTS, **(policy_kwargs or {})}
-        n_critics = policy_kwargs["n_critics"]
+        n_critics = {**self.default_policy_kwargs, **(policy_kwargs or {})}["n_critics"]
         if eta < 0:
-            raise ValueError(f"eta weighs the gradient-diversity penalty and must be >= 0 (0 is SAC-N), got {eta}.")
+            raise ValueError(
+                f"eta weighs the gradient-diversity penalty and must be >= 0 (0 is SAC-N), got {eta}."
+            )
         if eta > 0 and n_critics < 2:
             raise ValueError(
-                f"The gradient-diversity term (eta={eta}) compares pairs of critics, but n_critics={n_critics}: "
+                f"The gradient-diversity term (eta={eta}) compares pairs of critics, "
+                f"but n_critics={n_critics}: "
                 "use policy_kwargs={'n_critics': N} with N >= 2, or eta=0 for SAC-N."
             )
         self.eta = float(eta)
         super().__init__(
-            dataset, policy, normalize_observations=normalize_observations, policy_kwargs=policy_kwargs, **kwargs
+            dataset,
+            policy,
+            normalize_observations=normalize_observations,
+            policy_kwargs=policy_kwargs,
+            **kwargs,
         )
 
     # ------------------------------------------------------------------ losses
 
-    def q_and_diversity(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q_i(s, a) of every member, (N, batch), and the diversity term ES, from one forward and one backward."""
+    def q_and_diversity(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Q_i(s, a) of every member, (N, batch), and the diversity term ES, from one forward and one
+        backward."""
         n = self.critic.n_critics
         # Each member gets its own copy of the action, so d(sum_i Q_i)/d(copy_i) = grad_a Q_i.
         member_actions = actions.detach().unsqueeze(0).repeat(n, 1, 1).requires_grad_(True)
@@ -102,7 +113,9 @@ class EDAC(SAC):
         diversity = (cosines * off_diagonal).sum(dim=(1, 2)).mean() / (n - 1)
         return q, diversity
 
-    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_and_penalty(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Q_i(s, a) and eta * ES from one forward (SAC-N's when eta = 0)."""
         if self.eta == 0.0:
             return super().q_and_penalty(observations, actions)
@@ -118,7 +131,11 @@ class EDAC(SAC):
         # One forward of the ensemble at (s, a) serves the TD loss and the gradient-diversity term.
         q, diversity = self.q_and_diversity(batch.observations, batch.actions)
         td_loss = ensemble_mse(q, target)
-        return td_loss + self.eta * diversity, {"q_mean": q.mean(), "critic_td_loss": td_loss, "diversity_loss": diversity}
+        return td_loss + self.eta * diversity, {
+            "q_mean": q.mean(),
+            "critic_td_loss": td_loss,
+            "diversity_loss": diversity,
+        }
 
 
 __all__ = ["EDAC", "EDAC_POLICY_DEFAULTS"]

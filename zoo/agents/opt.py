@@ -73,7 +73,9 @@ def meta_critic_loss(
     # shared-Q transition head, have no gradient and stay).
     inner = {name: p if g is None else p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
     # Online TD loss at psi'.
-    loss_on = ensemble_mse(functional_call(critic, inner, (online.observations, online.actions)), online_target)
+    loss_on = ensemble_mse(
+        functional_call(critic, inner, (online.observations, online.actions)), online_target
+    )
     # Gradient weighting (code-level): scale L_on down to L_off's size when it is larger.
     weight = torch.minimum(loss_off, loss_on).detach() / (loss_on.detach() + 1e-10)
     return loss_off + weight * loss_on, loss_off, loss_on, weight
@@ -124,7 +126,9 @@ class OPTPolicy(TD3Policy):
 
     optimizer_names = (*TD3Policy.optimizer_names, *ONLINE_OPTIMIZER_NAMES)
 
-    def __init__(self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any):
+    def __init__(
+        self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.density_learning_rate = density_learning_rate
         add_online_networks(self, density_net_arch)
@@ -135,11 +139,14 @@ class OPTPolicy(TD3Policy):
 
 
 class OPTSPOTPolicy(SPOTPolicy):
-    """SPOT's policy (actor, twin Q_off, behaviour VAE) plus OPT's Q_on and density-ratio net (see OPTPolicy)."""
+    """SPOT's policy (actor, twin Q_off, behaviour VAE) plus OPT's Q_on and density-ratio net
+    (see OPTPolicy)."""
 
     optimizer_names = (*SPOTPolicy.optimizer_names, *ONLINE_OPTIMIZER_NAMES)
 
-    def __init__(self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any):
+    def __init__(
+        self, *args: Any, density_net_arch=(256, 256), density_learning_rate: float = 3e-4, **kwargs: Any
+    ):
         super().__init__(*args, **kwargs)
         self.density_learning_rate = density_learning_rate
         add_online_networks(self, density_net_arch)
@@ -153,14 +160,27 @@ class OPTSPOTPolicy(SPOTPolicy):
 
 
 def check_online_settings(
-    n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature, density_learning_rate,
+    n_tau,
+    n_pretrain,
+    inner_lr,
+    kappa_start,
+    kappa_end,
+    kappa_steps,
+    temperature,
+    density_learning_rate,
     online_gamma,
 ) -> None:
     """Refuse settings of the online phases that cannot work, naming the setting and its range."""
     for name, value in (("kappa_start", kappa_start), ("kappa_end", kappa_end)):
         if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} is the weight of the new critic in the actor's Q, in [0, 1]; got {value}.")
-    for name, value, low in (("kappa_steps", kappa_steps, 0), ("n_tau", n_tau, 1), ("n_pretrain", n_pretrain, 0)):
+            raise ValueError(
+                f"{name} is the weight of the new critic in the actor's Q, in [0, 1]; got {value}."
+            )
+    for name, value, low in (
+        ("kappa_steps", kappa_steps, 0),
+        ("n_tau", n_tau, 1),
+        ("n_pretrain", n_pretrain, 0),
+    ):
         if int(value) != value or value < low:
             raise ValueError(f"{name} is a whole number of steps >= {low}, got {value}.")
     if not temperature > 0:
@@ -203,7 +223,11 @@ class OnlinePretraining:
         if online_actor_loss not in ("q", "own"):
             raise ValueError(f"online_actor_loss is 'q' or 'own', got {online_actor_loss!r}.")
         self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
-        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.kappa_start, self.kappa_end, self.kappa_steps = (
+            float(kappa_start),
+            float(kappa_end),
+            int(kappa_steps),
+        )
         self.temperature = float(temperature)
         self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
         self.online_actor_loss = online_actor_loss
@@ -218,16 +242,23 @@ class OnlinePretraining:
     def of(cls, agent, online_actor_loss: str) -> "OnlinePretraining":
         """The component with the settings an OPT agent keeps under their constructor names."""
         return cls(
-            n_tau=agent.n_tau, n_pretrain=agent.n_pretrain, inner_lr=agent.inner_lr, kappa_start=agent.kappa_start,
-            kappa_end=agent.kappa_end, kappa_steps=agent.kappa_steps, temperature=agent.temperature,
-            reset_optimizers_online=agent.reset_optimizers_online, online_gamma=agent.online_gamma,
+            n_tau=agent.n_tau,
+            n_pretrain=agent.n_pretrain,
+            inner_lr=agent.inner_lr,
+            kappa_start=agent.kappa_start,
+            kappa_end=agent.kappa_end,
+            kappa_steps=agent.kappa_steps,
+            temperature=agent.temperature,
+            reset_optimizers_online=agent.reset_optimizers_online,
+            online_gamma=agent.online_gamma,
             online_actor_loss=online_actor_loss,
         )
 
     # ------------------------------------------------------------------ phases
 
     def kappa_at(self, env_step: int) -> float:
-        """kappa at env step t >= n_tau: linear from kappa_start (t = n_tau) to kappa_end (t = n_tau + kappa_steps)."""
+        """kappa at env step t >= n_tau: linear from kappa_start (t = n_tau) to kappa_end
+        (t = n_tau + kappa_steps)."""
         if self.kappa_steps == 0:
             return self.kappa_end
         progress = min(max((env_step - self.n_tau) / self.kappa_steps, 0.0), 1.0)
@@ -274,7 +305,9 @@ class OnlinePretraining:
 
     # ------------------------------------------------------------------ what the actor climbs
 
-    def actor_q(self, agent, observations: torch.Tensor, actions: torch.Tensor, q_off: torch.Tensor) -> torch.Tensor:
+    def actor_q(
+        self, agent, observations: torch.Tensor, actions: torch.Tensor, q_off: torch.Tensor
+    ) -> torch.Tensor:
         """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: Q_off1."""
         if not self.finetuning:
             return q_off
@@ -304,14 +337,19 @@ class OnlinePretraining:
         """Q_on's TD3 critic loss on its own targets; returns (loss, statistics)."""
         policy = agent.policy
         q = policy.online_critic(batch.observations, batch.actions)
-        return ensemble_mse(q, agent.td_target(batch, policy.online_critic_target)), {"online_q_mean": q.mean()}
+        return ensemble_mse(q, agent.td_target(batch, policy.online_critic_target)), {
+            "online_q_mean": q.mean()
+        }
 
     def pretrain_online_critic(self, agent, batch_size: int) -> None:
         """Phase 2b: a new Q_on, then n_pretrain meta-updates on b_off (offline) and b_on (online)."""
         policy, replay = agent.policy, agent.replay
         self.reset_networks(agent)
         params = dict(policy.online_critic.named_parameters())
-        online_pairs = (list(policy.online_critic_target.parameters()), list(policy.online_critic.parameters()))
+        online_pairs = (
+            list(policy.online_critic_target.parameters()),
+            list(policy.online_critic.parameters()),
+        )
         for k in range(1, self.n_pretrain + 1):
             self.n_pretrain_updates += 1
             offline, online = replay.sample_offline(batch_size), replay.sample_online(batch_size)
@@ -319,7 +357,13 @@ class OnlinePretraining:
                 offline_target = agent.td_target(offline, policy.online_critic_target)
                 online_target = agent.td_target(online, policy.online_critic_target)
                 loss, loss_off, loss_on, weight = meta_critic_loss(
-                    policy.online_critic, params, offline, offline_target, online, online_target, self.inner_lr
+                    policy.online_critic,
+                    params,
+                    offline,
+                    offline_target,
+                    online,
+                    online_target,
+                    self.inner_lr,
                 )
             # Adam step on the meta-gradient (plain .grad tensors: the inner graph dies with `loss`).
             policy.online_critic_optimizer.zero_grad(set_to_none=True)
@@ -328,13 +372,17 @@ class OnlinePretraining:
             if k % agent.policy_delay == 0:
                 agent.soft_update(*online_pairs, agent.tau)
             agent.record(
-                pretrain_loss=loss, pretrain_offline_loss=loss_off, pretrain_online_loss=loss_on,
+                pretrain_loss=loss,
+                pretrain_offline_loss=loss_off,
+                pretrain_online_loss=loss_on,
                 pretrain_weight=weight,
             )
         self.pretrained_at = agent.num_timesteps
 
     @torch.no_grad()
-    def update_priorities(self, agent, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor) -> torch.Tensor:
+    def update_priorities(
+        self, agent, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor
+    ) -> torch.Tensor:
         """Sampled rows' priorities from the (just updated) density net; the running max follows."""
         w = agent.policy.density(batch.observations, batch.actions).float()
         priorities = balanced_priorities(w, w_offline.float(), self.temperature).double()
@@ -369,12 +417,19 @@ class OnlinePretraining:
         policy.critic_optimizer.step()
         policy.online_critic_optimizer.step()
         agent.record(
-            density_loss=density_loss, priority_mean=priorities.mean(), critic_loss=critic_loss,
-            online_critic_loss=online_critic_loss, **critic_stats, **online_stats,
+            density_loss=density_loss,
+            priority_mean=priorities.mean(),
+            critic_loss=critic_loss,
+            online_critic_loss=online_critic_loss,
+            **critic_stats,
+            **online_stats,
         )
 
         # 4. Delayed actor step on Q_mix (through `actor_q`), then every target (Q_on's too) follows.
-        online_pairs = (list(policy.online_critic_target.parameters()), list(policy.online_critic.parameters()))
+        online_pairs = (
+            list(policy.online_critic_target.parameters()),
+            list(policy.online_critic.parameters()),
+        )
         targets, sources = agent.target_pairs
         agent.delayed_actor_step(batch, ([*targets, *online_pairs[0]], [*sources, *online_pairs[1]]))
 
@@ -421,16 +476,31 @@ class OPT(TD3BC):
         online_utd_ratio: int = 5,
         **kwargs: Any,
     ):
-        check_online_settings(n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature,
-                              density_learning_rate, online_gamma)
+        check_online_settings(
+            n_tau,
+            n_pretrain,
+            inner_lr,
+            kappa_start,
+            kappa_end,
+            kappa_steps,
+            temperature,
+            density_learning_rate,
+            online_gamma,
+        )
         self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
-        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.kappa_start, self.kappa_end, self.kappa_steps = (
+            float(kappa_start),
+            float(kappa_end),
+            int(kappa_steps),
+        )
         self.temperature, self.density_learning_rate = float(temperature), float(density_learning_rate)
         self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
         super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
 
+    def policy_settings(self) -> dict[str, Any]:
+        return {**super().policy_settings(), "density_learning_rate": self.density_learning_rate}
+
     def _setup_model(self) -> None:
-        self.policy_kwargs = {**self.policy_kwargs, "density_learning_rate": self.density_learning_rate}
         super()._setup_model()
         self.online_pretraining = OnlinePretraining.of(self, self.online_actor_loss)
 
@@ -467,16 +537,31 @@ class OPTSPOT(SPOT):
         online_utd_ratio: int = 1,
         **kwargs: Any,
     ):
-        check_online_settings(n_tau, n_pretrain, inner_lr, kappa_start, kappa_end, kappa_steps, temperature,
-                              density_learning_rate, online_gamma)
+        check_online_settings(
+            n_tau,
+            n_pretrain,
+            inner_lr,
+            kappa_start,
+            kappa_end,
+            kappa_steps,
+            temperature,
+            density_learning_rate,
+            online_gamma,
+        )
         self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
-        self.kappa_start, self.kappa_end, self.kappa_steps = float(kappa_start), float(kappa_end), int(kappa_steps)
+        self.kappa_start, self.kappa_end, self.kappa_steps = (
+            float(kappa_start),
+            float(kappa_end),
+            int(kappa_steps),
+        )
         self.temperature, self.density_learning_rate = float(temperature), float(density_learning_rate)
         self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
         super().__init__(dataset, online_utd_ratio=online_utd_ratio, **kwargs)
 
+    def policy_settings(self) -> dict[str, Any]:
+        return {**super().policy_settings(), "density_learning_rate": self.density_learning_rate}
+
     def _setup_model(self) -> None:
-        self.policy_kwargs = {**self.policy_kwargs, "density_learning_rate": self.density_learning_rate}
         super()._setup_model()
         self.online_pretraining = OnlinePretraining.of(self, self.online_actor_loss)
 

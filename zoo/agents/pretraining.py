@@ -59,7 +59,9 @@ class SoftRecipeAgent(RecipeAgent, Protocol):
     def alpha(self) -> torch.Tensor: ...
     def alpha_step(self, log_prob: torch.Tensor) -> None: ...
     def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor: ...
-    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def q_and_penalty(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 class RecipeDataset(Protocol):
@@ -85,7 +87,9 @@ class Pretraining:
             raise ValueError(self.wrong_family(agent))
 
     def wrong_family(self, agent: RecipeAgent) -> str:
-        return f"pretrain='{self.key}' serves the {'/'.join(self.families)} family, not {type(agent).__name__}."
+        return (
+            f"pretrain='{self.key}' serves the {'/'.join(self.families)} family, not {type(agent).__name__}."
+        )
 
     def columns(self, agent: RecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
         """Extra per-transition columns the recipe's losses read from batches."""
@@ -113,7 +117,9 @@ class Imitation(Pretraining):
 
     def __init__(self, td_weight: float = 0.0):
         if not 0.0 <= td_weight <= 1.0:
-            raise ValueError(f"The TD weight (lambda) of imitation pretraining lies in [0, 1], got {td_weight}.")
+            raise ValueError(
+                f"The TD weight (lambda) of imitation pretraining lies in [0, 1], got {td_weight}."
+            )
         self.td_weight = td_weight
 
     def wrong_family(self, agent: RecipeAgent) -> str:
@@ -136,7 +142,9 @@ class Imitation(Pretraining):
         if self.td_weight == 0.0:
             return mc_loss, {}
         td_loss, _ = agent.critic_loss(batch)
-        mixed = (1 - self.td_weight) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
+        mixed = (
+            1 - self.td_weight
+        ) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
         return mixed, {}
 
     def actor_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
@@ -152,7 +160,9 @@ class Imitation(Pretraining):
             actor_loss, actor_stats = self.actor_loss(agent, batch)
         agent.actor_step(actor_loss)
         agent.update_targets()
-        agent.record(**critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss)
+        agent.record(
+            **critic_stats, **actor_stats, pretrain_critic_loss=critic_loss, pretrain_actor_loss=actor_loss
+        )
 
 
 class TransitionPrediction(Pretraining):
@@ -199,7 +209,10 @@ class TransitionPrediction(Pretraining):
             agent.critic.backbone.requires_grad_(False)
 
 
-PRETRAINING: dict[str, type[Pretraining]] = {Imitation.key: Imitation, TransitionPrediction.key: TransitionPrediction}
+PRETRAINING: dict[str, type[Pretraining]] = {
+    Imitation.key: Imitation,
+    TransitionPrediction.key: TransitionPrediction,
+}
 
 
 class SoftImitation(Pretraining):
@@ -243,10 +256,13 @@ class SoftImitation(Pretraining):
     def __init__(self, bc_fraction: float = 0.5, td_weight: float = 0.0, chunk_size: int = 65536):
         if not 0.0 < bc_fraction < 1.0:
             raise ValueError(
-                f"bc_fraction is the share of pretrain_steps spent on behaviour cloning, in (0, 1), got {bc_fraction}."
+                f"bc_fraction is the share of pretrain_steps spent on behaviour cloning, in (0, 1), "
+                f"got {bc_fraction}."
             )
         if not 0.0 <= td_weight <= 1.0:
-            raise ValueError(f"The TD weight (lambda) of soft imitation pretraining lies in [0, 1], got {td_weight}.")
+            raise ValueError(
+                f"The TD weight (lambda) of soft imitation pretraining lies in [0, 1], got {td_weight}."
+            )
         self.bc_fraction, self.td_weight, self.chunk_size = bc_fraction, td_weight, int(chunk_size)
         self.source: dict[str, Any] | None = None  # the source episode layout, until the switch
         self.returns_ready = False
@@ -336,7 +352,13 @@ class SoftImitation(Pretraining):
         rows = source["rows"]
         entropies = torch.where(rows >= 0, entropies[rows.clamp(min=0)], 0.0)
         returns = self.soft_returns_to_go(
-            source["rewards"], entropies, source["last"], source["tail"], agent.gamma, agent.alpha, source["max_length"]
+            source["rewards"],
+            entropies,
+            source["last"],
+            source["tail"],
+            agent.gamma,
+            agent.alpha,
+            source["max_length"],
         )
         agent.replay.write_column("soft_returns_to_go", returns[source["index"]])
         self.returns_ready = True
@@ -400,5 +422,7 @@ def make_pretraining(key: str | None, **kwargs) -> Pretraining | None:
     if key is None:
         return None
     if key not in PRETRAINING:
-        raise ValueError(f"Unknown pretraining recipe '{key}'. Known recipes: {', '.join(sorted(PRETRAINING))}.")
+        raise ValueError(
+            f"Unknown pretraining recipe '{key}'. Known recipes: {', '.join(sorted(PRETRAINING))}."
+        )
     return PRETRAINING[key](**kwargs)

@@ -45,7 +45,9 @@ class Batch:
         try:
             return self._columns[name]
         except KeyError:
-            raise AttributeError(f"This batch has no column '{name}' (it has: {', '.join(self._columns)}).") from None
+            raise AttributeError(
+                f"This batch has no column '{name}' (it has: {', '.join(self._columns)})."
+            ) from None
 
     def __setattr__(self, name: str, value) -> None:
         raise AttributeError("A Batch is read-only: build a new one with batch.replace(name=value).")
@@ -120,7 +122,9 @@ class Replay:
         column = torch.zeros(self._table.shape[0], width, device=self.device)
         column[:] = values.reshape(-1, width) if torch.is_tensor(values) else values
         self._table = torch.cat([self._table, column], dim=1).contiguous()
-        self._layout = self._pack({**{n: s.stop - s.start for n, (s, _) in self._layout.items()}, name: width})
+        self._layout = self._pack(
+            {**{n: s.stop - s.start for n, (s, _) in self._layout.items()}, name: width}
+        )
 
     @staticmethod
     def _pack(widths: Mapping[str, int]) -> dict[str, tuple[slice, bool]]:
@@ -175,7 +179,11 @@ class Replay:
         return view.squeeze(-1) if squeeze else view
 
     def write_column(
-        self, name: str, values: torch.Tensor | float, rows: slice | torch.Tensor | None = None, source: str = "offline"
+        self,
+        name: str,
+        values: torch.Tensor | float,
+        rows: slice | torch.Tensor | None = None,
+        source: str = "offline",
     ) -> None:
         """Write a column of stored rows in place (all of them, or `rows` of that source); tensor values are
         shaped like `column(name)` returns them."""
@@ -241,7 +249,10 @@ class Replay:
 
     def _as_batch(self, rows: torch.Tensor) -> Batch:
         return Batch(
-            {name: rows[..., cols].squeeze(-1) if squeeze else rows[..., cols] for name, (cols, squeeze) in self._layout.items()}
+            {
+                name: rows[..., cols].squeeze(-1) if squeeze else rows[..., cols]
+                for name, (cols, squeeze) in self._layout.items()
+            }
         )
 
     def _uniform_offline_rows(self, n: int) -> torch.Tensor:
@@ -324,7 +335,8 @@ class Replay:
         size = self.n_offline + self._online_ready
         cdf = torch.cumsum(self._priorities[:size], dim=0)
         mass = (
-            torch.arange(n, device=self.device, dtype=cdf.dtype) + torch.rand(n, device=self.device, dtype=cdf.dtype)
+            torch.arange(n, device=self.device, dtype=cdf.dtype)
+            + torch.rand(n, device=self.device, dtype=cdf.dtype)
         ) * (cdf[-1] / n)
         indices = torch.searchsorted(cdf, mass, right=True).clamp_(max=size - 1)
         return indices, self._as_batch(self._gather(indices))

@@ -70,14 +70,26 @@ class SACPolicy(OfflinePolicy):
         self.actor_lr, self.alpha_lr = actor_lr, alpha_lr
         actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
         self.actor = TanhGaussianActor(
-            self.obs_dim, self.act_dim, actor_arch, actor_layer_norm, tuple(log_std_bounds),
-            learnable_log_std_scale, actor_init, actor_output_bound,
+            self.obs_dim,
+            self.act_dim,
+            actor_arch,
+            actor_layer_norm,
+            tuple(log_std_bounds),
+            learnable_log_std_scale,
+            actor_init,
+            actor_output_bound,
         )
         if shared_q:  # a transition head beside each Q head (pretrain="transition"); PyTorch's default init
             self.critic = SharedQ(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
         else:
             self.critic = EnsembleQ(
-                self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, critic_init, critic_output_bound
+                self.obs_dim,
+                self.act_dim,
+                n_critics,
+                self.net_arch,
+                critic_layer_norm,
+                critic_init,
+                critic_output_bound,
             )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.nn.Parameter(torch.tensor(float(initial_log_alpha)))
@@ -90,11 +102,6 @@ class SACPolicy(OfflinePolicy):
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         actions, _ = self.actor(self.normalize_observations(observation.float()), deterministic=deterministic)
         return actions
-
-    def set_training_mode(self, mode: bool) -> None:
-        self.actor.train(mode)
-        self.critic.train(mode)
-        self.training = mode
 
 
 class SAC(OfflineAlgorithm):
@@ -151,14 +158,15 @@ class SAC(OfflineAlgorithm):
             raise ValueError(f"A fixed ent_coef must be positive, got {ent_coef}.")
         return False, float(ent_coef)
 
-    def _setup_model(self) -> None:
+    def policy_settings(self) -> dict[str, Any]:
         actor_lr = self.actor_learning_rate
-        self.policy_kwargs = {
+        return {
             "actor_lr": actor_lr,
             "alpha_lr": self.alpha_learning_rate or actor_lr,
             "initial_log_alpha": float(np.log(self._initial_alpha)),
-            **self.policy_kwargs,
         }
+
+    def _setup_model(self) -> None:
         super()._setup_model()
         self.actor, self.critic = self.policy.actor, self.policy.critic
         self.policy.log_alpha.requires_grad_(self._learn_alpha)
@@ -171,7 +179,14 @@ class SAC(OfflineAlgorithm):
             self.pretraining.finish(self)  # a loaded agent past its pretraining phase
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "actor", "critic", "_actor_params", "_critic_params", "target_pairs"]
+        return [
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "_actor_params",
+            "_critic_params",
+            "target_pairs",
+        ]
 
     def explore(self, observation: np.ndarray) -> np.ndarray:
         """An action sampled from pi(.|s) (SAC explores with its own stochastic policy)."""
@@ -215,9 +230,12 @@ class SAC(OfflineAlgorithm):
                 next_q = next_q - alpha * next_log_prob
             return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
 
-    def q_and_penalty(self, observations: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def q_and_penalty(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Q_i(s, a) of every critic, (N, batch), and the agent's extra critic term at these pairs, already
-        weighted (SAC-N: none, 0; EDAC: eta * gradient diversity). Pretraining recipes add it to their loss."""
+        weighted (SAC-N: none, 0; EDAC: eta * gradient diversity). Pretraining recipes add it to their
+        loss."""
         return self.critic(observations, actions), torch.zeros((), device=observations.device)
 
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -251,7 +269,9 @@ class SAC(OfflineAlgorithm):
                 critic_loss, critic_stats = self.critic_loss(batch, alpha)
         self.alpha_step(log_prob)
         self.actor_step(actor_loss)  # the critics' gradients come from their own loss
-        self.critic_step(critic_loss)  # only critic weights are in this graph (a frozen PSQN backbone is left out)
+        self.critic_step(
+            critic_loss
+        )  # only critic weights are in this graph (a frozen PSQN backbone is left out)
         self.update_targets()
         self.record(**critic_stats, **actor_stats)
         self.record(actor_loss=actor_loss, critic_loss=critic_loss, alpha=alpha, entropy=-log_prob.mean())

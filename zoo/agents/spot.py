@@ -98,7 +98,8 @@ class SPOT(TD3):
     :param vae_steps: gradient steps of the VAE phase, the first ones of `learn`'s budget (official: 100k)
     :param vae_learning_rate: Adam learning rate of the VAE
     :param num_samples: latent samples per state in the penalty n(s)
-    :param iwae: estimate -log pi_beta by importance sampling over num_samples latents instead of the ELBO loss
+    :param iwae: estimate -log pi_beta by importance sampling over num_samples latents instead of the ELBO
+        loss
     :param normalize_q: divide the Q term by mean|Q| (detached); False is the official `--without_Q_norm`
     :param lambd_cool: during `finetune`, cool lambda linearly towards lambd_end * lambda (on in every
         official and CORL fine-tuning config, off in the official argparse default; offline it has no effect)
@@ -107,7 +108,8 @@ class SPOT(TD3):
         a learning-rate schedule then drives only the critic
     :param actor_dropout: dropout of the actor's hidden layers in training (official Gym 0.1; AntMaze and
         CORL 0)
-    :param actor_init_w: draw the actor's output layer from U(-w, w) (AntMaze/Adroit: 1e-3); None: default init
+    :param actor_init_w: draw the actor's output layer from U(-w, w) (AntMaze/Adroit: 1e-3); None: default
+        init
     :param critic_init_w: the same for the critics' output layer (AntMaze/Adroit: 3e-3)
     :param policy_kwargs: TD3's, plus vae_net_arch and vae_latent_dim (see SPOTPolicy)
     Other arguments: see TD3 and OfflineAlgorithm. A pretraining recipe (pretrain=...) runs right after the
@@ -141,38 +143,49 @@ class SPOT(TD3):
         if not beta >= 0 or (iwae and beta == 0):
             raise ValueError(f"beta (the VAE's KL weight) must be >= 0, and > 0 with iwae=True; got {beta}.")
         if isinstance(vae_steps, bool) or int(vae_steps) != vae_steps or vae_steps < 0:
-            raise ValueError(f"vae_steps is a whole number of gradient steps >= 0 (official: 100000), got {vae_steps}.")
+            raise ValueError(
+                f"vae_steps is a whole number of gradient steps >= 0 (official: 100000), got {vae_steps}."
+            )
         if not vae_learning_rate > 0:
             raise ValueError(f"vae_learning_rate must be > 0, got {vae_learning_rate}.")
         if int(num_samples) != num_samples or num_samples < 1:
             raise ValueError(f"num_samples is a whole number of latent samples >= 1, got {num_samples}.")
         if not 0.0 <= lambd_end <= 1.0:
             raise ValueError(
-                f"lambd_end is the floor of the online cooling as a share of lambd, in [0, 1]; got {lambd_end}."
+                f"lambd_end is the floor of the online cooling as a share of lambd, in [0, 1]; "
+                f"got {lambd_end}."
             )
         if actor_learning_rate is not None and not actor_learning_rate > 0:
-            raise ValueError(f"actor_learning_rate must be > 0 (or None for learning_rate), got {actor_learning_rate}.")
+            raise ValueError(
+                f"actor_learning_rate must be > 0 (or None for learning_rate), got {actor_learning_rate}."
+            )
         if not 0.0 <= actor_dropout < 1.0:
             raise ValueError(f"actor_dropout is a probability in [0, 1), got {actor_dropout}.")
         for name, w in (("actor_init_w", actor_init_w), ("critic_init_w", critic_init_w)):
             if w is not None and not w > 0:
-                raise ValueError(f"{name} is the half-width of a uniform output-layer init (> 0) or None, got {w}.")
+                raise ValueError(
+                    f"{name} is the half-width of a uniform output-layer init (> 0) or None, got {w}."
+                )
         self.lambd, self.beta = float(lambd), float(beta)
         self.vae_steps, self.vae_learning_rate = int(vae_steps), float(vae_learning_rate)
         self.num_samples, self.iwae, self.normalize_q = int(num_samples), bool(iwae), bool(normalize_q)
         self.lambd_cool, self.lambd_end = bool(lambd_cool), float(lambd_end)
         self.actor_learning_rate = actor_learning_rate
-        self.actor_dropout, self.actor_init_w, self.critic_init_w = float(actor_dropout), actor_init_w, critic_init_w
+        self.actor_dropout, self.actor_init_w, self.critic_init_w = (
+            float(actor_dropout),
+            actor_init_w,
+            critic_init_w,
+        )
         # Online lambda cooling: the update count at the hand-over (None offline) and the horizon T.
         self._cooling_start: int | None = None
         self._cooling_horizon = 1
         super().__init__(dataset, **kwargs)
 
+    def policy_settings(self) -> dict[str, Any]:
+        """The policy builds its optimizers once, with these learning rates."""
+        return {"actor_lr": self.actor_learning_rate, "vae_lr": self.vae_learning_rate}
+
     def _setup_model(self) -> None:
-        # The policy builds its optimizers once, with these learning rates.
-        self.policy_kwargs = {
-            "actor_lr": self.actor_learning_rate, "vae_lr": self.vae_learning_rate, **self.policy_kwargs
-        }
         super()._setup_model()
         policy = self.policy
         if self.actor_dropout > 0:  # wrap the actor and its target around their own weights
@@ -213,13 +226,16 @@ class SPOT(TD3):
     def _update_learning_rate(self, optimizers) -> None:
         """A learning-rate schedule drives the critic, and the actor unless actor_learning_rate is set; the
         VAE keeps vae_learning_rate."""
-        fixed = [self.policy.vae_optimizer] + ([self.policy.actor_optimizer] if self.actor_learning_rate is not None else [])
+        fixed = [self.policy.vae_optimizer] + (
+            [self.policy.actor_optimizer] if self.actor_learning_rate is not None else []
+        )
         super()._update_learning_rate([o for o in optimizers if all(o is not f for f in fixed)])
 
     # ------------------------------------------------------------------ the density penalty and its weight
 
     def current_lambda(self) -> float:
-        """lambda offline; lambda * max(lambd_end, 1 - t / T) during `finetune` with lambd_cool (host ints)."""
+        """lambda offline; lambda * max(lambd_end, 1 - t / T) during `finetune` with lambd_cool
+        (host ints)."""
         if not self.lambd_cool or self._cooling_start is None:
             return self.lambd
         t = self._n_updates - self._cooling_start
@@ -233,7 +249,8 @@ class SPOT(TD3):
         super()._on_finetune_start()
         if self._n_updates < self.pretrain_until:
             raise ValueError(
-                f"finetune() needs the VAE trained first: {self._n_updates} gradient steps so far, the VAE (and "
+                f"finetune() needs the VAE trained first: {self._n_updates} gradient steps so far, "
+                "the VAE (and "
                 f"pretraining) phase lasts {self.pretrain_until}. Call learn() for at least that many steps."
             )
         # Cooling counts online updates from the hand-over; T = this fine-tuning's env steps x UTD ratio.

@@ -54,11 +54,6 @@ class TD3Policy(OfflinePolicy):
         self.actor_optimizer = adam(self.actor.parameters(), self.actor_lr or lr, self.device)
         self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
 
-    def set_training_mode(self, mode: bool) -> None:
-        self.actor.train(mode)
-        self.critic.train(mode)
-        self.training = mode
-
 
 class TD3(OfflineAlgorithm):
     """TD3 with Fujimoto's defaults, trained offline.
@@ -132,12 +127,19 @@ class TD3(OfflineAlgorithm):
         if not hasattr(self, "_explore_rng"):
             self._explore_rng = np.random.default_rng(self.seed)
         action, _ = self.predict(observation, deterministic=True)
-        scaled = self.policy.scale_action(action) + self._explore_rng.normal(0.0, self.exploration_noise, action.shape)
+        scaled = self.policy.scale_action(action) + self._explore_rng.normal(
+            0.0, self.exploration_noise, action.shape
+        )
         return self.policy.unscale_action(np.clip(scaled, -1.0, 1.0))
 
     def _excluded_save_params(self) -> list[str]:
         return [
-            *super()._excluded_save_params(), "actor", "critic", "_actor_params", "target_pairs", "_explore_rng",
+            *super()._excluded_save_params(),
+            "actor",
+            "critic",
+            "_actor_params",
+            "target_pairs",
+            "_explore_rng",
             "online_pretraining",
         ]
 

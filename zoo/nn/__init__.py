@@ -5,4 +5,13 @@ from zoo.nn.critics import EnsembleQ, SharedQ
 from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP, initialize
 from zoo.nn.vae import VAE
 
-__all__ = ["DeterministicActor", "TanhGaussianActor", "initialize", "EnsembleLinear", "EnsembleMLP", "EnsembleQ", "SharedQ", "VAE"]
+__all__ = [
+    "DeterministicActor",
+    "TanhGaussianActor",
+    "initialize",
+    "EnsembleLinear",
+    "EnsembleMLP",
+    "EnsembleQ",
+    "SharedQ",
+    "VAE",
+]

@@ -60,7 +60,9 @@ class SharedQ(nn.Module):
         self.q_head = EnsembleLinear(n_critics, hidden[-1], 1)
         self.transition_head = EnsembleLinear(n_critics, hidden[-1], obs_dim)
 
-    def features(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+    def features(
+        self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None
+    ) -> torch.Tensor:
         return self.backbone(torch.cat([obs, actions], dim=-1), members)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:

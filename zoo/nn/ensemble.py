@@ -66,7 +66,9 @@ class EnsembleMLP(nn.Module):
         sizes = [in_features, *hidden, out_features]
         self.layers = nn.ModuleList(EnsembleLinear(n_members, a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.layer_norm = layer_norm
-        self.activate_output = activate_output  # a feature extractor: [LayerNorm ->] ReLU after the last layer too
+        self.activate_output = (
+            activate_output  # a feature extractor: [LayerNorm ->] ReLU after the last layer too
+        )
         self.n_members = n_members
 
     def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:

@@ -29,7 +29,9 @@ class VAE(nn.Module):
     :param latent_dim: size of z (default 2 * act_dim, as in SPOT)
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (750, 750), latent_dim: int | None = None):
+    def __init__(
+        self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (750, 750), latent_dim: int | None = None
+    ):
         super().__init__()
         latent_dim = 2 * act_dim if latent_dim is None else int(latent_dim)
         if latent_dim < 1:
@@ -54,7 +56,8 @@ class VAE(nn.Module):
         return torch.tanh(self._forward_mlp(self.decoder, torch.cat([obs, z], dim=-1)))
 
     def _sample_latents(self, obs, actions, num_samples):
-        """Encode once, draw `num_samples` reparameterised z per state: z = mu + sigma * eps, (L, B, latent)."""
+        """Encode once, draw `num_samples` reparameterised z per state: z = mu + sigma * eps,
+        (L, B, latent)."""
         mean, log_std = self.encode(obs, actions)
         std = log_std.exp()
         eps = torch.randn(num_samples, *mean.shape, device=mean.device, dtype=mean.dtype)
@@ -62,7 +65,9 @@ class VAE(nn.Module):
         recon = self.decode(obs.expand(num_samples, *obs.shape), z)
         return mean, log_std, std, eps, z, recon
 
-    def elbo_loss(self, obs: torch.Tensor, actions: torch.Tensor, beta: float, num_samples: int = 1) -> torch.Tensor:
+    def elbo_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, beta: float, num_samples: int = 1
+    ) -> torch.Tensor:
         """Per state (B,): mean over samples and action dims of (dec(s, z_l) - a)^2 + beta * mean over latent
         dims of KL(q(z|s,a) || N(0, I)).
 
@@ -75,12 +80,16 @@ class VAE(nn.Module):
         kl = -0.5 * (1.0 + 2.0 * log_std - mean.pow(2) - std.pow(2)).mean(dim=-1)
         return reconstruction + beta * kl
 
-    def iwae_loss(self, obs: torch.Tensor, actions: torch.Tensor, beta: float, num_samples: int = 10) -> torch.Tensor:
+    def iwae_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor, beta: float, num_samples: int = 10
+    ) -> torch.Tensor:
         """Per state (B,): -log pi_beta(a|s) by importance sampling over L = num_samples latents,
         -[logsumexp_l (log p(a|s,z_l) + log p(z_l) - log q(z_l|s,a)) - log L], with the decoder a Gaussian
         of standard deviation sqrt(beta / 4) (thuml/SPOT `importance_sampling_estimator`)."""
         if beta <= 0:
-            raise ValueError(f"The importance-sampling estimate needs beta > 0 (decoder variance beta/4), got {beta}.")
+            raise ValueError(
+                f"The importance-sampling estimate needs beta > 0 (decoder variance beta/4), got {beta}."
+            )
         _, log_std, _, eps, z, recon = self._sample_latents(obs, actions, num_samples)
         half_log_2pi = 0.5 * math.log(2.0 * math.pi)
         dec_std = math.sqrt(beta / 4.0)
