@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from zoo.data.minari_io import Episode
+from zoo.errors import DataError
 from zoo.threads import torch_threads
 
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # SB3's SAC actor clamps log-std to this range
@@ -43,7 +44,7 @@ class SACActor(nn.Module):
         weights = [k for k in state if k.startswith("latent_pi.") and k.endswith(".weight")]
         hidden = tuple(state[k].shape[0] for k in sorted(weights, key=lambda k: int(k.split(".")[1])))
         if state["latent_pi.0.weight"].shape[1] != obs_dim or state["mu.weight"].shape[0] != act_dim:
-            raise ValueError(
+            raise DataError(
                 f"Behaviour checkpoint {path} expects observations of size "
                 f"{state['latent_pi.0.weight'].shape[1]} and actions of size {state['mu.weight'].shape[0]}, "
                 f"but {env.spec.id if env.spec else env} has {obs_dim} and {act_dim}: use the checkpoint "

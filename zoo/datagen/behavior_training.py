@@ -33,6 +33,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from zoo.data.tasks import LOCOMOTION_ENV_IDS
 from zoo.datagen.behavior import SACActor
+from zoo.errors import ConfigError, DataError
 from zoo.evaluation import evaluate_returns
 from zoo.io import atomic_path, atomic_write, atomic_write_bytes, atomic_write_text
 from zoo.threads import torch_threads
@@ -50,7 +51,7 @@ def resolve_env(env: str) -> tuple[str, str]:
         return env, LOCOMOTION_ENV_IDS[env]
     if env in by_id:
         return by_id[env], env
-    raise ValueError(
+    raise ConfigError(
         f"Unknown env '{env}': use one of {', '.join(LOCOMOTION_ENV_IDS)} "
         f"(or {', '.join(LOCOMOTION_ENV_IDS.values())})."
     )
@@ -83,7 +84,7 @@ def train_behavior(
 
     _, env_id = resolve_env(env)
     if total_steps < 1 or checkpoint_every < 1 or eval_episodes < 1:
-        raise ValueError("total_steps, checkpoint_every and eval_episodes must be positive.")
+        raise ConfigError("total_steps, checkpoint_every and eval_episodes must be positive.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     last_model = out / "last_model.zip"
@@ -93,7 +94,7 @@ def train_behavior(
             try:
                 model = SAC.load(last_model, env=train_env, device="cpu")
             except ValueError as error:  # SB3: "Observation spaces do not match"
-                raise ValueError(f"{last_model} does not fit {env_id}: {error}") from error
+                raise DataError(f"{last_model} does not fit {env_id}: {error}") from error
             model.set_random_seed(seed + model.num_timesteps)
             rows = [r for r in read_progress(out) if r["step"] <= model.num_timesteps]
             reset = False
@@ -248,7 +249,7 @@ def check_checkpoints(
                 f"checked {returns.mean():8.1f} ± {returns.std():6.1f}"
             )
     if not checks:
-        raise ValueError(f"No checkpoints with progress.csv rows in {run}.")
+        raise DataError(f"No checkpoints with progress.csv rows in {run}.")
 
     def mean(step: int) -> float:
         return float(np.mean(checks[step]["_returns"]))
@@ -331,7 +332,7 @@ def vendor_behavior(
         entries.append(entry)
     missing = needed - set(checked["checks"])
     if missing:
-        raise ValueError(f"{run_dir} lacks checked checkpoints {sorted(missing)} that the recipes need.")
+        raise DataError(f"{run_dir} lacks checked checkpoints {sorted(missing)} that the recipes need.")
     manifest_path = dest / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"envs": {}}
     manifest["envs"][key] = {

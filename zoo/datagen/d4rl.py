@@ -40,6 +40,7 @@ from zoo.data.minari_io import Episode, dataset_exists, minari_root, write_datas
 from zoo.data.tasks import D4RL_REFERENCE_RETURNS, LOCOMOTION_ENV_IDS
 from zoo.datagen.behavior import SACActor, collect_episodes, sac_policy, vendored_behavior
 from zoo.datagen.generate import GENERATOR_VERSION
+from zoo.errors import ConfigError, DataError
 
 QUALITIES = ("random", "medium", "medium-replay", "expert", "medium-expert")
 ENVS = tuple(LOCOMOTION_ENV_IDS)  # hopper, halfcheetah, walker2d
@@ -64,14 +65,14 @@ def parse_dataset_id(dataset_id: str) -> tuple[str, str]:
     match = _ID.match(dataset_id)
     valid = f"envs: {', '.join(ENVS)}; qualities: {', '.join(QUALITIES)}"
     if match is None:
-        raise ValueError(
+        raise ConfigError(
             f"'{dataset_id}' is not a D4RL-style zoo id: use zoo/<env>/<quality>-v0 with {valid}."
         )
     env, quality = match.group("env"), match.group("quality")
     if env not in ENVS:
-        raise ValueError(f"Unknown env '{env}' in '{dataset_id}'; valid {valid}.")
+        raise ConfigError(f"Unknown env '{env}' in '{dataset_id}'; valid {valid}.")
     if quality not in QUALITIES:
-        raise ValueError(f"Unknown quality '{quality}' in '{dataset_id}'; valid {valid}.")
+        raise ConfigError(f"Unknown quality '{quality}' in '{dataset_id}'; valid {valid}.")
     return env, quality
 
 
@@ -123,7 +124,7 @@ class BehaviorSet:
         steps = range(SEGMENT_STEPS, self.medium.step, SEGMENT_STEPS)
         missing = [s for s in steps if s not in by_step]
         if self.medium.step % SEGMENT_STEPS or missing:
-            raise ValueError(
+            raise DataError(
                 f"The {self.env} medium-replay recipe needs checkpoints every {SEGMENT_STEPS} steps up to "
                 f"{self.medium.step}; the manifest lacks {missing or 'a medium step on that grid'}."
             )
@@ -139,7 +140,7 @@ def behavior_set(env: str) -> BehaviorSet:
     """The vendored behaviour checkpoints of `env` (hopper, halfcheetah or walker2d)."""
     manifest = read_manifest()
     if env not in manifest["envs"]:
-        raise ValueError(
+        raise DataError(
             f"No behaviour checkpoints for '{env}' in the manifest; it has {sorted(manifest['envs'])}."
         )
     entry = manifest["envs"][env]
@@ -191,11 +192,11 @@ def recipe(env: str, quality: str, steps: int | None = None, seed: int = 0) -> l
         medium checkpoint's training step for medium-replay.
     """
     if quality not in QUALITIES:
-        raise ValueError(f"Unknown quality '{quality}'; valid: {', '.join(QUALITIES)}.")
+        raise ConfigError(f"Unknown quality '{quality}'; valid: {', '.join(QUALITIES)}.")
     if steps is not None and (
         isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1
     ):
-        raise ValueError(f"steps must be a positive integer, got {steps!r}.")
+        raise ConfigError(f"steps must be a positive integer, got {steps!r}.")
     behavior = behavior_set(env)
     if quality == "random":
         return [Part(None, steps or DEFAULT_STEPS, seed)]
@@ -205,13 +206,13 @@ def recipe(env: str, quality: str, steps: int | None = None, seed: int = 0) -> l
         # Both halves use `seed`, so they equal medium-v0 and expert-v0 made with steps/2 and that seed.
         total = steps or 2 * DEFAULT_STEPS
         if total < 2:
-            raise ValueError(f"medium-expert needs at least 2 steps (one per half), got {total}.")
+            raise ConfigError(f"medium-expert needs at least 2 steps (one per half), got {total}.")
         return [Part(behavior.medium, total // 2, seed), Part(behavior.expert, total - total // 2, seed)]
     # medium-replay: the random warm-up, then each checkpoint before medium for its 10k steps.
     actors: list[BehaviorCheckpoint | None] = [None, *behavior.replay_checkpoints()]
     total = steps or SEGMENT_STEPS * len(actors)
     if total < len(actors):
-        raise ValueError(
+        raise ConfigError(
             f"{env} medium-replay has {len(actors)} segments; steps must be at least that, got {total}."
         )
     shares = [total // len(actors) + (j < total % len(actors)) for j in range(len(actors))]
@@ -259,7 +260,7 @@ def make_d4rl_dataset(
             "(CLI: --overwrite) to replace it."
         )
     if isinstance(n_envs, bool) or not isinstance(n_envs, (int, np.integer)) or n_envs < 1:
-        raise ValueError(f"n_envs must be a positive integer, got {n_envs!r}.")
+        raise ConfigError(f"n_envs must be a positive integer, got {n_envs!r}.")
     behavior = behavior_set(env)
     parts = recipe(env, quality, steps, seed)
     episodes, spans = collect_parts(behavior.env_id, parts, n_envs=n_envs, progress=progress, desc=dataset_id)

@@ -26,6 +26,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from zoo.errors import ConfigError
+
 ENV_ID_TEMPLATE = "zoo/dmc-{domain}-{task}-v0"
 ENTRY_POINT = "zoo.envs.dmc:DMCEnv"
 
@@ -64,7 +66,7 @@ def suite_tasks(domain: str) -> tuple[str, ...]:
     """Tasks of a dm_control suite domain; a ValueError listing the domains when it is not one."""
     by_domain = _suite().TASKS_BY_DOMAIN
     if domain not in by_domain:
-        raise ValueError(
+        raise ConfigError(
             f"'{domain}' is not a dm_control suite domain; the domains are: {', '.join(sorted(by_domain))}."
         )
     return tuple(by_domain[domain])
@@ -74,7 +76,7 @@ def check_task(domain: str, task: str) -> None:
     """A clear ValueError when `task` is not a suite task of `domain` (names the domain's tasks)."""
     tasks = suite_tasks(domain)
     if task not in tasks:
-        raise ValueError(
+        raise ConfigError(
             f"'{task}' is not a task of dm_control's '{domain}' domain; its tasks are: {', '.join(tasks)}. "
             "(ExoRL's custom tasks such as walker 'flip' are not in the dm_control suite.)"
         )
@@ -145,7 +147,7 @@ class DMCEnv(gym.Env):
             and episode_length > self.time_limit_steps
         )
         if episode_length is not None and (episode_length < 1 or too_long):
-            raise ValueError(
+            raise ConfigError(
                 f"episode_length must lie in [1, {self.time_limit_steps}] for {domain}-{task}, "
                 f"got {episode_length}."
             )

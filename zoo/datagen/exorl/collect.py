@@ -24,6 +24,7 @@ from zoo.data.dataset import resolve_device
 from zoo.datagen.exorl.episodes import buffer_dir, episode_filename, write_episode
 from zoo.datagen.exorl.explorers import EXPLORERS, ExplorerConfig, NStepBatch, make_explorer, resolve_config
 from zoo.envs.dmc import make_dmc_env, primal_task
+from zoo.errors import ConfigError
 from zoo.io import atomic_write_json, remove_stale_temporaries
 from zoo.threads import torch_threads
 
@@ -129,18 +130,18 @@ def collect(
     Returns the explorer folder `<out_dir>/<domain>/<explorer>`.
     """
     if explorer not in EXPLORERS:
-        raise ValueError(f"Unknown explorer '{explorer}'; the explorers are: {', '.join(EXPLORERS)}.")
+        raise ConfigError(f"Unknown explorer '{explorer}'; the explorers are: {', '.join(EXPLORERS)}.")
     config_name, cfg = resolve_config(config)
     if steps < 1:
-        raise ValueError(f"steps must be positive, got {steps}.")
+        raise ConfigError(f"steps must be positive, got {steps}.")
     device = resolve_device(device)
     task = task or primal_task(domain)
     env = make_dmc_env(domain, task, seed=seed, episode_length=episode_length)
     length = env.episode_length
     if length is None:
-        raise ValueError(f"{domain}-{task} has no time limit; pass episode_length.")
+        raise ConfigError(f"{domain}-{task} has no time limit; pass episode_length.")
     if length < cfg.nstep:
-        raise ValueError(f"episode_length ({length}) must be at least nstep ({cfg.nstep}).")
+        raise ConfigError(f"episode_length ({length}) must be at least nstep ({cfg.nstep}).")
     n_episodes = math.ceil(steps / length)
     folder = Path(out_dir) / domain / explorer
     buffer = buffer_dir(out_dir, domain, explorer)

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from zoo.errors import DataError
 from zoo.io import atomic_write
 
 REQUIRED_KEYS = ("observation", "action", "reward", "discount", "physics")
 EPISODE_NAME = re.compile(r"^(?P<prefix>[^_]+)_(?P<index>\d+)_(?P<length>\d+)\.npz$")
 
 
-class ExoRLEpisodeError(ValueError):
+class ExoRLEpisodeError(DataError):
     """An episode file that cannot be used; `path` names it and `reason` says why."""
 
     def __init__(self, path: Path | str, reason: str):

@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.errors import ConfigError
+
 EXPLORERS = ("rnd", "icm", "smm", "random")
 
 
@@ -81,7 +83,7 @@ def resolve_config(config: str | ExplorerConfig | dict | None) -> tuple[str, Exp
         config = "urlb"
     if isinstance(config, str):
         if config not in CONFIGS:
-            raise ValueError(f"Unknown explorer config '{config}'; the presets are: {', '.join(CONFIGS)}.")
+            raise ConfigError(f"Unknown explorer config '{config}'; the presets are: {', '.join(CONFIGS)}.")
         return config, CONFIGS[config]
     if isinstance(config, ExplorerConfig):
         name = next((k for k, v in CONFIGS.items() if v == config), "custom")
@@ -89,7 +91,7 @@ def resolve_config(config: str | ExplorerConfig | dict | None) -> tuple[str, Exp
     if isinstance(config, dict):
         unknown = set(config) - set(ExplorerConfig.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"Unknown explorer config fields {sorted(unknown)}.")
+            raise ConfigError(f"Unknown explorer config fields {sorted(unknown)}.")
         return resolve_config(replace(CONFIGS["urlb"], **config))
     raise TypeError(
         f"config must be a preset name, an ExplorerConfig or a dict, got {type(config).__name__}."
@@ -479,7 +481,7 @@ def make_explorer(
 ) -> DDPGExplorer | None:
     """The DDPG learner for 'rnd', 'icm' or 'smm'; None for 'random' (uniform actions, no learning)."""
     if explorer not in EXPLORERS:
-        raise ValueError(f"Unknown explorer '{explorer}'; the explorers are: {', '.join(EXPLORERS)}.")
+        raise ConfigError(f"Unknown explorer '{explorer}'; the explorers are: {', '.join(EXPLORERS)}.")
     if explorer == "random":
         return None
     intrinsic = INTRINSIC_REWARDS[explorer](obs_dim, action_dim, config, device)

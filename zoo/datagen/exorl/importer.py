@@ -19,6 +19,7 @@ from zoo.datagen.exorl.episodes import (
     relabel_rewards,
 )
 from zoo.envs.dmc import check_task, dmc_env_id, make_dmc_env
+from zoo.errors import ConfigError, DataError
 
 IMPORTER_VERSION = "1"
 # dm_control rewards lie in [0, 1] per step and the suite's episodes last 1000 steps.
@@ -96,7 +97,7 @@ def load_exorl_episodes(
     max_episodes: keep only the first episodes (ExoRL's own loader uses about the first 1M transitions).
     """
     if on_error not in ("stop", "skip"):
-        raise ValueError(f"on_error must be 'stop' or 'skip', got {on_error!r}.")
+        raise ConfigError(f"on_error must be 'stop' or 'skip', got {on_error!r}.")
     check_task(domain, task)
     files = episode_files(root, domain, explorer)
     env = make_dmc_env(domain, task)
@@ -144,7 +145,7 @@ def load_exorl_episodes(
             stacklevel=2,
         )
     if not episodes:
-        raise ValueError(
+        raise DataError(
             f"No usable episodes in {buffer_dir(root, domain, explorer)} (skipped: {', '.join(skipped)})."
         )
     return episodes, skipped
