@@ -25,6 +25,7 @@ from tests.conftest import TINY_ID, tiny_episodes
 from zoo.cli import main
 from zoo.data import load_dataset, write_dataset
 from zoo.evaluation import bootstrap_mean_ci
+from zoo.plots import group_runs
 from zoo.registry import make_agent
 from zoo.resume import STATE_DIR, latest_training_state, load_training_state
 from zoo.runs import resume_run, train_offline
@@ -213,6 +214,13 @@ def test_fine_tuning_resumes_from_the_end_of_offline_learning(tiny, tmp_path):
     assert resumed.online_evaluations == whole.online_evaluations
     for name in ("evaluations.csv", "finetune/evaluations.csv"):
         assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    # zoo plot --online: the two runs share a configuration (and seed): one group, a band of zero width.
+    (group,) = group_runs([tmp_path / "whole", tmp_path / "cut"], online=True)
+    assert group.steps.tolist() == [50, 100, 150] and group.seeds == [0, 0]
+    scores = [e.normalized_score for e in whole.online_evaluations]
+    np.testing.assert_allclose(group.values, [scores, scores])
+    np.testing.assert_allclose(group.low, scores)
+    np.testing.assert_allclose(group.high, scores)
 
 
 def test_soft_imitate_writes_no_state_between_its_two_phases(tiny, tmp_path):

@@ -15,7 +15,8 @@ ended is the one a fine-tuning run resumes from, and fine-tuning starts again fr
 the resumed run then equals an uninterrupted one, at the cost of the online steps done before the stop.
 
 Stop requests (SIGINT, SIGTERM) set a flag that is read after each whole update, never inside one; a second
-Ctrl-C raises KeyboardInterrupt at once (the last periodic state stays valid).
+Ctrl-C raises at once (zoo.runs raises Interrupted naming the last state; a state being written then is
+abandoned in its staging folder, so the last periodic state stays valid).
 """
 
 from __future__ import annotations
