@@ -355,8 +355,6 @@ def _write_folder(destination: Path, binaries: dict[str, bytes], config: dict[st
         atomic_write_text(
             stage / CONFIG_NAME, config_text(config)
         )  # last: a stage with a config.json is complete
-        for file in stage.iterdir():
-            os.chmod(file, 0o644)  # a checkpoint is for others to read (the atomic temporaries are 0600)
         _fsync_dir(stage)
         old = None
         if destination.exists():

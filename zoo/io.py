@@ -20,6 +20,14 @@ from typing import IO, Any, Iterator
 TMP_SUFFIX = ".tmp"
 
 
+def _umask_mode() -> int:
+    """The mode a plain `open(path, "w")` would give (0o666 minus the umask): mkstemp makes 0600 files,
+    which would leave configs, CSVs and checkpoints unreadable to other users."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -> Iterator[IO]:
     """Open a temporary file beside `path` for writing; on a clean exit it replaces `path` whole.
@@ -32,6 +40,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, _umask_mode())
     try:
         with os.fdopen(fd, mode, **open_kwargs) as handle:
             yield handle
@@ -51,6 +60,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + TMP_SUFFIX, dir=path.parent)
+    os.fchmod(fd, _umask_mode())
     os.close(fd)
     try:
         yield Path(tmp)
