@@ -16,6 +16,7 @@ optuna = pytest.importorskip(
     "optuna", reason="zoo tune needs the extra 'tune' (pip install 'offline-zoo[tune]')"
 )
 
+from zoo.cli import main as zoo_main
 from zoo.config import load_hyperparams
 from zoo.data import load_dataset
 from zoo.errors import ConfigError
@@ -29,7 +30,7 @@ from .conftest import TINY_ID
 def final_scores(trial_folder) -> list[float]:
     """The normalized score of the last evaluation of each seed, read back from evaluations.csv."""
     scores = []
-    for seed_folder in sorted(trial_folder.glob("seed-*")):
+    for seed_folder in sorted(trial_folder.glob("seed*")):
         with (seed_folder / "evaluations.csv").open() as handle:
             rows = list(csv.DictReader(handle))
         scores.append(float(rows[-1]["normalized_score"]))
@@ -102,12 +103,40 @@ def test_three_trials_on_embedded_storage(tiny, tmp_path, capsys):
     assert "already has its 3 trials" in capsys.readouterr().out
 
 
-def test_study_settings_must_match(tiny, tmp_path):
+def test_study_settings_must_match_and_best_retrains(tiny, tmp_path, capsys):
     base = {"n_trials": 1, "steps": 20, "n_evaluations": 1, "eval_episodes": 1, "plots": False}
     base["out"] = str(tmp_path / "s")
-    tune(TuneSettings("td3bc", TINY_ID, **base))
+    study = tune(TuneSettings("td3bc", TINY_ID, **base))
     with pytest.raises(ValueError, match=r"other settings: steps 20 \(this command: 30\)"):
         tune(TuneSettings("td3bc", TINY_ID, **{**base, "steps": 30}))
+    # --best: the best trial's settings trained again, here at 30 steps, into <out>/best/seed-0
+    capsys.readouterr()
+    assert (
+        zoo_main(
+            [
+                "tune",
+                "--algo",
+                "td3bc",
+                "--dataset",
+                TINY_ID,
+                "--out",
+                base["out"],
+                "--best",
+                "--steps",
+                "30",
+                "--eval-episodes",
+                "1",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    run = tmp_path / "s" / "best" / "seed0_1"
+    config = yaml.safe_load((run / "config.json").read_text())
+    assert config["kwargs"]["alpha"] == study.best_trial.params["alpha"]
+    assert config["run"]["n_timesteps"] == 30
+    (score,) = final_scores(tmp_path / "s" / "best")
+    assert f"seed 0: normalized score {score:.2f} after 30 steps" in out
 
 
 def test_every_agent_key_has_a_space_whose_draws_build_the_agent(tiny):
@@ -189,10 +218,12 @@ def test_unreachable_storage_is_one_line(tiny, tmp_path):
     assert "secret" not in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("trial-*"))
 
-    result = zoo("tune", "--algo", "td3bc", "--dataset", TINY_ID, "--storage", "not-a-url")
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert "is not a database URL" in result.stderr
 
-    result = zoo("tune", "--algo", "td3bc", "--dataset", TINY_ID, "--best", "--out", str(tmp_path / "none"))
-    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
-    assert f"No study 'td3bc-{TINY_ID}'" in result.stderr
+def test_bad_storage_and_missing_study_are_one_line(tiny, tmp_path, capsys):
+    assert zoo_main(["tune", "--algo", "td3bc", "--dataset", TINY_ID, "--storage", "not-a-url"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not a database URL" in err[0]
+    out = str(tmp_path / "none")
+    assert zoo_main(["tune", "--algo", "td3bc", "--dataset", TINY_ID, "--best", "--out", out]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"No study 'td3bc-{TINY_ID}'" in err[0]

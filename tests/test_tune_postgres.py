@@ -27,6 +27,8 @@ optuna = pytest.importorskip(
 )
 pytest.importorskip("psycopg2", reason="PostgreSQL studies need psycopg2-binary (the extra 'tune')")
 
+from zoo.tune.storage import open_storage
+
 from .conftest import TINY_ID
 
 # Small trials: a few hundred TD3+BC steps and 1-episode evaluations on the tiny Hopper dataset.
@@ -124,7 +126,8 @@ def finish(process: subprocess.Popen, timeout: float = 600) -> str:
 
 
 def load(url: str, study: str):
-    return optuna.load_study(study_name=study, storage=url)
+    """The study as the workers see it (open_storage names the installed driver in postgresql:// URLs)."""
+    return optuna.load_study(study_name=study, storage=open_storage(url))
 
 
 def test_two_workers_share_one_study(tiny, postgres_url, tmp_path):

@@ -14,6 +14,8 @@ that moved it runs it.
 from __future__ import annotations
 
 import re
+import time
+import warnings
 from pathlib import Path
 
 from zoo.errors import UserError
@@ -54,11 +56,36 @@ def _with_driver(url: str) -> str:
     return url
 
 
+def _create(RDBStorage, url, engine_kwargs, heartbeat_interval, grace, retry_callback):
+    """RDBStorage(...), retried when workers started together race to create Optuna's tables in a new
+    database (PostgreSQL: "duplicate key value violates unique constraint pg_type_typname_nsp_index"):
+    the loser finds the tables there on its next try. Other errors (unreachable server) raise at once."""
+    from optuna.exceptions import ExperimentalWarning, StorageInternalError
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)  # Optuna's label on the heartbeat
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=heartbeat_interval,
+                    grace_period=grace,
+                    heartbeat_stale_trial_callback=retry_callback(max_retry=MAX_RETRY),
+                )
+        except Exception as error:  # Optuna may wrap SQLAlchemy's error in StorageInternalError
+            cause = error.__cause__ if isinstance(error, StorageInternalError) else error
+            if not isinstance(cause, (IntegrityError, ProgrammingError)) or attempt == 4:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int | None = None):
     """An RDBStorage with heartbeat and one retry of dead workers' trials; UserError (one line) when the URL
     is malformed, its driver is missing or its server cannot be reached."""
     optuna = require_optuna()
-    import warnings
 
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -82,17 +109,9 @@ def open_storage(url: str, *, heartbeat_interval: int = 10, grace_period: int | 
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter(
-                "ignore", optuna.exceptions.ExperimentalWarning
-            )  # Optuna's label on heartbeat
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY),
-            )
+        return _create(
+            RDBStorage, url, engine_kwargs, heartbeat_interval, grace, RetryHeartbeatStaleTrialCallback
+        )
     except ImportError as error:  # Optuna re-raises the driver's ModuleNotFoundError as an ImportError
         missing = getattr(error.__cause__, "name", None) or getattr(error, "name", None) or "its driver"
         raise UserError(

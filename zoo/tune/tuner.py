@@ -219,6 +219,11 @@ def tune(settings: TuneSettings):
     the_plan = plan(settings)
     study = _open_study(settings, the_plan, optuna, create=True)
     folder = settings.folder
+    if not study.get_trials(deepcopy=False) and any(folder.glob("trial-*")):
+        raise UserError(
+            f"--out {folder} holds trial folders of another study (study '{study.study_name}' has no trials "
+            f"in {redact(settings.storage_url)}): choose another --out, or remove them."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     print(f"study '{study.study_name}' in {redact(settings.storage_url)}")
     print(f"objective: {the_plan.describe()}; trials in {folder}")
@@ -531,7 +536,7 @@ def best_section(study, plan_attrs: dict[str, Any]) -> str:
         f"# zoo tune: best of {n_done} finished trials of study '{study.study_name}': "
         + f"trial {best.number}, score {best.value:.2f}",
         f"# ({plan_attrs['objective']}).",
-        f"# Paste under hyperparams/{plan_attrs['algo']}.yml "
+        f"# Paste into zoo/hyperparams/{plan_attrs['algo']}.yml or your --hyperparams file "
         + f"(fraction {plan_attrs['fraction']:g} of the data).",
     ]
     body = yaml.safe_dump({plan_attrs["dataset"]: settings}, sort_keys=False, default_flow_style=False)
@@ -642,7 +647,7 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
     YAML's n_timesteps when absent) into <out>/best/seed-<k>; print and return the final scores."""
     optuna = require_optuna()
     from zoo.data import load_dataset
-    from zoo.runs import train_offline
+    from zoo.runs import next_run_folder, train_offline
 
     study = _open_study(settings, None, optuna, create=False)
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -672,7 +677,7 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
         result = train_offline(
             settings.algo,
             dataset,
-            settings.folder / "best" / f"seed-{seed}",
+            next_run_folder(settings.folder / "best", f"seed{seed}"),  # a new folder at each --best
             seed=seed,
             n_timesteps=the_plan.run["n_timesteps"],
             hyperparams_path=settings.hyperparams,
