@@ -384,7 +384,7 @@ def _export(args: argparse.Namespace) -> None:
     from zoo.checkpoint import read_checkpoint_config
     from zoo.hub import export_run
 
-    out = export_run(args.run_dir, args.out, overwrite=args.overwrite)
+    out = export_run(args.run_dir, args.out, overwrite=args.overwrite, stage=args.stage)
     config = read_checkpoint_config(out)
     evaluation = config["evaluation"]
     score = (
@@ -433,6 +433,10 @@ def _add_checkpoint_parsers(sub) -> None:
     export.add_argument("run_dir")
     export.add_argument("--out", default=None, help="checkpoint folder (default: in $ZOO_HOME)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint folder")
+    export.add_argument(
+        "--stage", choices=("final", "offline"), default="final",
+        help="final: the run's last checkpoint; offline: the agent before fine-tuning (<algo>.zip)",
+    )
     export.set_defaults(func=_export)
 
     hub = sub.add_parser("hub", help="pretrained checkpoints: local, shipped, Hugging Face Hub")

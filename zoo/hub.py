@@ -311,7 +311,11 @@ def model_card(config: dict[str, Any], repo: str) -> str:
 
 
 def export_run(
-    run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, overwrite: bool = False
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    overwrite: bool = False,
+    stage: str = "final",
 ) -> Path:
     """Turn a `zoo train` run folder into a checkpoint folder without optimizer state.
 
@@ -320,6 +324,8 @@ def export_run(
     final score is the last row of its evaluations.csv when that row is at the saved agent's step. Writes
     reference_actions.json too (fixed observations and the actions they gave), then loads the result
     back and checks it reproduces them. Default destination: $ZOO_HOME/<key>/<dataset id>/seed<seed>.
+    `stage="offline"` exports the agent as offline learning left it (`<algo>.zip`) from a run that went on
+    to fine-tune: the starting point of an offline-to-online method's own online phase.
     """
     from zoo.registry import agent_spec
 
@@ -331,7 +337,11 @@ def export_run(
     cls = spec.cls if base is None else spec.bases.get(base)
     if cls is None:
         raise DataError(f"{run_dir}/config.json: '{algo}' has no base '{base}'.")
-    checkpoint = last_run_checkpoint(run_dir)
+    if stage not in ("final", "offline"):
+        raise UserError(f"stage is 'final' (the run's last checkpoint) or 'offline', got {stage!r}.")
+    checkpoint = last_run_checkpoint(run_dir) if stage == "final" else run_dir / f"{algo}.zip"
+    if not checkpoint.is_file():
+        raise UserError(f"{run_dir} has no {checkpoint.name}: it is not a finished `zoo train` run folder.")
     if checkpoint.name == f"{algo}-finetuned.zip":
         evaluations, env_steps = run_dir / "finetune" / "evaluations.csv", run.get("n_finetune_timesteps")
     else:
