@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-optuna = pytest.importorskip(
-    "optuna", reason="zoo tune needs the extra 'tune' (pip install 'offline-zoo[tune]')"
-)
-pytest.importorskip("psycopg2", reason="PostgreSQL studies need psycopg2-binary (the extra 'tune')")
+from .test_tune import tune_extra
+
+optuna = tune_extra("optuna")
+tune_extra("psycopg2")
 
 from zoo.tune.storage import open_storage
 
