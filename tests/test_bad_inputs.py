@@ -406,3 +406,23 @@ def test_an_exception_in_training_closes_the_progress_bar(tiny_root, tmp_path):
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 1 and done.stderr.count("Traceback") == 1
     assert "RuntimeError: a bug in a callback" in done.stderr and "sys.meta_path" not in done.stderr
+
+
+def test_progress_csv_is_rewritten_whole_and_matches_sb3s_writer(tmp_path):
+    """zoo's progress.csv writer writes what SB3's writes (columns added later included), through zoo.io."""
+    from stable_baselines3.common.logger import CSVOutputFormat
+
+    from zoo.runs import AtomicCSVOutputFormat
+
+    rows = [{"train/loss": 1.5, "time/step": 1000}, {"train/loss": 0.5, "time/step": 2000, "eval/return": 3.0}]
+    ours, theirs = AtomicCSVOutputFormat(tmp_path / "ours.csv"), CSVOutputFormat(str(tmp_path / "sb3.csv"))
+    assert (tmp_path / "ours.csv").read_text() == ""  # there from the start, as SB3's
+    for row in rows:
+        ours.write(row, {key: () for key in row})
+        theirs.write(row, {key: () for key in row})
+        assert (tmp_path / "ours.csv").read_text() == (tmp_path / "sb3.csv").read_text()
+    theirs.close()
+    header, *lines = (tmp_path / "ours.csv").read_text().splitlines()
+    assert set(header.split(",")) == {"train/loss", "time/step", "eval/return"} and len(lines) == 2
+    assert header.split(",")[-1] == "eval/return" and lines[0].endswith(",")  # the later column, empty first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ours.csv", "sb3.csv"]  # no temporary left

@@ -3,6 +3,7 @@ checkpoints, logs and learning curve."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -13,14 +14,14 @@ from typing import Any, Callable
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import CSVOutputFormat, Logger, make_output_format
 
 from zoo.agents import OfflineAlgorithm
 from zoo.checkpoint import read_checkpoint_config
 from zoo.config import load_hyperparams
 from zoo.data import OfflineDataset, load_dataset
 from zoo.errors import ConfigError, Interrupted, UserError
-from zoo.io import atomic_write_json
+from zoo.io import atomic_write_json, atomic_write_text
 from zoo.evaluation import EvalCallback, Evaluation, agent_predict, evaluate_returns
 from zoo.plots import plot_learning_curve
 from zoo.registry import make_agent
@@ -154,7 +155,7 @@ def _train(
     # A resumed run keeps the rows up to its state's update and writes the later ones again.
     n_updates = agent.training_counters["n_updates"]
     kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
-    agent.set_logger(configure(str(out_dir), ["csv", "tensorboard"] + (["stdout"] if verbose > 1 else [])))
+    agent.set_logger(run_logger(out_dir, verbose))
     if kept:
         continue_progress_csv(agent.logger, progress, kept)
     eval_callback = EvalCallback(
@@ -229,14 +230,49 @@ def _train(
     mark_finished(out_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoint),
                             "final": evaluations_to_json([final])[0]})
     if replaced is not None:
-        shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until this one finished
+        shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until now
     return RunResult(
         agent, eval_callback.evaluations, final, behavior, checkpoint, curve, initial, offline, online
     )
 
 
 # ---------------------------------------------------------------------------------------------- run folders
-REPLACED_MARK = ".replaced-"  # ".<name>.replaced-<pid>": a run --overwrite moved aside until its successor ends
+REPLACED_MARK = ".replaced-"  # ".<name>.replaced-<pid>": a run --overwrite moved aside until the new one ends
+
+
+class AtomicCSVOutputFormat(CSVOutputFormat):
+    """SB3's progress.csv writer, with the file rewritten whole through zoo.io at each dump: SB3's own keeps
+    it open, truncates it when the logger is made and rewrites it in place when a column appears, so a kill
+    could leave it empty or half-written. The rows are kept in memory (a 1M-step run logging every 1000
+    steps holds 1000 rows) and `self.file` stays a file-like object, as SB3's code and zoo.resume use it."""
+
+    def __init__(self, filename: str | os.PathLike):
+        self.path = Path(filename)
+        self.file = _NamedBuffer(str(self.path))
+        self.keys: list[str] = []
+        self.separator = ","
+        self.quotechar = '"'
+        if not self.path.exists():  # as SB3's: the file is there from the start (rows every log_interval)
+            atomic_write_text(self.path, "")
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0):
+        super().write(key_values, key_excluded, step)
+        atomic_write_text(self.path, self.file.getvalue())
+
+
+class _NamedBuffer(io.StringIO):
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+
+def run_logger(out_dir: Path, verbose: int = 1) -> Logger:
+    """SB3's logger of a run: progress.csv (AtomicCSVOutputFormat), TensorBoard, stdout with verbose > 1."""
+    csv_rows = AtomicCSVOutputFormat(out_dir / "progress.csv")
+    formats = [csv_rows, make_output_format("tensorboard", str(out_dir))]
+    if verbose > 1:
+        formats.append(make_output_format("stdout", str(out_dir)))
+    return Logger(folder=str(out_dir), output_formats=formats)
 
 
 def next_run_folder(parent: str | Path, stem: str) -> Path:
@@ -259,9 +295,9 @@ def check_run_folder(out_dir: Path, overwrite: bool) -> None:
     if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:4])
         raise ConfigError(
-            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, continue it "
-            f"with `zoo train --resume {out_dir}`, or choose another --out (without --out, a new numbered "
-            "folder is picked)."
+            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, continue "
+            f"it with `zoo train --resume {out_dir}`, or choose another --out (without --out, a new "
+            "numbered folder is picked)."
         )
 
 
