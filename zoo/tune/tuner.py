@@ -234,7 +234,7 @@ def tune(settings: TuneSettings):
 
     _fail_stale(optuna, study)
     if _full(study, settings.n_trials, TrialState):
-        print(f"the study already has its {settings.n_trials} trials: nothing to run")
+        print(f"the study already has its {settings.n_trials} trials (finished or running): nothing to run")
     else:
         _optimize(study, the_plan, optuna, TrialState)
     summarize(study, settings, the_plan)
