@@ -453,7 +453,10 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             "num_timesteps": int(self.num_timesteps),
             "n_updates": int(self._n_updates),
             "pretrain_budget": int(self._pretrain_budget),
-            "numpy_rng": {"kind": kind, "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+            "numpy_rng": {
+                "kind": kind, "pos": int(pos), "has_gauss": int(has_gauss),
+                "cached_gaussian": float(cached_gaussian),
+            },
             "python_rng": {"version": int(version), "gauss_next": gauss_next},
         }
         return tensors, info
@@ -485,7 +488,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             numpy_rng["has_gauss"], numpy_rng["cached_gaussian"],
         ))
         python_rng = info["python_rng"]
-        random.setstate((python_rng["version"], tuple(tensors["rng/python"].tolist()), python_rng["gauss_next"]))
+        python_state = tuple(tensors["rng/python"].tolist())
+        random.setstate((python_rng["version"], python_state, python_rng["gauss_next"]))
 
     def resume_blocker(self) -> str | None:
         """Why a training state taken now would not resume exactly, or None when it would.
@@ -494,10 +498,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         computed once at the switch from sampled actions and live only in the replay table.
         """
         recipe = self.pretraining
-        if recipe is not None and recipe.key == "soft-imitate" and recipe.bc_steps(self) < self._n_updates <= self.pretrain_until:
+        if recipe is None or recipe.key != "soft-imitate":
+            return None
+        if recipe.bc_steps(self) < self._n_updates <= self.pretrain_until:
             return (
-                f"soft-imitate's critic phase (updates {recipe.bc_steps(self) + 1}..{self.pretrain_until}) trains on "
-                "soft returns drawn once at its start, which a training state does not hold"
+                f"soft-imitate's critic phase (updates {recipe.bc_steps(self) + 1}..{self.pretrain_until}) "
+                "trains on soft returns drawn once at its start, which a training state does not hold"
             )
         return None
 
