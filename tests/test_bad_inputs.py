@@ -309,8 +309,8 @@ def test_finetune_refuses_an_env_with_other_action_bounds(tiny_dataset):
     env = RescaleAction(gym.make("Hopper-v5"), -2.0, 2.0)
     with pytest.raises(
         DataError,
-        match=r"The env's action space Box\(-2.0, 2.0, \(3,\), float32\) does not match "
-        r"the agent's Box\(-1.0, 1.0, \(3,\), float32\)",
+        match=r"The action space of the env \(Box\(-2.0, 2.0, \(3,\), float32\)\) does not match "
+        r"the agent's \(Box\(-1.0, 1.0, \(3,\), float32\)\)",
     ):
         agent.finetune(10, env=env)
     assert agent.num_timesteps == 0

@@ -78,7 +78,7 @@ def test_exploration_noise_is_seeded_and_bounded(hopper):
 
 
 def test_bad_finetune_settings_are_clear_errors(hopper, tmp_path):
-    with pytest.raises(ValueError, match=r"online_mixing_ratio is a share of the batch in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"online_mixing_ratio must be a number in \[0, 1\]"):
         TD3BC(hopper, online_mixing_ratio=1.5)
     with pytest.raises(ValueError, match="online_utd_ratio"):
         TD3BC(hopper, online_utd_ratio=0)

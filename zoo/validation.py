@@ -69,7 +69,7 @@ class Rule:
     True when the value is allowed; `allowed` says what is, for the message."""
 
     check: Callable[[Any], bool]
-    allowed: str
+    allowed: str | Callable[[], str]  # a callable when the choices live elsewhere (the recipe registry)
 
 
 def _pretrain_steps_ok(value: Any) -> bool:
@@ -139,7 +139,7 @@ RANGES: dict[str, str | tuple | Rule] = {
     "normalize_observations": BOOL,
     "pretrain": Rule(
         lambda v: v is None or pretraining_class(v) is not None,
-        "null or a recipe of zoo.agents.pretraining.PRETRAINING",
+        lambda: "null or one of the pretraining recipes " + ", ".join(repr(k) for k in sorted(_recipes())),
     ),
     "pretrain_steps": Rule(
         _pretrain_steps_ok, "a whole number of gradient steps >= 0, or a share of the budget in (0, 1)"
@@ -342,10 +342,14 @@ def _default(cls: type, name: str) -> Any:
     return None if parameter is None or parameter.default is inspect.Parameter.empty else parameter.default
 
 
-def pretraining_class(pretrain: Any) -> type | None:
+def _recipes() -> dict[str, type]:
     from zoo.agents.pretraining import PRETRAINING
 
-    return PRETRAINING.get(pretrain) if isinstance(pretrain, str) else None
+    return PRETRAINING
+
+
+def pretraining_class(pretrain: Any) -> type | None:
+    return _recipes().get(pretrain) if isinstance(pretrain, str) else None
 
 
 # ---------------------------------------------------------------------- checks
@@ -431,7 +435,8 @@ def check_value(name: str, value: Any, hint: Any, source: str | None = None, con
     rule = _rule(name)
     if isinstance(rule, Rule):
         if not rule.check(value):
-            raise _fail(name, value, rule.allowed, source, context)
+            allowed = rule.allowed() if callable(rule.allowed) else rule.allowed
+            raise _fail(name, value, allowed, source, context)
         return
     if isinstance(rule, tuple):
         if not any(value is choice or (type(value) is type(choice) and value == choice) for choice in rule):
@@ -453,7 +458,8 @@ def check_value(name: str, value: Any, hint: Any, source: str | None = None, con
             kind = "a whole number" if _wants_int(hint) else "a number"
             each = "each entry " if isinstance(value, (list, tuple)) else ""
             raise _fail(name, value, f"{each}{kind} {rule}", source, context)
-    if isinstance(value, (list, tuple)) and not value:
+    # An empty net_arch is a network without hidden layers (a linear map); other lists need entries.
+    if isinstance(value, (list, tuple)) and not value and not name.endswith("net_arch"):
         raise _fail(name, value, "a non-empty list", source, context)
 
 

@@ -278,18 +278,28 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         """The precision context for loss computations (backward and optimizer steps stay outside)."""
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16")
 
-    def _check_dataset(self, dataset: OfflineDataset) -> None:
-        for role, ours, theirs in (
-            ("observation", self.observation_space, dataset.observation_space),
-            ("action", self.action_space, dataset.action_space),
-        ):
+    def check_spaces(
+        self, observation_space: spaces.Space, action_space: spaces.Space, what: str, fix: str
+    ) -> None:
+        """Refuse spaces whose shapes or bounds differ from the agent's, in one line naming `what` and `fix`.
+
+        Bounds too, not only shapes: actions are scaled by the agent's bounds, so data or an env with other
+        bounds would mean other actions than the agent's.
+        """
+        for role, ours, theirs in (("observation", self.observation_space, observation_space),
+                                   ("action", self.action_space, action_space)):
             if ours.shape != theirs.shape or not (
                 np.allclose(ours.low, theirs.low) and np.allclose(ours.high, theirs.high)
             ):
-                raise ValueError(
-                    f"The {role} space of dataset '{dataset.dataset_id}' ({theirs}) does not match the "
-                    f"agent's ({ours}): train on a dataset of the same environment, or build a new agent."
+                raise DataError(
+                    f"The {role} space of {what} ({theirs}) does not match the agent's ({ours}): {fix}"
                 )
+
+    def _check_dataset(self, dataset: OfflineDataset) -> None:
+        self.check_spaces(
+            dataset.observation_space, dataset.action_space, f"dataset '{dataset.dataset_id}'",
+            "train on a dataset of the same environment, or build a new agent.",
+        )
 
     def save(
         self,
@@ -319,7 +329,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         names = ["policy"] + [f"policy.{name}" for name in self.policy.optimizer_names]
         return names, []
 
-    # ------------------------------------------------------------------ loading without unpickling (zoo.checkpoint)
+    # ------------------------------------------------------------ loading without unpickling (zoo.checkpoint)
     # The zoo's checkpoints and SB3's zips are both rebuilt here from plain values: the constructor's
     # arguments, the spaces and the counters; the loaders then put the weights in.
 
@@ -344,7 +354,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         agent = cls(device=device, _init_setup_model=False, **kwargs)
         agent.observation_space, agent.action_space = observation_space, action_space
         agent.dataset, agent.dataset_id, agent.task = dataset, dataset_id, task
-        agent.num_timesteps, agent._n_updates, agent._pretrain_budget = num_timesteps, n_updates, pretrain_budget
+        agent.num_timesteps, agent._n_updates = num_timesteps, n_updates
+        agent._pretrain_budget = pretrain_budget
         agent._setup_model()
         return agent
 
@@ -364,7 +375,10 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         cloudpickle stored in the zip, which can execute any code. `dataset=` gives the agent its data."""
         from zoo.agents.sb3_zip import load_sb3_zip
 
-        return load_sb3_zip(cls, path, device=device, **kwargs)
+        agent = load_sb3_zip(cls, path, device=device, **kwargs)
+        if env is not None:  # SB3's load checks the env's spaces against the saved ones
+            agent.check_spaces(env.observation_space, env.action_space, "the env", "use the agent's own env.")
+        return agent
     # ------------------------------------------------------------------ (end of zoo.checkpoint's section)
 
     # ------------------------------------------------------------------ data on the device
@@ -607,18 +621,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                     "task names its environment."
                 )
             env = gym.make(self.task.env_id)
-        for role, ours, theirs in (("observation", self.observation_space, env.observation_space),
-                                   ("action", self.action_space, env.action_space)):
-            # Bounds too, not only shapes: actions are scaled by the agent's bounds, so an env with other
-            # bounds would receive actions the agent never meant (zoo.errors.DataError names both spaces).
-            if ours.shape != theirs.shape or not (
-                np.allclose(ours.low, theirs.low) and np.allclose(ours.high, theirs.high)
-            ):
-                raise DataError(
-                    f"The env's {role} space {theirs} does not match the agent's {ours}: fine-tune in the "
-                    f"environment of the agent's dataset, or wrap the env so that its {role} bounds match "
-                    "(gymnasium.wrappers.RescaleAction for actions)."
-                )
+        self.check_spaces(
+            env.observation_space, env.action_space, "the env",
+            "fine-tune in the environment of the agent's dataset, or wrap the env so that its bounds match "
+            "(gymnasium.wrappers.RescaleAction for actions).",
+        )
         if self.dataset is not None:
             self._prepare_table()
         elif self.online_mixing_ratio > 0:

@@ -61,6 +61,8 @@ def load_sb3_zip(
     containers. `overrides` replace stored constructor arguments (e.g. learning_rate=1e-4), as in SB3's load.
     """
     path = Path(path)
+    if not path.exists() and Path(f"{path}.zip").is_file():
+        path = Path(f"{path}.zip")  # SB3's naming rule: save("x") writes x.zip, load("x") reads it
     allowed = set(constructor_parameters(cls)) - NOT_RECORDED
     unknown = sorted(set(overrides) - allowed)
     if unknown:
