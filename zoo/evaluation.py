@@ -14,6 +14,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from zoo.data.tasks import Task
+from zoo.envs import make_env
 from zoo.io import atomic_write_text
 from zoo.threads import torch_threads
 
@@ -43,7 +44,7 @@ def evaluate_episodes(
     max_episode_steps: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`evaluate_returns` plus each episode's length in env steps (what an evaluation costs online)."""
-    envs = [gym.make(env_id, max_episode_steps=max_episode_steps) for _ in range(n_episodes)]
+    envs = [make_env(env_id, max_episode_steps=max_episode_steps) for _ in range(n_episodes)]
     try:
         with torch_threads(1):
             return _run_episodes(predict, envs, seed)

@@ -35,6 +35,7 @@ from zoo.agents.pretraining import make_pretraining
 from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
+from zoo.envs import make_env
 from zoo.errors import DataError
 
 
@@ -620,7 +621,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                     "finetune() needs an environment: pass env=gym.make('<id>'), or train on a dataset whose "
                     "task names its environment."
                 )
-            env = gym.make(self.task.env_id)
+            env = make_env(self.task.env_id)
         self.check_spaces(
             env.observation_space, env.action_space, "the env",
             "fine-tune in the environment of the agent's dataset, or wrap the env so that its bounds match "

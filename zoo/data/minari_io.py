@@ -122,11 +122,16 @@ def read_dataset(dataset_id: str, *, cache: bool = True) -> FlatEpisodes:
     except (OSError, KeyError, ValueError, json.JSONDecodeError) as error:
         raise _unreadable(dataset_id, error) from error
     obs_space, act_space = dataset.observation_space, dataset.action_space
+    if _is_dict_of_vectors(obs_space):
+        # Goal-conditioned datasets (AntMaze, Kitchen) store a dict per step: flattened here exactly as
+        # zoo.envs.make_env's FlattenObservation flattens the env's (keys in the space's order, concatenated).
+        obs_space = gym.spaces.flatten_space(obs_space)
     for role, space in (("observation", obs_space), ("action", act_space)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
             raise DataError(
-                f"Dataset '{dataset_id}' has a {role} space {space}; zoo agents take flat Box spaces. "
-                "Flatten it when writing the dataset (gymnasium.wrappers.FlattenObservation)."
+                f"Dataset '{dataset_id}' has a {role} space {space}; zoo agents take flat Box spaces (or a "
+                "Dict of them, which is flattened). Flatten it when writing the dataset "
+                "(gymnasium.wrappers.FlattenObservation)."
             )
     cache_path, stamp = _cache_location(dataset_id)
     arrays = _read_cache(cache_path, stamp) if cache else None
@@ -234,11 +239,23 @@ def summarize_dataset(dataset_id: str) -> DatasetSummary:
     return summary
 
 
+def _is_dict_of_vectors(space: gym.Space) -> bool:
+    return isinstance(space, gym.spaces.Dict) and all(
+        isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1 for sub in space.spaces.values()
+    )
+
+
 def _read_episodes(dataset, dataset_id: str) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
     lengths = []
+    keys = list(dataset.observation_space.spaces) if _is_dict_of_vectors(dataset.observation_space) else None
     for episode in dataset.iterate_episodes():
-        observations = np.asarray(episode.observations, dtype=np.float32)
+        if keys is None:
+            observations = np.asarray(episode.observations, dtype=np.float32)
+        else:  # a dict of (T+1, d_k) arrays -> (T+1, sum d_k), in the space's key order (as flatten_space)
+            observations = np.concatenate(
+                [np.asarray(episode.observations[k], dtype=np.float32) for k in keys], axis=1
+            )
         parts["obs"].append(observations[:-1])
         parts["next_obs"].append(observations[1:])
         parts["act"].append(np.asarray(episode.actions, dtype=np.float32))
