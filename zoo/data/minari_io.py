@@ -123,8 +123,8 @@ def read_dataset(dataset_id: str, *, cache: bool = True) -> FlatEpisodes:
         raise _unreadable(dataset_id, error) from error
     obs_space, act_space = dataset.observation_space, dataset.action_space
     if _is_dict_of_vectors(obs_space):
-        # Goal-conditioned datasets (AntMaze, Kitchen) store a dict per step: flattened here exactly as
-        # zoo.envs.make_env's FlattenObservation flattens the env's (keys in the space's order, concatenated).
+        # Goal-conditioned datasets (AntMaze, Kitchen) store a (nested) dict per step: flattened here exactly
+        # as zoo.envs.make_env's FlattenObservation flattens the env's (the space's key order, concatenated).
         obs_space = gym.spaces.flatten_space(obs_space)
     for role, space in (("observation", obs_space), ("action", act_space)):
         if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
@@ -240,22 +240,27 @@ def summarize_dataset(dataset_id: str) -> DatasetSummary:
 
 
 def _is_dict_of_vectors(space: gym.Space) -> bool:
+    """A Dict whose leaves (through nested Dicts) are 1-D Boxes: FlattenObservation makes it a vector."""
     return isinstance(space, gym.spaces.Dict) and all(
-        isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1 for sub in space.spaces.values()
+        _is_dict_of_vectors(sub) or (isinstance(sub, gym.spaces.Box) and len(sub.shape) == 1)
+        for sub in space.spaces.values()
     )
+
+
+def _flatten_steps(space: gym.Space, steps) -> np.ndarray:
+    """(T+1, ...) arrays of a (nested) dict -> (T+1, d): the leaves in the space's key order, as
+    gymnasium.spaces.flatten does for one step."""
+    if isinstance(space, gym.spaces.Dict):
+        return np.concatenate([_flatten_steps(sub, steps[key]) for key, sub in space.spaces.items()], axis=1)
+    return np.asarray(steps, dtype=np.float32).reshape(len(steps), -1)
 
 
 def _read_episodes(dataset, dataset_id: str) -> dict[str, np.ndarray]:
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next_obs", "act", "rew", "term", "trunc")}
     lengths = []
-    keys = list(dataset.observation_space.spaces) if _is_dict_of_vectors(dataset.observation_space) else None
+    space = dataset.observation_space
     for episode in dataset.iterate_episodes():
-        if keys is None:
-            observations = np.asarray(episode.observations, dtype=np.float32)
-        else:  # a dict of (T+1, d_k) arrays -> (T+1, sum d_k), in the space's key order (as flatten_space)
-            observations = np.concatenate(
-                [np.asarray(episode.observations[k], dtype=np.float32) for k in keys], axis=1
-            )
+        observations = _flatten_steps(space, episode.observations)
         parts["obs"].append(observations[:-1])
         parts["next_obs"].append(observations[1:])
         parts["act"].append(np.asarray(episode.actions, dtype=np.float32))
