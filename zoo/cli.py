@@ -52,10 +52,14 @@ def _train(args: argparse.Namespace) -> None:
         raise UserError("zoo train needs --algo KEY and --dataset ID (or --resume RUN_DIR to continue a run).")
     overrides = {"device": args.device, **({"base": args.base} if args.base else {}), **parse_assignments(args.set)}
     load_hyperparams(args.algo, args.dataset, args.hyperparams, overrides)  # refused before the data loads
-    dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=args.seed, device=args.device)
-    out = args.out or next_run_folder(os.path.join("runs", args.algo, args.dataset.replace("/", "_")), f"seed{args.seed}")
+    if args.seeds is not None:
+        _train_population(args, overrides)
+        return
+    seed = 0 if args.seed is None else args.seed
+    dataset = load_dataset(args.dataset, fraction=args.fraction, subset=args.subset, seed=seed, device=args.device)
+    out = args.out or next_run_folder(os.path.join("runs", args.algo, args.dataset.replace("/", "_")), f"seed{seed}")
     result = train_offline(
-        args.algo, dataset, out, seed=args.seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
+        args.algo, dataset, out, seed=seed, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
         overrides=overrides,
         n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
         command=args.command_line, fraction=args.fraction, subset=args.subset,
@@ -64,10 +68,72 @@ def _train(args: argparse.Namespace) -> None:
     _print_result(result)
 
 
+def _train_population(args: argparse.Namespace, overrides: dict) -> None:
+    """`zoo train --seeds`: one population, its seed runs and their aggregate (zoo.runs.train_population)."""
+    from zoo.data import load_dataset
+    from zoo.runs import next_run_folder, seeds_label, train_population
+
+    dataset = load_dataset(args.dataset, device=args.device)
+    parent = os.path.join("runs", args.algo, args.dataset.replace("/", "_"))
+    out = args.out or next_run_folder(parent, f"seeds{seeds_label(args.seed_list)}")
+    result = train_population(
+        args.algo, dataset, out, args.seed_list, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
+        overrides=overrides, n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
+        command=args.command_line, overwrite=args.overwrite,
+    )
+    aggregate = result.aggregate
+    print()
+    offline = f"offline ({result.final[0].step} steps)"
+    print(f"{'seed':<8}{'untrained':>12}{offline:>24}   ({aggregate.metric})")
+    for k, seed in enumerate(result.seeds):
+        values = [result.initial[k], result.final[k]]
+        shown = [e.normalized_score if aggregate.metric == "normalized score" else e.return_mean for e in values]
+        print(f"{seed:<8}{shown[0]:>12.1f}{shown[1]:>24.1f}")
+    print(aggregate.summary())
+    print(f"seed runs: {result.folder}/seed<k> ({args.algo}.zip, evaluations.csv, learning_curve.png in each)")
+    print(f"aggregate: {result.files['aggregate.json']}, aggregate.csv, aggregate.png")
+
+
+# `zoo train --seeds` refuses these (flag, attribute, default, why/what instead); a population trains
+# offline on the whole dataset and writes no training states yet.
+_SEEDS_REFUSES = (
+    ("--seed", "seed", None, "--seed trains one seed, --seeds a population: give one of them"),
+    ("--resume", "resume", None, "resuming a population is not supported yet: train the missing seeds "
+     "separately with zoo train --seed K"),
+    ("--fraction", "fraction", 1.0, "each seed draws its own share of the dataset, one population shares one "
+     "dataset: train the seeds separately with zoo train --seed K --fraction F"),
+    ("--subset", "subset", "transitions", "it only matters with --fraction, which --seeds does not take"),
+    ("--save-freq", "save_freq", None, "a population writes no training states yet (no resume): drop it"),
+)
+
+
+def _check_seeds(args: argparse.Namespace) -> None:
+    """Parse `zoo train --seeds` (zoo.runs.parse_seeds) into args.seed_list and refuse the flags a
+    population does not take yet; all before any work."""
+    from zoo.errors import UserError
+    from zoo.runs import parse_seeds
+    from zoo.validation import validate_flag
+
+    args.seed_list = None
+    if args.command != "train" or args.seeds is None:
+        return
+    for flag, attribute, default, why in _SEEDS_REFUSES:
+        if getattr(args, attribute) != default:
+            raise UserError(f"{flag} does not go with --seeds: {why}.")
+    if args.finetune_steps:
+        raise UserError(
+            "--finetune-steps does not go with --seeds: a population cannot fine-tune online yet; train the "
+            "seeds separately with zoo train --seed K --finetune-steps N."
+        )
+    args.seed_list = parse_seeds(args.seeds)
+    for seed in args.seed_list:
+        validate_flag("--seeds", "seed", seed)
+
+
 # `zoo train` flags that --resume refuses (the run's config.json has them): (flag, attribute, default).
 _RESUME_IGNORES = (
     ("--algo", "algo", None), ("--dataset", "dataset", None), ("--fraction", "fraction", 1.0),
-    ("--subset", "subset", "transitions"), ("--seed", "seed", 0), ("--steps", "steps", None),
+    ("--subset", "subset", "transitions"), ("--seed", "seed", None), ("--steps", "steps", None),
     ("--finetune-steps", "finetune_steps", None), ("--hyperparams", "hyperparams", None), ("--set", "set", []),
     ("--base", "base", None), ("--device", "device", "auto"), ("--out", "out", None), ("--save-freq", "save_freq", None),
     ("--overwrite", "overwrite", False),
@@ -116,7 +182,8 @@ def _tune(args: argparse.Namespace) -> None:
     settings = TuneSettings(
         args.algo, args.dataset, fraction=args.fraction, n_trials=args.n_trials, timeout=args.timeout,
         storage=args.storage, study_name=args.study_name, sampler=args.sampler, pruner=args.pruner,
-        seeds=args.seeds, n_jobs=args.n_jobs, steps=args.steps, finetune_steps=args.finetune_steps,
+        seeds=args.seeds, n_jobs=args.n_jobs, batch=args.batch, steps=args.steps,
+        finetune_steps=args.finetune_steps,
         n_evaluations=args.n_evaluations, eval_episodes=args.eval_episodes, hyperparams=args.hyperparams,
         overrides=parse_assignments(args.set), device=args.device, out=args.out, heartbeat=args.heartbeat,
         grace_period=args.grace_period, sampler_seed=args.sampler_seed, write_best=args.write_best,
@@ -237,7 +304,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dataset", default=None, help="dataset id (required unless --resume)")
     train.add_argument("--fraction", type=float, default=1.0)
     train.add_argument("--subset", choices=["transitions", "trajectories"], default="transitions")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=None, help="the training seed (default: 0)")
+    train.add_argument(
+        "--seeds", default=None, metavar="SEEDS",
+        help="train these seeds as one population in one process, e.g. 0-7 or 0,3,5: a run folder per seed "
+        "(seed<k>/) and their aggregate (mean, 95%% bootstrap CI, curve with its band) in "
+        "runs/<algo>/<dataset>/seeds<SEEDS>_N (or --out)",
+    )
     train.add_argument("--steps", type=int, default=None, help="gradient steps (default: from the YAML)")
     train.add_argument(
         "--finetune-steps", type=int, default=None, help="online env steps after offline learning (default: YAML, 0)"
@@ -363,6 +436,7 @@ def _add_tune_parser(sub) -> None:
     tune.add_argument("--pruner", choices=["median", "halving", "none"], default="median")
     tune.add_argument("--seeds", type=int, default=1, help="training seeds per trial (the score is their mean)")
     tune.add_argument("--n-jobs", type=int, default=1, help="trials run side by side in this worker (threads)")
+    tune.add_argument("--batch", type=int, default=1, help="trials asked at once, trained as one population")
     tune.add_argument("--steps", type=int, default=None, help="gradient steps per trial (default: the YAML's)")
     tune.add_argument("--finetune-steps", type=int, default=None, help="online env steps per trial (default: YAML)")
     tune.add_argument("--n-evaluations", type=int, default=None, help="evaluations per phase (default: eval_freq)")
@@ -475,6 +549,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
     range, an unknown agent key, a device this machine does not have."""
     from zoo.validation import validate_flag
 
+    _check_seeds(args)
     for attribute, (setting, flag) in _FLAG_SETTINGS.items():
         value = getattr(args, attribute, None)
         if value is not None:

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from zoo.evaluation import Evaluation
+from zoo.evaluation import Evaluation, SeedAggregate
 
 
 def plot_learning_curve(
@@ -38,6 +38,44 @@ def plot_learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    fig.tight_layout()
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_seed_aggregate(
+    aggregate: SeedAggregate, path: str | Path, *, title: str, reference: float | None = None,
+    reference_label: str = "behaviour policy",
+) -> Path:
+    """The mean over seeds against gradient steps with its bootstrap CI as a band (zoo.evaluation
+    SeedAggregate), each seed's curve thin behind it; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from zoo.io import atomic_path
+
+    path = Path(path)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for row in aggregate.values:
+        ax.plot(aggregate.steps, row, color="gray", alpha=0.35, linewidth=0.8)
+    (line,) = ax.plot(aggregate.steps, aggregate.mean, marker="o", label=f"mean of {len(aggregate.seeds)} seeds")
+    ax.fill_between(
+        aggregate.steps, aggregate.low, aggregate.high, color=line.get_color(), alpha=0.25, linewidth=0,
+        label=f"{aggregate.confidence:.0%} bootstrap CI",
+    )
+    if reference is not None:
+        ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
+    ax.set_xlabel("gradient steps")
+    ax.set_ylabel(aggregate.metric)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     fig.tight_layout()
     try:
         with atomic_path(path, suffix=".png") as tmp:
@@ -152,7 +190,9 @@ def _read_evaluations(path: Path) -> dict[int, tuple[float, float | None]]:
     }
 
 
-_NOT_CONFIGURATION = ("seed", "command", "evaluate_initial")
+# Not part of the experiment: "population" (`zoo train --seeds` trained the seed with others in one process;
+# each member equals the ordinary run of its seed) groups a population's seeds with ordinary runs too.
+_NOT_CONFIGURATION = ("seed", "command", "evaluate_initial", "population")
 
 
 def _settings(config: dict) -> dict:

@@ -1,5 +1,6 @@
 """One training run: dataset -> agent -> offline learning [-> online fine-tuning] -> evaluations,
-checkpoints, logs and learning curve."""
+checkpoints, logs and learning curve; and a population run (`zoo train --seeds`): K seeds trained as one
+batched agent, written as K ordinary seed runs plus their aggregate."""
 
 from __future__ import annotations
 
@@ -22,8 +23,11 @@ from zoo.config import load_hyperparams
 from zoo.data import OfflineDataset, load_dataset
 from zoo.errors import ConfigError, Interrupted, UserError
 from zoo.io import atomic_write_json, atomic_write_text
-from zoo.evaluation import EvalCallback, Evaluation, agent_predict, evaluate_returns
-from zoo.plots import plot_learning_curve
+from zoo.evaluation import (
+    EvalCallback, Evaluation, PopulationEvalCallback, SeedAggregate, aggregate_seeds, agent_predict,
+    evaluate_population, evaluate_returns,
+)
+from zoo.plots import plot_learning_curve, plot_seed_aggregate
 from zoo.registry import make_agent
 from zoo.resume import (
     StopCallback, StopRequest, TrainingStateCallback, continue_progress_csv, evaluations_from_json,
@@ -345,12 +349,22 @@ def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int =
     learning curve continue: rows written after the state are dropped and written again.
     """
     run_dir = Path(run_dir)
+    if (run_dir / POPULATION_CONFIG).is_file():
+        raise UserError(
+            f"{run_dir} is a population run (zoo train --seeds): resuming a population is not supported yet; "
+            "train the missing seeds separately with zoo train --seed K."
+        )
     config = read_run_config(run_dir)
     done = finished_info(run_dir)
     if done is not None:
         raise UserError(
             f"{run_dir} finished already ({done['num_timesteps']} steps, checkpoint {done['checkpoint']}): "
             "there is nothing to resume; train a new run with another --out."
+        )
+    if "population" in config:
+        raise UserError(
+            f"{run_dir} is seed {config['seed']} of a population run that did not finish: resuming a "
+            f"population is not supported yet; train this seed again with zoo train --seed {config['seed']}."
         )
     dataset = load_dataset(
         config["dataset"], fraction=config.get("fraction", 1.0), subset=config.get("subset", "transitions"),
@@ -424,3 +438,170 @@ def evaluate_checkpoint(
         raise ValueError(f"Checkpoint {checkpoint} records no task: it was not trained on a zoo dataset.")
     returns = evaluate_returns(agent_predict(agent), agent.task.env_id, n_episodes, seed)
     return returns, agent.task
+
+
+# ---------------------------------------------------------------------------------------------- populations
+POPULATION_CONFIG = "population.json"  # in a population folder; its seed runs are seed<k>/ beside it
+
+
+def parse_seeds(text: str) -> list[int]:
+    """The seeds of `zoo train --seeds`: comma-separated items, each a seed `N` or an inclusive range `A-B`
+    (A <= B), e.g. "0-7", "0,3,5", "0-3,8-9"; no seed twice. A bare single number ("4") is refused: it
+    could mean seed 4 or four seeds (`zoo tune --seeds 4`), and `--seed 4` already says the first."""
+    usage = "write seeds as a range A-B (--seeds 0-7) or a list (--seeds 0,3,5)"
+    text = text.strip()
+    if text.isdigit():
+        count = int(text)
+        several = f", or --seeds 0-{count - 1} for {count} seeds" if count > 1 else ""
+        raise UserError(f"--seeds {text} is ambiguous: use --seed {text} for one run of seed {text}{several}; {usage}.")
+    seeds: list[int] = []
+    for item in text.split(","):
+        first, dash, last = item.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise UserError(f"--seeds {text!r}: {item.strip()!r} is not a seed or a range of seeds; {usage}.")
+        low, high = int(first), int(last) if dash else int(first)
+        if high < low:
+            raise UserError(f"--seeds {text!r}: the range {item.strip()} runs backwards; write {high}-{low}.")
+        seeds.extend(range(low, high + 1))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise UserError(f"--seeds {text!r} names seed(s) {', '.join(map(str, repeated))} twice; {usage}.")
+    return seeds
+
+
+def seeds_label(seeds: list[int]) -> str:
+    """Seeds written back in parse_seeds' grammar, ranges joined: [0, 1, 2, 3, 8] -> "0-3,8"."""
+    parts, start = [], 0
+    for i in range(1, len(seeds) + 1):
+        if i == len(seeds) or seeds[i] != seeds[i - 1] + 1:
+            parts.append(str(seeds[start]) if i - start == 1 else f"{seeds[start]}-{seeds[i - 1]}")
+            start = i
+    return ",".join(parts)
+
+
+@dataclass
+class PopulationResult:
+    """A finished population run: the agent, its folder, the seed runs in it and their aggregate."""
+
+    agent: OfflineAlgorithm
+    seeds: list[int]
+    folder: Path
+    runs: list[Path]  # folder/seed<k>: ordinary `zoo train` run folders
+    evaluations: list[list[Evaluation]]  # per seed, every eval_freq gradient steps
+    initial: list[Evaluation] | None  # per seed, the untrained member (evaluate_initial=True)
+    final: list[Evaluation]  # per seed, after offline learning
+    aggregate: SeedAggregate
+    behavior_score: float | None
+    files: dict[str, Path]  # aggregate.json, aggregate.csv, aggregate.png
+
+
+def train_population(
+    algo: str,
+    dataset: OfflineDataset,
+    out_dir: str | Path,
+    seeds: list[int],
+    *,
+    n_timesteps: int | None = None,
+    hyperparams_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    n_finetune_timesteps: int | None = None,
+    evaluate_initial: bool = False,
+    progress_bar: bool = True,
+    verbose: int = 1,
+    command: str | None = None,
+    overwrite: bool = False,
+) -> PopulationResult:
+    """Train one population (zoo.registry.make_population: member k is the agent `train_offline` would
+    train with seed k) on `dataset` with the hyperparameters `train_offline` resolves (YAML, `overrides`,
+    `n_timesteps`), offline only, and write:
+
+    * `out_dir/seed<k>/` for every seed: the files an ordinary run of seed k writes (config.json with
+      seed k, evaluations.csv, `<algo>.zip` from `agent.member(k)`, learning_curve.png, the finished mark),
+      so `zoo eval`, `zoo export`, `zoo plot` and `zoo train --resume` (which says it finished) treat it as
+      one; config.json adds "population" (the folder's seeds), which `zoo plot` ignores when grouping;
+    * `out_dir/`: population.json (the command, seeds, settings), progress.csv and TensorBoard logs of the
+      population (training statistics are member means), aggregate.json and aggregate.csv (per-seed
+      values, mean and 95% percentile-bootstrap CI at every evaluation step; aggregate.json also has the
+      final step's per-seed scores and CI) and aggregate.png (the mean curve with its band).
+
+    Every `eval_freq` gradient steps all members are evaluated in one batched loop on the episodes an
+    ordinary run's EvalCallback uses (seeds 100 + i), so member k's evaluations.csv equals that of a run
+    trained with seed k to the precision of the population's equality. Not supported yet (refused before
+    any work): online fine-tuning and training states (Ctrl-C stops the run without saving; no resume).
+    """
+    from zoo.registry import make_population
+
+    out_dir = Path(out_dir)
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"A population needs distinct seeds >= 0, got {seeds}.")
+    kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path, overrides)
+    if n_timesteps is not None:
+        run["n_timesteps"] = n_timesteps
+    if n_finetune_timesteps is not None:
+        run["n_finetune_timesteps"] = n_finetune_timesteps
+    if run["n_finetune_timesteps"] > 0:
+        raise UserError(
+            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), which a "
+            "population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the seeds "
+            "separately with zoo train --seed K."
+        )
+    check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
+    agent = make_population(algo, dataset, seeds, **kwargs)
+    replaced = claim_run_folder(out_dir, overwrite)
+    runs = [out_dir / f"seed{s}" for s in seeds]
+    population = {"folder": str(out_dir), "seeds": seeds}
+    atomic_write_json(out_dir / POPULATION_CONFIG, {
+        "algo": algo, "dataset": dataset.dataset_id, "seeds": seeds, "runs": [p.name for p in runs],
+        "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
+    })
+    for seed, run_dir in zip(seeds, runs):
+        run_dir.mkdir()
+        atomic_write_json(run_dir / "config.json", {
+            "algo": algo, "dataset": dataset.dataset_id, "fraction": 1.0, "subset": "transitions", "seed": seed,
+            "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
+            "population": population,
+        })
+
+    agent.set_logger(run_logger(out_dir, verbose))
+    callback = PopulationEvalCallback(
+        eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_paths=runs,
+        labels=[f"seed{s}" for s in seeds], verbose=verbose,
+    )
+    initial = None
+    if evaluate_initial:
+        initial = evaluate_population(agent, run["n_eval_episodes"], callback.seed, step=0)
+    agent.learn(run["n_timesteps"], callback=callback, progress_bar=progress_bar)
+    last = [history[-1] if history else None for history in callback.evaluations]
+    final = last if all(e is not None and e.step == agent.num_timesteps for e in last) else callback.evaluate()
+
+    behavior = None
+    if dataset.task.has_reference:
+        behavior = float(np.mean(dataset.task.normalized_score(dataset.source_episode_returns)))
+    for k, (seed, run_dir) in enumerate(zip(seeds, runs)):
+        checkpoint = run_dir / f"{algo}.zip"
+        agent.member(k).save(checkpoint)
+        plot_learning_curve(
+            callback.evaluations[k], run_dir / "learning_curve.png",
+            title=f"{algo} on {dataset.dataset_id} (seed {seed})", reference=behavior,
+        )
+        mark_finished(run_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoint),
+                                "final": evaluations_to_json([final[k]])[0]})
+
+    aggregate = aggregate_seeds(seeds, callback.evaluations)
+    files = {name: out_dir / name for name in ("aggregate.json", "aggregate.csv", "aggregate.png")}
+    atomic_write_json(files["aggregate.json"], {
+        "algo": algo, "dataset": dataset.dataset_id, "runs": [p.name for p in runs], **aggregate.to_json(),
+        "initial": {str(s): evaluations_to_json([e])[0] for s, e in zip(seeds, initial)} if initial else None,
+        "behavior_score": behavior,
+    })
+    atomic_write_text(files["aggregate.csv"], aggregate.csv_text())
+    plot_seed_aggregate(
+        aggregate, files["aggregate.png"], title=f"{algo} on {dataset.dataset_id} ({len(seeds)} seeds)",
+        reference=behavior,
+    )
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until now
+    return PopulationResult(
+        agent, seeds, out_dir, runs, callback.evaluations, initial, final, aggregate, behavior, files
+    )

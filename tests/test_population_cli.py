@@ -1,0 +1,168 @@
+"""`zoo train --seeds`: seed grammar, batched evaluation of population members, the seed aggregate and its
+bootstrap CI, and a real `zoo train --seeds` subprocess whose seed folders are ordinary runs.
+
+Everything runs on the 12-transition Hopper-v5 dataset of conftest (real Minari files) and real Hopper-v5
+envs; evaluation episodes of untrained or briefly trained agents end in tens of steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import TINY_ID
+from zoo.cli import main
+from zoo.data import load_dataset
+from zoo.errors import UserError
+from zoo.evaluation import (
+    Evaluation, aggregate_seeds, evaluate_episodes, evaluate_population, make_evaluation, agent_predict,
+)
+from zoo.plots import plot_seed_aggregate
+from zoo.registry import make_agent
+from zoo.runs import parse_seeds, seeds_label
+
+
+def hand_bootstrap(values, n_resamples: int = 10_000, seed: int = 0, confidence: float = 0.95):
+    """The percentile bootstrap of the mean over seeds written out plainly: draw n seeds with replacement
+    n_resamples times (numpy's default_rng(seed).integers, the draw bootstrap_mean_ci makes), average each
+    draw, take the 2.5th and 97.5th percentiles of those means."""
+    x = np.asarray(values, dtype=np.float64)
+    draws = np.random.default_rng(seed).integers(0, len(x), size=(n_resamples, len(x)))
+    means = x[draws].mean(axis=1)
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return x.mean(), low, high
+
+
+# ------------------------------------------------------------------------------------------ seed grammar
+
+
+def test_seeds_grammar():
+    assert parse_seeds("0-7") == list(range(8))
+    assert parse_seeds("0,3,5") == [0, 3, 5]
+    assert parse_seeds("0-2,8,10-11") == [0, 1, 2, 8, 10, 11]
+    assert parse_seeds("3-3") == [3]
+    assert seeds_label([0, 1, 2, 8, 10, 11]) == "0-2,8,10-11" and seeds_label([4]) == "4"
+    for bad, words in [
+        ("4", "ambiguous: use --seed 4 for one run of seed 4, or --seeds 0-3 for 4 seeds"),
+        ("3-1", "runs backwards; write 1-3"),
+        ("0,1,1", "names seed(s) 1 twice"),
+        ("0-2,2-3", "names seed(s) 2 twice"),
+        ("a-b", "'a-b' is not a seed or a range"),
+        ("-1", "'-1' is not a seed"),
+        ("0-", "'0-' is not a seed"),
+        ("0,,1", "'' is not a seed"),
+        ("0-1-2", "'0-1-2' is not a seed"),
+    ]:
+        with pytest.raises(UserError, match="^--seeds") as error:
+            parse_seeds(bad)
+        assert words in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--seeds", "4"], "--seeds 4 is ambiguous"),
+    (["--seeds", "0-x"], "'0-x' is not a seed or a range of seeds"),
+    (["--seeds", "0-3", "--seed", "1"], "--seed does not go with --seeds"),
+    (["--seeds", "0-3", "--finetune-steps", "100"], "--finetune-steps does not go with --seeds"),
+    (["--seeds", "0-3", "--fraction", "0.5"], "--fraction does not go with --seeds"),
+    (["--seeds", "0-3", "--save-freq", "10"], "--save-freq does not go with --seeds"),
+    (["--seeds", "0-3", "--resume", "runs/x"], "--resume does not go with --seeds"),
+])
+def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_path):
+    # The dataset does not exist: the flags are refused before anything is loaded.
+    code = main(["train", "--algo", "td3bc", "--dataset", "zoo/hopper/none-v0", "--out", str(tmp_path / "x"), *flags])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("zoo: error: ") and words in err, err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_bad_seeds_string_from_a_real_process(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", "train", "--algo", "td3bc", "--dataset", TINY_ID, "--seeds", "7-2"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == "zoo: error: --seeds '7-2': the range 7-2 runs backwards; write 2-7.\n"
+
+
+# ------------------------------------------------------------------------------------ batched evaluation
+
+
+class AgentsAsPopulation:
+    """A test double of a population agent made of K ordinary agents: `predict_members` asks each agent
+    for its own slice, so evaluate_population's batching, episode seeds and bookkeeping are checked against
+    the single-agent loop with the very same policies."""
+
+    def __init__(self, agents):
+        self.agents, self.n_members = agents, len(agents)
+        self.task, self.num_timesteps = agents[0].task, agents[0].num_timesteps
+        self.calls = 0
+
+    def predict_members(self, observations, deterministic=True):
+        assert observations.shape[0] == self.n_members and observations.ndim == 3
+        self.calls += 1
+        return np.stack([a.predict(o, deterministic=deterministic)[0] for a, o in zip(self.agents, observations)])
+
+
+def test_population_evaluation_equals_each_members_own_evaluation(tiny):
+    dataset = load_dataset(TINY_ID)
+    agents = []
+    for seed in (0, 1, 2):
+        agent = make_agent("td3bc", dataset, seed=seed, batch_size=8, device="cpu")
+        agent.learn(30 * (seed + 1), progress_bar=False)  # three different policies, the last at step 90
+        agents.append(agent)
+    population = AgentsAsPopulation(agents)
+    population.num_timesteps = 77
+    evaluations = evaluate_population(population, n_episodes=3, seed=100)
+    assert [e.step for e in evaluations] == [77, 77, 77]
+    longest = 0
+    for agent, evaluation in zip(agents, evaluations):
+        returns, lengths = evaluate_episodes(agent_predict(agent), "Hopper-v5", 3, seed=100)
+        assert evaluation == make_evaluation(77, returns, lengths, dataset.task)
+        assert evaluation.episodes == 3 and evaluation.env_steps == int(lengths.sum())
+        assert evaluation.normalized_score == pytest.approx(float(np.mean(dataset.task.normalized_score(returns))))
+        longest = max(longest, int(lengths.max()))
+    assert len({e.return_mean for e in evaluations}) == 3  # the members really differ
+    assert population.calls == longest  # one policy call per env step for all 9 episodes together
+
+
+# ------------------------------------------------------------------------------------------- aggregate
+
+
+def test_seed_aggregate_ci_is_the_hand_bootstrap(tmp_path):
+    scores = {0: [10.0, 30.0, 41.5], 3: [12.0, 25.0, 38.0], 5: [8.0, 35.0, 52.25], 9: [11.0, 20.0, 17.0]}
+    histories = [
+        [Evaluation(step, 100.0 + v, 1.0, v, 2, 50) for step, v in zip((100, 200, 300), row)]
+        for row in scores.values()
+    ]
+    aggregate = aggregate_seeds(list(scores), histories)
+    assert aggregate.metric == "normalized score" and aggregate.steps.tolist() == [100, 200, 300]
+    final = [row[-1] for row in scores.values()]
+    mean, low, high = hand_bootstrap(final)
+    assert aggregate.final_mean == pytest.approx(mean, abs=1e-12) == 37.1875
+    assert aggregate.final_low == pytest.approx(low, abs=1e-9) and aggregate.final_high == pytest.approx(high, abs=1e-9)
+    assert low < mean < high and high - low > 5.0
+    for t in range(3):  # every step of the curve: the same draws over whole seeds
+        column = [row[t] for row in scores.values()]
+        assert (aggregate.mean[t], aggregate.low[t], aggregate.high[t]) == pytest.approx(hand_bootstrap(column))
+    record = aggregate.to_json()
+    assert record["final"]["per_seed"] == {"0": 41.5, "3": 38.0, "5": 52.25, "9": 17.0}
+    assert record["final"]["ci_low"] == aggregate.final_low and record["curve"]["per_seed"]["5"] == [8.0, 35.0, 52.25]
+    rows = list(csv.reader(aggregate.csv_text().splitlines()))
+    assert rows[0] == ["step", "mean", "ci_low", "ci_high", "seed0", "seed3", "seed5", "seed9"]
+    assert rows[3][0] == "300" and float(rows[3][1]) == 37.1875 and [float(v) for v in rows[3][4:]] == final
+    assert "mean over 4 seeds at step 300: normalized score 37.2 [95% CI" in aggregate.summary()
+    # Without reference returns the aggregate is of returns.
+    raw = aggregate_seeds([0, 1], [[Evaluation(5, 3.0, 0.0, None)], [Evaluation(5, 4.0, 0.0, None)]])
+    assert raw.metric == "return" and raw.final_mean == 3.5
+    png = plot_seed_aggregate(aggregate, tmp_path / "band.png", title="t", reference=20.0)
+    assert png.read_bytes()[:4] == b"\x89PNG"
