@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from zoo.agents import SPOT, TD3, TD3BC, OfflineAlgorithm
 from zoo.agents.cql import CQL, CalQL
 from zoo.agents.edac import EDAC
 from zoo.agents.opt import OPT, OPTSPOT
+from zoo.agents.population import build_population
 from zoo.data.dataset import OfflineDataset
 from zoo.errors import ConfigError
 
@@ -94,9 +95,11 @@ def agent_spec(key: str) -> AgentSpec:
         raise ConfigError(f"Unknown agent '{key}'. Available: {', '.join(sorted(AGENTS))}.") from None
 
 
-def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwargs: Any) -> OfflineAlgorithm:
-    """Build the agent registered under `key` on `dataset`: the key's defaults, then `kwargs` on top
-    (policy_kwargs merged key by key); `base` picks another base algorithm where the method has one."""
+def _agent_class_and_settings(
+    key: str, base: str | None, kwargs: dict[str, Any]
+) -> tuple[type[OfflineAlgorithm], dict[str, Any]]:
+    """The class of `key` (on `base`) and its constructor settings: the key's defaults, then `kwargs` on top
+    (policy_kwargs merged key by key)."""
     spec = agent_spec(key)
     cls = spec.cls
     if base is not None:
@@ -107,4 +110,37 @@ def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwa
     merged = {**spec.defaults, **kwargs}
     if "policy_kwargs" in spec.defaults and "policy_kwargs" in kwargs:
         merged["policy_kwargs"] = {**spec.defaults["policy_kwargs"], **(kwargs["policy_kwargs"] or {})}
-    return cls(dataset=dataset, **merged)
+    return cls, merged
+
+
+def make_agent(key: str, dataset: OfflineDataset, base: str | None = None, **kwargs: Any) -> OfflineAlgorithm:
+    """Build the agent registered under `key` on `dataset`: the key's defaults, then `kwargs` on top
+    (policy_kwargs merged key by key); `base` picks another base algorithm where the method has one."""
+    cls, settings = _agent_class_and_settings(key, base, kwargs)
+    return cls(dataset=dataset, **settings)
+
+
+def make_population(
+    key: str,
+    dataset: OfflineDataset,
+    seeds: Sequence[int],
+    members: Sequence[dict[str, Any]] | None = None,
+    base: str | None = None,
+    **kwargs: Any,
+) -> OfflineAlgorithm:
+    """K = len(seeds) agents of `key` trained as one batched population (zoo.agents.population): member k
+    is `make_agent(key, dataset, base, seed=seeds[k], **kwargs, **members[k])` (its settings override the
+    shared `kwargs`, policy_kwargs merged key by key), and trains as that agent would in a population of one.
+    Members may differ in any float setting; network sizes and other structural settings must agree."""
+    members = [{} for _ in seeds] if members is None else list(members)
+    if len(members) != len(seeds):
+        raise ConfigError(f"{len(members)} member settings for {len(seeds)} seeds: give one per seed.")
+    member_settings = []
+    cls = None
+    for own in members:
+        combined = {**kwargs, **own}
+        if "policy_kwargs" in kwargs and "policy_kwargs" in own:
+            combined["policy_kwargs"] = {**(kwargs["policy_kwargs"] or {}), **(own["policy_kwargs"] or {})}
+        cls, settings = _agent_class_and_settings(key, base, combined)
+        member_settings.append(settings)
+    return build_population(cls, dataset, seeds, member_settings)

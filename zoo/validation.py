@@ -269,6 +269,7 @@ STRUCTURAL = frozenset(
         "lr_schedule",
         "policy_kwargs",
         "pretrain_kwargs",
+        "n_members",  # a policy's population size: set by zoo.agents.population, never by hand
     }
 )
 NESTED = ("policy_kwargs", "pretrain_kwargs")

@@ -36,11 +36,18 @@ from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
 from zoo.envs import make_env
-from zoo.errors import DataError
+from zoo.errors import DataError, UserError
+from zoo.nn.members import GLOBAL_RANDOM, MemberAdam, MemberRandom, member_rows
 
 
-def adam(params: Iterable[torch.nn.Parameter], lr: float, device: torch.device) -> torch.optim.Adam:
-    """Adam with the fused kernel (CUDA and CPU): measured here ~3x faster than foreach on CPU."""
+def adam(
+    params: Iterable[torch.nn.Parameter], lr: float, device: torch.device, members: int | None = None
+) -> torch.optim.Optimizer:
+    """Adam with the fused kernel (CUDA and CPU): measured here ~3x faster than foreach on CPU. A population's
+    stacked parameters (`members` = its size) get MemberAdam (zoo.nn.members), the same update with a
+    learning rate per member (`lr` for every member until zoo.agents.population sets each member's)."""
+    if members is not None:
+        return MemberAdam(params, torch.full((members,), float(lr)))
     fused = device.type in ("cuda", "cpu")
     return torch.optim.Adam(params, lr=lr, fused=fused, foreach=None if fused else True)
 
@@ -92,13 +99,28 @@ class OfflinePolicy(BasePolicy):
         action_space: spaces.Box,
         lr_schedule: Schedule,
         net_arch: tuple[int, ...] | list[int] = (256, 256),
+        n_members: int = 1,
     ):
         super().__init__(observation_space, action_space, squash_output=True)
+        self.n_members = n_members  # agents in the population whose networks these are (1: an ordinary agent)
+        self.is_population = False  # set by the agent before `build_optimizers` (MemberAdam for populations)
         self.net_arch = tuple(net_arch)
         self.obs_dim = int(np.prod(observation_space.shape))
         self.act_dim = int(np.prod(action_space.shape))
         self.register_buffer("obs_mean", torch.zeros(self.obs_dim))
         self.register_buffer("obs_std", torch.ones(self.obs_dim))
+
+    @property
+    def member_shape(self) -> tuple[int, ...]:
+        """The shape of a learned scalar (temperature, Lagrange multiplier): () for an ordinary agent, (P, 1)
+        for a population, one per member, broadcasting over its (P, batch) terms."""
+        return () if self.n_members == 1 else (self.n_members, 1)
+
+    def set_random(self, random: MemberRandom) -> None:
+        """Give every network that draws noise (a stochastic actor, a VAE) the agent's random source."""
+        for module in self.modules():
+            if isinstance(getattr(module, "random", None), MemberRandom):
+                module.random = random
 
     def normalize_observations(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.obs_mean) / self.obs_std
@@ -107,8 +129,13 @@ class OfflinePolicy(BasePolicy):
     optimizer_names: ClassVar[tuple[str, ...]] = ()
 
     def build_optimizers(self, lr: float) -> None:
-        """Create the optimizers once the networks sit on their device."""
+        """Create the optimizers once the networks sit on their device (with `make_optimizer`)."""
         raise NotImplementedError
+
+    def make_optimizer(self, params: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+        """The Adam of these networks: fused torch Adam, or MemberAdam for a population's (even of one, so
+        that a population of one steps as each member of a larger one does)."""
+        return adam(params, lr, self.device, self.n_members if self.is_population else None)
 
     def set_training_mode(self, mode: bool) -> None:
         """Training mode (dropout on) for the actor and the critics."""
@@ -153,6 +180,17 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     # Online rows become sampleable when their episode ends (agents whose columns need the whole
     # episode, e.g. Monte-Carlo returns); otherwise as soon as they are stored.
     online_rows_wait_for_episode_end: ClassVar[bool] = False
+    # A population (zoo.agents.population) sets these before its set-up: K members along the member axis,
+    # each with its own seed and random generator. An ordinary agent is one member drawing from torch's
+    # global generator.
+    n_members: int = 1
+    is_population: bool = False
+    member_seeds: list[int] | None = None
+    member_hyperparameters: list[dict[str, Any]] | None = None
+    random: MemberRandom = GLOBAL_RANDOM
+    # Float settings that must still agree within a population because they choose phases or branches,
+    # not numbers inside a loss (zoo.agents.population refuses members that differ in them).
+    population_shared: ClassVar[frozenset[str]] = frozenset()
 
     def __new__(cls, *args: Any, **kwargs: Any):
         """Every constructor argument is type- and range-checked (zoo.validation) before any __init__
@@ -257,11 +295,15 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.policy_kwargs = {**self.default_policy_kwargs, **self.policy_settings(), **self.policy_kwargs}
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
+        self.random = MemberRandom(self.member_seeds, self.device) if self.is_population else GLOBAL_RANDOM
         self.policy = self.policy_class(
-            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs
+            self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs,
+            n_members=self.n_members,
         ).to(self.device)
+        self.policy.set_random(self.random)
+        self.policy.is_population = self.is_population
         self.policy.build_optimizers(self.lr_schedule(1.0))
-        self.replay = Replay(self.device)
+        self.replay = Replay(self.device, self.random)
         self._stat_sums: dict[str, torch.Tensor] = {}
         self._stat_counts: dict[str, int] = {}
         self.pretraining = make_pretraining(self.pretrain, **self.pretrain_kwargs)
@@ -323,7 +365,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def _excluded_save_params(self) -> list[str]:
         return [
-            *super()._excluded_save_params(), "dataset", "replay", "_stat_sums", "_stat_counts", "pretraining"
+            *super()._excluded_save_params(), "dataset", "replay", "_stat_sums", "_stat_counts", "pretraining",
+            "random",
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -457,6 +500,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         import random
 
         tensors = {"rng/torch": torch.get_rng_state()}
+        for k, state in enumerate(self.random.get_state()):  # a population's member generators
+            tensors[f"rng/member/{k}"] = state
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng/cuda/{i}"] = state
@@ -494,6 +539,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             self._setup_model()
             self.set_parameters(parameters, exact_match=True, device=self.device)
         torch.set_rng_state(tensors["rng/torch"].cpu())
+        self.random.set_state([tensors[f"rng/member/{k}"] for k in range(self.n_members) if f"rng/member/{k}" in tensors])
         cuda = [tensors[f"rng/cuda/{i}"].cpu() for i in range(len(tensors)) if f"rng/cuda/{i}" in tensors]
         if cuda and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
@@ -615,6 +661,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         truncation (bootstrapped), only a termination stops the TD target. Callbacks see one `on_step`
         per environment step, so `EvalCallback(eval_freq=...)` counts environment steps here.
         """
+        if self.is_population:
+            raise UserError(
+                "Fine-tuning a population online is not supported yet: fine-tune its members one by one "
+                "(agent.member(k).finetune(...))."
+            )
         if env is None:
             if self.task is None:
                 raise ValueError(
@@ -680,6 +731,20 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         callback.on_training_end()
         self.policy.set_training_mode(False)
         return self
+
+    # ------------------------------------------------------------------ populations (zoo.agents.population)
+
+    def member(self, k: int) -> "OfflineAlgorithm":
+        """Member k of a population as an ordinary agent (its weights, optimizer moments, settings, seed)."""
+        from zoo.agents.population import member_agent
+
+        return member_agent(self, k)
+
+    def predict_members(self, observations: np.ndarray, deterministic: bool = True) -> np.ndarray:
+        """A population's actions for (K, n, obs_dim) observations, member k acting on row k, in one call."""
+        from zoo.agents.population import predict_members
+
+        return predict_members(self, observations, deterministic)
 
     def explore(self, observation: np.ndarray) -> np.ndarray:
         """The action taken online for one env observation (in the env's bounds); agents define it."""
@@ -763,8 +828,16 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         optimizer.step()
 
     def update_targets(self, pairs: tuple[list, list] | None = None) -> None:
-        """Polyak averaging of the target networks (`pairs`: other (targets, sources), e.g. OPT's)."""
-        self.soft_update(*(pairs or self.target_pairs), self.tau)
+        """Polyak averaging of the target networks (`pairs`: other (targets, sources), e.g. OPT's); in a
+        population whose members' tau differ, member k's slices move by its own tau."""
+        targets, sources = pairs or self.target_pairs
+        if not isinstance(self.tau, torch.Tensor):
+            self.soft_update(targets, sources, self.tau)
+            return
+        rows = [member_rows(self.tau, target, self.n_members) for target in targets]
+        steps = torch._foreach_sub(sources, targets)
+        torch._foreach_mul_(steps, rows)
+        torch._foreach_add_(targets, steps)
 
     @property
     def pretrain_until(self) -> int:

@@ -45,7 +45,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
-from zoo.agents.base import Batch, OfflinePolicy, adam
+from zoo.agents.base import Batch, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
@@ -70,11 +70,12 @@ class CQLPolicy(SACPolicy):
         **kwargs: Any,
     ):
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
-        self.log_alpha_prime = torch.nn.Parameter(torch.tensor(float(initial_log_alpha_prime)))
+        # A scalar; a population's is (P, 1), one per member, broadcasting over its (P, n_critics) gaps.
+        self.log_alpha_prime = torch.nn.Parameter(torch.full(self.member_shape, float(initial_log_alpha_prime)))
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
-        self.alpha_prime_optimizer = adam([self.log_alpha_prime], lr, self.device)
+        self.alpha_prime_optimizer = self.make_optimizer([self.log_alpha_prime], lr)
 
 
 class CQLSamples(NamedTuple):

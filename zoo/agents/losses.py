@@ -6,6 +6,7 @@ import torch
 
 
 def ensemble_mse(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the critics of each one's MSE against the target: q is (n_critics, batch), target (batch,).
+    """Sum over the critics of each one's MSE against the target: q is (n_critics, batch), target (batch,);
+    a population's q (P, n_critics, batch) and target (P, batch) give the sum over its members too.
     The critic loss of every zoo agent (TD, Monte-Carlo and soft Monte-Carlo targets alike)."""
-    return (q - target).pow(2).mean(dim=1).sum()
+    return (q - target.unsqueeze(-2)).pow(2).mean(dim=-1).sum()

@@ -38,7 +38,6 @@ from typing import Any, ClassVar
 import torch
 from torch.func import functional_call
 
-from zoo.agents.base import adam
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
@@ -113,8 +112,8 @@ def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | l
 def build_online_optimizers(policy: TD3Policy, density_learning_rate: float) -> None:
     """Adam for Q_on (at Q_off's learning rate) and for the density-ratio net."""
     critic_lr = policy.critic_optimizer.param_groups[0]["lr"]
-    policy.online_critic_optimizer = adam(policy.online_critic.parameters(), critic_lr, policy.device)
-    policy.density_optimizer = adam(policy.density.parameters(), density_learning_rate, policy.device)
+    policy.online_critic_optimizer = policy.make_optimizer(policy.online_critic.parameters(), critic_lr)
+    policy.density_optimizer = policy.make_optimizer(policy.density.parameters(), density_learning_rate)
 
 
 class OPTPolicy(TD3Policy):

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from zoo.nn.members import GLOBAL_RANDOM, MemberRandom
+
 # Columns that keep their feature axis even when it has width 1; other width-1 columns come out squeezed.
 VECTOR_COLUMNS = ("observations", "next_observations", "actions")
 
@@ -86,8 +88,11 @@ class Replay:
     `add_column`, then `start_online(capacity)` before the first `append`.
     """
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, random: MemberRandom = GLOBAL_RANDOM):
         self.device = torch.device(device)
+        # Where row indices come from: torch's global generator, or one generator per population member
+        # (then every draw has a leading member axis: member k's batch from member k's generator).
+        self.random = random
         self._layout: dict[str, tuple[slice, bool]] = {}
         self._table: torch.Tensor | None = None
         self._online: torch.Tensor | None = None
@@ -256,10 +261,10 @@ class Replay:
         )
 
     def _uniform_offline_rows(self, n: int) -> torch.Tensor:
-        return self._table[torch.randint(self._table.shape[0], (n,), device=self.device)]
+        return self._table[self.random.randint(self._table.shape[0], n, self.device)]
 
     def _uniform_online_rows(self, n: int) -> torch.Tensor:
-        return self._online[torch.randint(self._online_ready, (n,), device=self.device)]
+        return self._online[self.random.randint(self._online_ready, n, self.device)]
 
     def sample(self, n: int, offline_share: float = 1.0) -> Batch:
         """n uniform rows; with online rows ready, round(offline_share * n) offline and the rest online."""
@@ -269,7 +274,7 @@ class Replay:
             parts.append(self._uniform_offline_rows(n_offline))
         if n_offline < n:
             parts.append(self._uniform_online_rows(n - n_offline))
-        return self._as_batch(parts[0] if len(parts) == 1 else torch.cat(parts))
+        return self._as_batch(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2))
 
     def sample_offline(self, n: int) -> Batch:
         return self._as_batch(self._uniform_offline_rows(n))
@@ -336,7 +341,7 @@ class Replay:
         cdf = torch.cumsum(self._priorities[:size], dim=0)
         mass = (
             torch.arange(n, device=self.device, dtype=cdf.dtype)
-            + torch.rand(n, device=self.device, dtype=cdf.dtype)
+            + self.random.rand(n, device=self.device, dtype=cdf.dtype)
         ) * (cdf[-1] / n)
         indices = torch.searchsorted(cdf, mass, right=True).clamp_(max=size - 1)
         return indices, self._as_batch(self._gather(indices))

@@ -20,7 +20,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
-from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import EnsembleQ, SharedQ, TanhGaussianActor
@@ -65,8 +65,9 @@ class SACPolicy(OfflinePolicy):
         actor_lr: float | None = None,
         alpha_lr: float | None = None,
         shared_q: bool = False,
+        n_members: int = 1,
     ):
-        super().__init__(observation_space, action_space, lr_schedule, net_arch)
+        super().__init__(observation_space, action_space, lr_schedule, net_arch, n_members)
         self.actor_lr, self.alpha_lr = actor_lr, alpha_lr
         actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
         self.actor = TanhGaussianActor(
@@ -78,9 +79,12 @@ class SACPolicy(OfflinePolicy):
             learnable_log_std_scale,
             actor_init,
             actor_output_bound,
+            n_members,
         )
         if shared_q:  # a transition head beside each Q head (pretrain="transition"); PyTorch's default init
-            self.critic = SharedQ(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
+            self.critic = SharedQ(
+                self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, n_members=n_members
+            )
         else:
             self.critic = EnsembleQ(
                 self.obs_dim,
@@ -90,14 +94,16 @@ class SACPolicy(OfflinePolicy):
                 critic_layer_norm,
                 critic_init,
                 critic_output_bound,
+                n_members,
             )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        self.log_alpha = torch.nn.Parameter(torch.tensor(float(initial_log_alpha)))
+        # A scalar; a population's is (P, 1), one per member, broadcasting over its (P, batch) terms.
+        self.log_alpha = torch.nn.Parameter(torch.full(self.member_shape, float(initial_log_alpha)))
 
     def build_optimizers(self, lr: float) -> None:
-        self.actor_optimizer = adam(self.actor.parameters(), self.actor_lr or lr, self.device)
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
-        self.alpha_optimizer = adam([self.log_alpha], self.alpha_lr or lr, self.device)
+        self.actor_optimizer = self.make_optimizer(self.actor.parameters(), self.actor_lr or lr)
+        self.critic_optimizer = self.make_optimizer(self.critic.parameters(), lr)
+        self.alpha_optimizer = self.make_optimizer([self.log_alpha], self.alpha_lr or lr)
 
     def _predict(self, observation: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         actions, _ = self.actor(self.normalize_observations(observation.float()), deterministic=deterministic)

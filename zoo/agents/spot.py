@@ -28,7 +28,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
-from zoo.agents.base import Batch, adam
+from zoo.agents.base import Batch
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
@@ -85,7 +85,7 @@ class SPOTPolicy(TD3Policy):
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
-        self.vae_optimizer = adam(self.vae.parameters(), self.vae_lr, self.device)
+        self.vae_optimizer = self.make_optimizer(self.vae.parameters(), self.vae_lr)
 
 
 class SPOT(TD3):

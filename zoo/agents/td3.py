@@ -17,10 +17,11 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
-from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy, adam
+from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import DeterministicActor, EnsembleLinear, EnsembleQ, SharedQ
+from zoo.nn.members import per_member
 
 
 class TD3Policy(OfflinePolicy):
@@ -40,19 +41,22 @@ class TD3Policy(OfflinePolicy):
         actor_net_arch: tuple[int, ...] | list[int] | None = None,
         shared_q: bool = False,
         actor_lr: float | None = None,
+        n_members: int = 1,
     ):
-        super().__init__(observation_space, action_space, lr_schedule, net_arch)
+        super().__init__(observation_space, action_space, lr_schedule, net_arch, n_members)
         self.actor_lr = actor_lr  # the actor's Adam learning rate (None: the critics'; SPOT sets its own)
         actor_arch = tuple(actor_net_arch) if actor_net_arch is not None else self.net_arch
-        self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm)
+        self.actor = DeterministicActor(self.obs_dim, self.act_dim, actor_arch, actor_layer_norm, n_members)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
         critic_class = SharedQ if shared_q else EnsembleQ
-        self.critic = critic_class(self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm)
+        self.critic = critic_class(
+            self.obs_dim, self.act_dim, n_critics, self.net_arch, critic_layer_norm, n_members=n_members
+        )
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
 
     def build_optimizers(self, lr: float) -> None:
-        self.actor_optimizer = adam(self.actor.parameters(), self.actor_lr or lr, self.device)
-        self.critic_optimizer = adam(self.critic.parameters(), lr, self.device)
+        self.actor_optimizer = self.make_optimizer(self.actor.parameters(), self.actor_lr or lr)
+        self.critic_optimizer = self.make_optimizer(self.critic.parameters(), lr)
 
 
 class TD3(OfflineAlgorithm):
@@ -185,12 +189,14 @@ class TD3(OfflineAlgorithm):
         critics (or another critic's targets: OPT's Q_on)."""
         critic_target = self.policy.critic_target if critic_target is None else critic_target
         with torch.no_grad():
-            noise = (torch.randn_like(batch.actions) * self.target_policy_noise).clamp(
-                -self.target_noise_clip, self.target_noise_clip
+            actions = batch.actions
+            clip = per_member(self.target_noise_clip, actions)
+            noise = (self.random.randn_like(actions) * per_member(self.target_policy_noise, actions)).clamp(
+                -clip, clip
             )
             next_actions = (self.policy.actor_target(batch.next_observations) + noise).clamp(-1.0, 1.0)
-            next_q = critic_target(batch.next_observations, next_actions).min(dim=0).values
-            return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
+            next_q = critic_target(batch.next_observations, next_actions).min(dim=-2).values
+            return batch.rewards + per_member(self.gamma, next_q) * (1.0 - batch.terminations) * next_q
 
     def critic_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sum over the twin critics of MSE(Q_i(s, a), y); returns (loss, statistics)."""
@@ -200,14 +206,14 @@ class TD3(OfflineAlgorithm):
 
     def actor_q(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """The Q-value the actor climbs: Q_1(s, a), or the online component's mix (OPT: kappa-mix)."""
-        q = self.critic(observations, actions, members=slice(0, 1))[0]
+        q = self.critic(observations, actions, members=slice(0, 1)).squeeze(-2)
         if self.online_pretraining is not None:
             return self.online_pretraining.actor_q(self, observations, actions, q)
         return q
 
     def q_actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean Q(s, pi(s)) with Q = actor_q; returns (loss, statistics)."""
-        return -self.actor_q(batch.observations, self.actor(batch.observations)).mean(), {}
+        """-mean Q(s, pi(s)) with Q = actor_q (summed over a population's members); returns (loss, statistics)."""
+        return -self.actor_q(batch.observations, self.actor(batch.observations)).mean(-1).sum(), {}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """TD3: -mean Q_1(s, pi(s)); returns (loss, statistics)."""

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from zoo.agents.base import Batch
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
+from zoo.nn.members import per_member
 
 
 class TD3BC(TD3):
@@ -29,11 +29,14 @@ class TD3BC(TD3):
         super().__init__(dataset, **kwargs)
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-lambda * mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1(s, pi(s))| (detached)."""
+        """-lambda * mean Q_1(s, pi(s)) + MSE(pi(s), a), lambda = alpha / mean|Q_1(s, pi(s))| (detached);
+        a population's members each on their own batch, with their own alpha, summed."""
         pi = self.actor(batch.observations)
         q = self.actor_q(batch.observations, pi)
-        lmbda = self.alpha / q.abs().mean().detach()
-        return -lmbda * q.mean() + F.mse_loss(pi, batch.actions), {}
+        q_mean = q.mean(-1)
+        lmbda = per_member(self.alpha, q_mean) / q.abs().mean(-1).detach()
+        bc = (pi - batch.actions).pow(2).flatten(-2).mean(-1)  # F.mse_loss per member
+        return (-lmbda * q_mean + bc).sum(), {}
 
 
 __all__ = ["TD3BC", "TD3Policy"]

@@ -1,4 +1,9 @@
-"""Q-function ensembles over s ⊕ a."""
+"""Q-function ensembles over s ⊕ a.
+
+An ordinary agent's critics take (B, d) inputs shared by its C critics and return (C, B). A population of
+`n_members` = P agents (zoo.agents.population) takes (P, B, d), agent p's rows for its own C critics, and
+returns (P, C, B): the critic axis is always second to last.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,12 @@ import torch
 from torch import nn
 
 from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP, initialize
+
+
+def _population_rows(x: torch.Tensor, n_members: int, n_critics: int, members: slice | None) -> torch.Tensor:
+    """(P, B, d) -> (P * c, B, d): each population member's rows repeated for its c selected critics."""
+    selected = n_critics if members is None else len(range(n_critics)[members])
+    return x.unsqueeze(1).expand(n_members, selected, *x.shape[1:]).flatten(0, 1)
 
 
 class EnsembleQ(nn.Module):
@@ -22,14 +33,21 @@ class EnsembleQ(nn.Module):
         layer_norm: bool = False,
         init: str = "default",
         output_bound: float | None = None,
+        n_members: int = 1,
     ):
         super().__init__()
-        self.n_critics = n_critics
-        self.net = EnsembleMLP(n_critics, obs_dim + act_dim, 1, hidden, layer_norm)
+        self.n_critics, self.n_members = n_critics, n_members
+        self.net = EnsembleMLP(n_members * n_critics, obs_dim + act_dim, 1, hidden, layer_norm)
         initialize(self.net, init, output_bound)  # see zoo.nn.ensemble.initialize for the schemes
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        return self.net(torch.cat([obs, actions], dim=-1), members).squeeze(-1)
+        """Q_i(s, a): (C, B) for (B, d) inputs; (P, C, B) for a population's (P, B, d). `members` selects
+        critics (of every population member)."""
+        x = torch.cat([obs, actions], dim=-1)
+        if x.dim() == 2:
+            return self.net(x, members).squeeze(-1)
+        rows = _population_rows(x, self.n_members, self.n_critics, members)
+        return self.net(rows, members, self.n_members).view(self.n_members, -1, x.shape[1])
 
 
 class SharedQ(nn.Module):
@@ -48,26 +66,37 @@ class SharedQ(nn.Module):
         n_critics: int = 2,
         hidden: Sequence[int] = (256, 256),
         layer_norm: bool = False,
+        n_members: int = 1,
     ):
         super().__init__()
         if not hidden:
             raise ValueError("A shared Q-network needs at least one hidden layer for its backbone.")
-        self.n_critics = n_critics
+        self.n_critics, self.n_members = n_critics, n_members
+        n = n_members * n_critics
         # The backbone is an MLP whose last layer is hidden too: ReLU after it, heads on top.
-        self.backbone = EnsembleMLP(
-            n_critics, obs_dim + act_dim, hidden[-1], hidden[:-1], layer_norm, activate_output=True
-        )
-        self.q_head = EnsembleLinear(n_critics, hidden[-1], 1)
-        self.transition_head = EnsembleLinear(n_critics, hidden[-1], obs_dim)
+        self.backbone = EnsembleMLP(n, obs_dim + act_dim, hidden[-1], hidden[:-1], layer_norm, activate_output=True)
+        self.q_head = EnsembleLinear(n, hidden[-1], 1)
+        self.transition_head = EnsembleLinear(n, hidden[-1], obs_dim)
 
     def features(
         self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None
     ) -> torch.Tensor:
-        return self.backbone(torch.cat([obs, actions], dim=-1), members)
+        """The backbone's output z_i: (C, B, h), or (P * C, B, h) for a population's (P, B, d) inputs."""
+        x = torch.cat([obs, actions], dim=-1)
+        if x.dim() == 2:
+            return self.backbone(x, members)
+        return self.backbone(_population_rows(x, self.n_members, self.n_critics, members), members, self.n_members)
+
+    def _split(self, out: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """(P * c, B, k) -> (P, c, B, k) for a population; unchanged for an ordinary agent."""
+        return out if obs.dim() == 2 else out.view(self.n_members, -1, *out.shape[1:])
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
-        return self.q_head(self.features(obs, actions, members), members).squeeze(-1)
+        groups = 1 if obs.dim() == 2 else self.n_members
+        q = self.q_head(self.features(obs, actions, members), members, groups).squeeze(-1)
+        return self._split(q, obs)
 
     def predict_next_observation(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """(n_critics, batch, obs_dim): each critic's transition head on its own backbone."""
-        return self.transition_head(self.features(obs, actions))
+        """(n_critics, batch, obs_dim) (a population: (P, n_critics, batch, obs_dim)): each critic's
+        transition head on its own backbone."""
+        return self._split(self.transition_head(self.features(obs, actions)), obs)

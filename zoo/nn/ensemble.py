@@ -1,6 +1,8 @@
 """Batched ensembles: every weight carries a leading member axis, one matmul per layer for all members.
 
-Twin critics, EDAC's N critics and several seeds trained in one process are all one such module.
+Twin critics, EDAC's N critics and several seeds trained in one process are all one such module. A population
+of P agents with C critics each is one ensemble of P * C members, population member p owning members
+p * C ... p * C + C - 1 (`groups=P` below selects critics within every population member at once).
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ class EnsembleLinear(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: slice | None = None, groups: int = 1) -> torch.Tensor:
+        """`members` selects members (within each of `groups` equal consecutive groups: a population's
+        agents); x is (selected members, B, in) or shared (B, in)."""
         weight, bias = self.weight, self.bias
         if members is not None:
-            weight, bias = weight[members], bias[members]
+            if groups == 1:
+                weight, bias = weight[members], bias[members]
+            else:
+                weight = weight.view(groups, -1, *weight.shape[1:])[:, members].flatten(0, 1)
+                bias = bias.view(groups, -1, *bias.shape[1:])[:, members].flatten(0, 1)
         if weight.shape[0] == 1 and (x.dim() == 2 or x.shape[0] == 1):  # one member: plain addmm is fastest
             return torch.addmm(bias[0], x.reshape(-1, x.shape[-1]), weight[0]).unsqueeze(0)
         if self.out_features == 1:
@@ -71,9 +79,9 @@ class EnsembleMLP(nn.Module):
         )
         self.n_members = n_members
 
-    def forward(self, x: torch.Tensor, members: slice | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, members: slice | None = None, groups: int = 1) -> torch.Tensor:
         for i, layer in enumerate(self.layers):
-            x = layer(x, members)
+            x = layer(x, members, groups)
             if i < len(self.layers) - 1 or self.activate_output:
                 if self.layer_norm:
                     x = F.layer_norm(x, x.shape[-1:])
