@@ -166,3 +166,110 @@ def test_seed_aggregate_ci_is_the_hand_bootstrap(tmp_path):
     assert raw.metric == "return" and raw.final_mean == 3.5
     png = plot_seed_aggregate(aggregate, tmp_path / "band.png", title="t", reference=20.0)
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------ the real population path
+
+TRAIN = [
+    "train", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", "200", "--set", "eval_freq=100",
+    "--set", "n_eval_episodes=2", "--set", "batch_size=8", "--device", "cpu",
+]
+
+
+def policy_tensors(agent) -> dict[str, torch.Tensor]:
+    return {name: t.detach().cpu() for name, t in agent.policy.state_dict().items()}
+
+
+def test_population_members_evaluated_together_equal_their_own_evaluation(tiny):
+    from zoo.registry import make_population
+
+    dataset = load_dataset(TINY_ID, device="cpu")
+    population = make_population("td3bc", dataset, [0, 3, 4], batch_size=8, device="cpu")
+    population.learn(60, progress_bar=False)
+    evaluations = evaluate_population(population, n_episodes=2, seed=100)
+    assert len(evaluations) == 3 and all(e.step == 60 for e in evaluations)
+    for k, evaluation in enumerate(evaluations):
+        returns, lengths = evaluate_episodes(agent_predict(population.member(k)), "Hopper-v5", 2, seed=100)
+        assert evaluation.return_mean == pytest.approx(float(returns.mean()), rel=1e-6)
+        assert evaluation.env_steps == int(lengths.sum())
+
+
+def test_zoo_train_seeds_writes_ordinary_seed_runs_and_their_aggregate(tiny, tmp_path, capsys):
+    from zoo.checkpoint import load_agent, load_checkpoint
+    from zoo.runs import train_population
+
+    out = tmp_path / "population"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *TRAIN, "--seeds", "0,2,5", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    seeds = [0, 2, 5]
+    finals = {}
+    for seed in seeds:
+        run_dir = out / f"seed{seed}"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["seed"] == seed and config["algo"] == "td3bc" and config["run"]["n_timesteps"] == 200
+        assert config["kwargs"]["batch_size"] == 8 and config["population"]["seeds"] == seeds
+        rows = list(csv.DictReader((run_dir / "evaluations.csv").open()))
+        assert [int(r["step"]) for r in rows] == [100, 200]
+        finals[seed] = float(rows[-1]["normalized_score"])
+        assert (run_dir / "learning_curve.png").read_bytes()[:4] == b"\x89PNG"
+        assert load_agent(run_dir).num_timesteps == 200  # zoo eval's loader: the run's td3bc.zip
+
+    # The aggregate: per-seed final scores from the seed runs, the mean and the hand bootstrap's CI.
+    aggregate = json.loads((out / "aggregate.json").read_text())
+    assert aggregate["final"]["per_seed"] == {str(s): v for s, v in finals.items()}
+    mean, low, high = hand_bootstrap([finals[s] for s in seeds])
+    assert aggregate["final"]["mean"] == pytest.approx(mean, abs=1e-12)
+    assert aggregate["final"]["ci_low"] == pytest.approx(low, abs=1e-9)
+    assert aggregate["final"]["ci_high"] == pytest.approx(high, abs=1e-9)
+    assert aggregate["curve"]["step"] == [100, 200] and aggregate["curve"]["ci_high"][-1] == pytest.approx(high)
+    curve = list(csv.reader((out / "aggregate.csv").read_text().splitlines()))
+    assert curve[0] == ["step", "mean", "ci_low", "ci_high", "seed0", "seed2", "seed5"] and curve[2][0] == "200"
+    assert (out / "aggregate.png").read_bytes()[:4] == b"\x89PNG" and (out / "progress.csv").is_file()
+    printed = done.stdout.splitlines()
+    assert f"mean over 3 seeds at step 200: normalized score {mean:.1f} [95% CI {low:.1f}, {high:.1f}]" in done.stdout
+    for seed in seeds:
+        assert any(line.split()[:1] == [str(seed)] and line.split()[-1] == f"{finals[seed]:.1f}" for line in printed)
+
+    # Member 2 equals a population of one with seed 2 (train_population in this process): weights and
+    # evaluations. (Members draw from their own generators, so an ordinary make_agent run of seed 2 is
+    # another random stream: the population's contract is member k == population of one with seed k.)
+    dataset = load_dataset(TINY_ID, device="cpu")
+    alone = train_population(
+        "td3bc", dataset, tmp_path / "alone", [2], n_timesteps=200,
+        overrides={"device": "cpu", "eval_freq": 100, "n_eval_episodes": 2, "batch_size": 8},
+        evaluate_initial=True, progress_bar=False, verbose=0,
+    )
+    assert alone.runs == [tmp_path / "alone" / "seed2"] and alone.aggregate.final_low == alone.aggregate.final_high
+    member, twin = policy_tensors(load_agent(out / "seed2")), policy_tensors(load_agent(alone.runs[0]))
+    for name, tensor in member.items():
+        torch.testing.assert_close(tensor, twin[name], rtol=1e-6, atol=1e-6)
+    ours = list(csv.DictReader((out / "seed2" / "evaluations.csv").open()))
+    reference = list(csv.DictReader((alone.runs[0] / "evaluations.csv").open()))
+    for row, theirs in zip(ours, reference, strict=True):
+        assert row["step"] == theirs["step"]
+        assert float(row["return_mean"]) == pytest.approx(float(theirs["return_mean"]), rel=1e-5)
+    # zoo eval of a seed run (the single-agent loop, same episode seeds) gives its last evaluation's return.
+    capsys.readouterr()
+    assert main(["eval", str(out / "seed5"), "--episodes", "2", "--device", "cpu"]) == 0
+    recorded = float(list(csv.DictReader((out / "seed5" / "evaluations.csv").open()))[-1]["return_mean"])
+    assert f"return {recorded:.1f}" in capsys.readouterr().out
+
+    # zoo export turns a seed run into a zoo checkpoint; zoo plot groups the seeds with the ordinary run.
+    assert main(["export", str(out / "seed5"), "--out", str(tmp_path / "exported")]) == 0
+    exported = load_checkpoint(tmp_path / "exported")
+    assert exported.seed == 5 and exported.num_timesteps == 200
+    for name, tensor in policy_tensors(load_agent(out / "seed5")).items():
+        torch.testing.assert_close(policy_tensors(exported)[name], tensor, rtol=0, atol=0)
+    capsys.readouterr()
+    runs = [str(out / f"seed{s}") for s in seeds] + [str(alone.runs[0])]  # two populations' seed runs
+    assert main(["plot", *runs, "--out", str(tmp_path / "plot.png")]) == 0
+    assert "4 run(s) (seeds 0, 2, 5, 2), step 200" in capsys.readouterr().out
+    # Resuming the population, or training into its folder again, is refused with the way out.
+    assert main(["train", "--resume", str(out)]) == 2
+    assert "resuming a population is not supported yet" in capsys.readouterr().err
+    assert main([*TRAIN, "--seeds", "0-1", "--out", str(out)]) == 2
+    assert "already holds a population run" in capsys.readouterr().err

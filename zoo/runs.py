@@ -298,6 +298,11 @@ def check_run_folder(out_dir: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out_dir} is a file, not a folder: choose another --out.")
     if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:4])
+        if (out_dir / POPULATION_CONFIG).is_file():  # no --resume for populations yet
+            raise ConfigError(
+                f"--out {out_dir} already holds a population run ({shown}, ...): pass --overwrite to replace "
+                "it, or choose another --out (without --out, a new numbered folder is picked)."
+            )
         raise ConfigError(
             f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, continue "
             f"it with `zoo train --resume {out_dir}`, or choose another --out (without --out, a new "
