@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("data", ("zoo.data",)),
     ("envs", ("zoo.envs",)),
 )
-FOUNDATION: tuple[str, ...] = ("zoo.io", "zoo.errors", "zoo.threads")
+FOUNDATION: tuple[str, ...] = ("zoo.io", "zoo.errors", "zoo.threads", "zoo.allocator")
 FACADE = "zoo"
 
 ROOT = Path(zoo.__file__).parent
