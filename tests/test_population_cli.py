@@ -75,6 +75,8 @@ def test_seeds_grammar():
     (["--seeds", "0-3", "--fraction", "0.5"], "--fraction does not go with --seeds"),
     (["--seeds", "0-3", "--save-freq", "10"], "--save-freq does not go with --seeds"),
     (["--seeds", "0-3", "--resume", "runs/x"], "--resume does not go with --seeds"),
+    (["--seeds", "0-3", "--algo", "opt"], "opt fine-tunes online for 300000 env steps (n_finetune_timesteps), "
+     "which a population cannot do yet: pass --finetune-steps 0"),
 ])
 def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_path):
     # The dataset does not exist: the flags are refused before anything is loaded.

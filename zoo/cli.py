@@ -71,8 +71,11 @@ def _train(args: argparse.Namespace) -> None:
 def _train_population(args: argparse.Namespace, overrides: dict) -> None:
     """`zoo train --seeds`: one population, its seed runs and their aggregate (zoo.runs.train_population)."""
     from zoo.data import load_dataset
-    from zoo.runs import next_run_folder, seeds_label, train_population
+    from zoo.runs import next_run_folder, population_settings, seeds_label, train_population
 
+    population_settings(  # a run a population cannot do yet is refused before the data loads
+        args.algo, args.dataset, args.hyperparams, overrides, args.steps, args.finetune_steps
+    )
     dataset = load_dataset(args.dataset, device=args.device)
     parent = os.path.join("runs", args.algo, args.dataset.replace("/", "_"))
     out = args.out or next_run_folder(parent, f"seeds{seeds_label(args.seed_list)}")

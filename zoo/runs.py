@@ -500,6 +500,27 @@ class PopulationResult:
     files: dict[str, Path]  # aggregate.json, aggregate.csv, aggregate.png
 
 
+def population_settings(
+    algo: str, dataset_id: str, hyperparams_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+    n_timesteps: int | None = None, n_finetune_timesteps: int | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(agent kwargs, run settings) of a population run, resolved as `train_offline` resolves them; a run
+    that would fine-tune online (YAML n_finetune_timesteps or `n_finetune_timesteps` > 0) is refused, as
+    populations cannot fine-tune yet. Needs no data: `zoo train --seeds` calls it before loading any."""
+    kwargs, run = load_hyperparams(algo, dataset_id, hyperparams_path, overrides)
+    if n_timesteps is not None:
+        run["n_timesteps"] = n_timesteps
+    if n_finetune_timesteps is not None:
+        run["n_finetune_timesteps"] = n_finetune_timesteps
+    if run["n_finetune_timesteps"] > 0:
+        raise UserError(
+            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), which a "
+            "population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the seeds "
+            "separately with zoo train --seed K."
+        )
+    return kwargs, run
+
+
 def train_population(
     algo: str,
     dataset: OfflineDataset,
@@ -540,17 +561,9 @@ def train_population(
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
         raise UserError(f"A population needs distinct seeds >= 0, got {seeds}.")
-    kwargs, run = load_hyperparams(algo, dataset.dataset_id, hyperparams_path, overrides)
-    if n_timesteps is not None:
-        run["n_timesteps"] = n_timesteps
-    if n_finetune_timesteps is not None:
-        run["n_finetune_timesteps"] = n_finetune_timesteps
-    if run["n_finetune_timesteps"] > 0:
-        raise UserError(
-            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), which a "
-            "population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the seeds "
-            "separately with zoo train --seed K."
-        )
+    kwargs, run = population_settings(
+        algo, dataset.dataset_id, hyperparams_path, overrides, n_timesteps, n_finetune_timesteps
+    )
     check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
     agent = make_population(algo, dataset, seeds, **kwargs)
     replaced = claim_run_folder(out_dir, overwrite)
