@@ -270,6 +270,8 @@ def test_zoo_train_seeds_writes_ordinary_seed_runs_and_their_aggregate(tiny, tmp
     runs = [str(out / f"seed{s}") for s in seeds] + [str(alone.runs[0])]  # two populations' seed runs
     assert main(["plot", *runs, "--out", str(tmp_path / "plot.png")]) == 0
     assert "4 run(s) (seeds 0, 2, 5, 2), step 200" in capsys.readouterr().out
+    assert main(["plot", str(out), "--out", str(tmp_path / "plot.png")]) == 0  # a population folder: its seeds
+    assert f"3 run(s) (seeds 0, 2, 5), step 200: normalized score {mean:.1f}" in capsys.readouterr().out
     # Resuming the population, or training into its folder again, is refused with the way out.
     assert main(["train", "--resume", str(out)]) == 2
     assert "resuming a population is not supported yet" in capsys.readouterr().err

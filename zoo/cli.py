@@ -345,7 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot = sub.add_parser(
         "plot", help="learning curves of several runs in one PNG; seeds of one configuration as mean and 95%% CI"
     )
-    plot.add_argument("runs", nargs="+", metavar="RUN_DIR", help="`zoo train` run folders")
+    plot.add_argument(
+        "runs", nargs="+", metavar="RUN_DIR", help="`zoo train` run folders (a `--seeds` folder: its seed runs)"
+    )
     plot.add_argument("--out", default="runs.png", help="PNG to write (default: runs.png)")
     plot.add_argument("--online", action="store_true", help="plot the fine-tuning evaluations (env steps)")
     plot.set_defaults(func=_plot)

@@ -112,12 +112,13 @@ class RunGroup:
 
 def group_runs(run_dirs: Sequence[str | Path], online: bool = False) -> list[RunGroup]:
     """Read each run's config.json and evaluations.csv (finetune/evaluations.csv with `online`) and group
-    the runs whose configuration differs only in the seed (and device, command, save frequency)."""
+    the runs whose configuration differs only in the seed (and device, command, save frequency). A
+    population folder (`zoo train --seeds`) stands for its seed runs."""
     from zoo.errors import UserError
     from zoo.evaluation import bootstrap_mean_ci
 
     keyed: dict[str, list[tuple[Path, dict, dict[int, tuple[float, float | None]]]]] = {}
-    for run_dir in map(Path, run_dirs):
+    for run_dir in _expand_populations(map(Path, run_dirs)):
         try:
             config = json.loads((run_dir / "config.json").read_text())
         except (OSError, ValueError) as error:
@@ -174,6 +175,24 @@ def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, *, online: bool 
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return groups
+
+
+def _expand_populations(run_dirs) -> list[Path]:
+    """Run folders, with a population folder (`zoo train --seeds`: population.json) replaced by its seed runs."""
+    from zoo.errors import UserError
+
+    expanded = []
+    for run_dir in run_dirs:
+        population = run_dir / "population.json"
+        if population.is_file():
+            try:
+                names = json.loads(population.read_text())["runs"]
+            except (OSError, ValueError, KeyError, TypeError) as error:
+                raise UserError(f"{population} cannot be read ({error}): name its seed runs instead.") from None
+            expanded.extend(run_dir / name for name in names)
+        else:
+            expanded.append(run_dir)
+    return expanded
 
 
 def _read_evaluations(path: Path) -> dict[int, tuple[float, float | None]]:
