@@ -118,7 +118,9 @@ def _run_population_episodes(
     while running.any():
         actions = np.asarray(predict_members(obs))
         if actions.shape[:2] != shape:
-            raise ValueError(f"predict_members returned actions of shape {actions.shape} for observations {obs.shape}.")
+            raise ValueError(
+                f"predict_members returned actions of shape {actions.shape} for observations {obs.shape}."
+            )
         for k, i in zip(*np.nonzero(running)):
             obs[k, i], reward, terminated, truncated, _ = envs[k][i].step(actions[k, i])
             returns[k, i] += reward
@@ -140,7 +142,9 @@ def evaluate_population(
     ordinary agent with member k's weights and the same evaluation `seed` (EvalCallback's default: 100)."""
     task = task or agent.task
     if task is None:
-        raise ValueError("evaluate_population needs a task: the agent has no dataset, pass task=Task('<env id>').")
+        raise ValueError(
+            "evaluate_population needs a task: the agent has no dataset, pass task=Task('<env id>')."
+        )
     returns, lengths = population_episodes(
         agent_predict_members(agent), task.env_id, agent.n_members, n_episodes, seed
     )

@@ -458,7 +458,9 @@ def parse_seeds(text: str) -> list[int]:
     if text.isdigit():
         count = int(text)
         several = f", or --seeds 0-{count - 1} for {count} seeds" if count > 1 else ""
-        raise UserError(f"--seeds {text} is ambiguous: use --seed {text} for one run of seed {text}{several}; {usage}.")
+        raise UserError(
+            f"--seeds {text} is ambiguous: use --seed {text} for one run of seed {text}{several}; {usage}."
+        )
     seeds: list[int] = []
     for item in text.split(","):
         first, dash, last = item.strip().partition("-")
@@ -501,8 +503,9 @@ class PopulationResult:
 
 
 def population_settings(
-    algo: str, dataset_id: str, hyperparams_path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-    n_timesteps: int | None = None, n_finetune_timesteps: int | None = None,
+    algo: str, dataset_id: str, hyperparams_path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None, n_timesteps: int | None = None,
+    n_finetune_timesteps: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(agent kwargs, run settings) of a population run, resolved as `train_offline` resolves them; a run
     that would fine-tune online (YAML n_finetune_timesteps or `n_finetune_timesteps` > 0) is refused, as
@@ -514,9 +517,9 @@ def population_settings(
         run["n_finetune_timesteps"] = n_finetune_timesteps
     if run["n_finetune_timesteps"] > 0:
         raise UserError(
-            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), which a "
-            "population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the seeds "
-            "separately with zoo train --seed K."
+            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), "
+            "which a population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the "
+            "seeds separately with zoo train --seed K."
         )
     return kwargs, run
 
