@@ -5,14 +5,26 @@ last online env step when fine-tuning), averaged over `seeds` training seeds 0..
 normalized score (D4RL convention, 100 = expert) where the task has reference returns, else the mean
 return; each evaluation runs `n_eval_episodes` episodes with the evaluation seeds of `zoo train`.
 
+Populations: the K seeds of a trial train as one population agent (zoo.registry.make_population), and with
+`batch` B > 1 the worker asks Optuna for B trials at once (study.ask) and trains the K seeds of all B
+trials as one population of B * K members, or one population per group of trials whose structural
+settings (network sizes, numbers of critics, integer, boolean and string settings, the pretraining
+schedule) agree, then tells Optuna each trial's outcome (study.tell). Each trial records in its user
+attribute `trained_with` the values of its settings as its members' agents hold them. See _Trainer.
+
 Intermediate values (for the pruner): after evaluation j of seed k, the mean over seeds 0..k of their
 j-th evaluation score, reported at step k * M + j (M = periodic evaluations per seed, offline then online),
-so trials are compared on the same seeds at the same point of training. A pruned trial stops at once.
+so trials are compared on the same seeds at the same point of training, whether the seeds ran one after
+another or side by side in a population. A pruned trial stops at once, unless it shares a population
+with trials that are not pruned: then its members train on with them (their compute is not saved, and
+is counted in its budget), it stops reporting and is told PRUNED.
 
 Budget: offline RL tuned with online evaluation is not offline any more. Every trial records as user
-attributes the evaluation episodes it ran (`eval_episodes`), their env steps (`eval_env_steps`) and the
-online fine-tuning env steps (`online_env_steps`), updated after every evaluation (so pruned, failed and
-killed trials keep what they spent), and every worker prints the study's total when it ends.
+attributes the evaluation episodes it ran (`eval_episodes`), their env steps (`eval_env_steps`), the
+online fine-tuning env steps (`online_env_steps`) and the offline gradient steps of its seeds together
+(`gradient_steps`), updated after every evaluation (so pruned, failed and killed trials keep what they
+spent); a trial in a population counts its own members' only, so the study's total, which every worker
+prints when it ends, is the sum over trials.
 
 Many workers: start `zoo tune` with the same --storage and --study-name on any number of machines.
 `n_trials` is the study's total: a worker stops when finished + running trials reach it, and a trial
@@ -26,21 +38,26 @@ import json
 import shlex
 import socket
 import sys
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
+from stable_baselines3.common.callbacks import BaseCallback
 
-from zoo.errors import ConfigError, UserError
+from zoo.errors import ConfigError, Interrupted, UserError
 from zoo.tune.spaces import nest, sample, search_space
 from zoo.tune.storage import default_storage_url, open_storage, redact, require_optuna
 
 SAMPLERS = ("tpe", "random", "cmaes")
 PRUNERS = ("median", "halving", "none")
-BUDGET_ATTRS = ("eval_episodes", "eval_env_steps", "online_env_steps")
+BUDGET_ATTRS = ("eval_episodes", "eval_env_steps", "online_env_steps", "gradient_steps")
 # Settings that must match when a worker joins an existing study (else its trials are not comparable).
 STUDY_SETTINGS = (
     "algo",
@@ -68,6 +85,7 @@ class TuneSettings:
     pruner: str = "median"
     seeds: int = 1
     n_jobs: int = 1
+    batch: int = 1  # trials asked at once and trained together (populations)
     steps: int | None = None  # gradient steps per trial (None: the YAML's n_timesteps)
     finetune_steps: int | None = None  # online env steps per trial (None: the YAML's, usually 0)
     n_evaluations: int | None = None  # periodic evaluations per phase (None: the YAML's eval_freq)
@@ -88,6 +106,7 @@ class TuneSettings:
             (self.n_trials >= 1, f"--n-trials must be at least 1, got {self.n_trials}."),
             (self.seeds >= 1, f"--seeds must be at least 1, got {self.seeds}."),
             (self.n_jobs >= 1, f"--n-jobs must be at least 1, got {self.n_jobs}."),
+            (self.batch >= 1, f"--batch must be at least 1, got {self.batch}."),
             (
                 self.timeout is None or self.timeout > 0,
                 f"--timeout must be positive seconds, got {self.timeout}.",
@@ -139,6 +158,12 @@ class _Plan:
     run: dict[str, Any]  # resolved run settings: n_timesteps, eval_freq, ... (see zoo.config.RUN_SETTINGS)
     evaluations_per_seed: int
     objective: str  # "normalized score" or "return"
+
+    @property
+    def population(self) -> bool:
+        """Seeds and trials train as populations: not while fine-tuning online (populations do not fine-tune
+        yet), nor on a --fraction below 1 (seed k trains on its own draw of the data, a population on one)."""
+        return self.run["n_finetune_timesteps"] == 0 and self.settings.fraction >= 1.0
 
     @property
     def study_attrs(self) -> dict[str, Any]:
@@ -227,6 +252,8 @@ def tune(settings: TuneSettings):
     folder.mkdir(parents=True, exist_ok=True)
     print(f"study '{study.study_name}' in {redact(settings.storage_url)}")
     print(f"objective: {the_plan.describe()}; trials in {folder}")
+    if settings.seeds * settings.batch > 1:
+        print(_how_trials_train(the_plan))
     space = search_space(settings.algo)
     print(f"search space ({settings.algo}): " + ", ".join(f"{k} {_describe(d)}" for k, d in space.items()))
 
@@ -239,6 +266,19 @@ def tune(settings: TuneSettings):
         _optimize(study, the_plan, optuna, TrialState)
     summarize(study, settings, the_plan)
     return study
+
+
+def _how_trials_train(the_plan: _Plan) -> str:
+    s = the_plan.settings
+    batch = f"{s.batch} trials asked at once" if s.batch > 1 else "one trial at a time"
+    if not the_plan.population:
+        why = "fine-tuning online" if the_plan.run["n_finetune_timesteps"] else f"--fraction {s.fraction:g}"
+        return (
+            f"{batch}; each seed trains as its own run ({why}: populations need offline learning on all the "
+            "data)"
+        )
+    members = f"{s.batch} x {s.seeds} members" if s.batch > 1 else f"{s.seeds} members"
+    return f"{batch}, trained as one population of {members} (one per group of structurally equal trials)"
 
 
 def _open_study(settings: TuneSettings, the_plan: _Plan | None, optuna, *, create: bool):
@@ -297,7 +337,11 @@ def _sampler(settings: TuneSettings, optuna):
     # multivariate + group: TPE models settings jointly, and conditional ones within the branch they live in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=5)
+        # constant_liar (--batch): trials asked together see each other as running with a poor value, so a
+        # batch spreads over the space instead of drawing B near-copies of one point
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, group=True, n_startup_trials=5, constant_liar=settings.batch > 1
+        )
 
 
 def _pruner(settings: TuneSettings, the_plan: _Plan | None, optuna):
@@ -324,10 +368,6 @@ def _full(study, n_trials: int, TrialState) -> bool:
     return sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for s in states) >= n_trials
 
 
-class _Surplus(Exception):
-    """A trial created past the study's n_trials (two workers asked at the same instant): not run."""
-
-
 def _optimize(study, the_plan: _Plan, optuna, TrialState) -> None:
     from tqdm.auto import tqdm
 
@@ -351,91 +391,291 @@ def _optimize(study, the_plan: _Plan, optuna, TrialState) -> None:
         bar.n = sum(t.state in finished for t in trials)
         bar.refresh()
         _fail_stale(optuna, study)
+
+    def after_optimized_trial(study, frozen) -> None:
+        after_trial(study, frozen)
         if _full(study, settings.n_trials, TrialState):
             study.stop()
 
-    objective = _Objective(the_plan, optuna, TrialState)
+    trainer = _Trainer(the_plan, optuna, TrialState, tqdm.write)
     try:
-        # n_trials caps this worker too, so a configuration that fails every time cannot loop forever
-        study.optimize(
-            objective,
-            n_trials=settings.n_trials,
-            timeout=settings.timeout,
-            n_jobs=settings.n_jobs,
-            catch=(Exception,),
-            callbacks=[after_trial],
-        )
+        if settings.batch > 1:
+            _optimize_batches(study, trainer, after_trial)
+        else:
+            # n_trials caps this worker too, so a configuration that fails every time cannot loop forever
+            study.optimize(
+                _Objective(trainer),
+                n_trials=settings.n_trials,
+                timeout=settings.timeout,
+                n_jobs=settings.n_jobs,
+                catch=(Exception,),
+                callbacks=[after_optimized_trial],
+            )
     finally:
         bar.close()
 
 
-class _Objective:
-    def __init__(self, the_plan: _Plan, optuna, TrialState):
-        self.plan, self.optuna, self.TrialState = the_plan, optuna, TrialState
+def _optimize_batches(study, trainer: _Trainer, after_trial) -> None:
+    """--batch B: ask Optuna for B trials at once (study.ask), train them together (_Trainer.train: one
+    population per group of structurally equal trials), tell Optuna each trial's outcome (study.tell), and
+    again, until the study has its trials, this worker has asked n_trials of them, or --timeout has passed
+    (checked before each batch, as study.optimize checks it before each trial). --n-jobs J runs J such loops
+    side by side (threads), as study.optimize runs J trials. Every running trial of a batch sends heartbeats
+    (one thread for the batch), so a killed worker's trials are failed and retried as in study.optimize."""
+    settings, TrialState = trainer.plan.settings, trainer.TrialState
+    start = time.monotonic()
+    lock = threading.Lock()
+    asked = [0]
 
-    def __call__(self, trial) -> float:
-        try:
-            return self.run(trial)
-        except (self.optuna.TrialPruned, _Surplus):
-            raise
-        except Exception as error:  # the trial line shows it; Optuna marks the trial FAIL and goes on
-            trial.set_user_attr(
-                "error",
-                f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}",
-            )
-            raise
+    def ask() -> list:
+        with lock:  # workers of this process take turns; other processes race through the storage as usual
+            if settings.timeout is not None and time.monotonic() - start >= settings.timeout:
+                return []
+            _fail_stale(trainer.optuna, study)
+            states = [t.state for t in study.get_trials(deepcopy=False)]
+            taken = sum(s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) for s in states)
+            room = max(settings.n_trials - taken, sum(s == TrialState.WAITING for s in states))
+            n = min(settings.batch, room, settings.n_trials - asked[0])
+            asked[0] += max(n, 0)
+            with warnings.catch_warnings():  # Optuna's note: heartbeats are study.optimize's (_heartbeats)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+                return [study.ask() for _ in range(n)]
 
-    def run(self, trial) -> float:
-        settings, run, optuna = self.plan.settings, self.plan.run, self.optuna
-        states = (
-            self.TrialState.COMPLETE,
-            self.TrialState.PRUNED,
-            self.TrialState.RUNNING,
-            self.TrialState.WAITING,
-        )
+    def loop() -> None:
+        while trials := ask():
+            for frozen in trainer.run_batch(study, trials):
+                after_trial(study, frozen)
+
+    if settings.n_jobs == 1:
+        loop()
+        return
+    with ThreadPoolExecutor(max_workers=settings.n_jobs) as pool:
+        for future in [pool.submit(loop) for _ in range(settings.n_jobs)]:
+            future.result()
+
+
+@contextmanager
+def _heartbeats(study, trials):
+    """Record the heartbeat of every trial of a batch each heartbeat interval until the batch is told, as
+    study.optimize does for its one trial (Optuna's HeartbeatThread); nothing when the storage has none."""
+    storage = study._storage  # the RDBStorage study.optimize beats through (Optuna keeps it private)
+    interval = storage.get_heartbeat_interval() if hasattr(storage, "get_heartbeat_interval") else None
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial in trials:
+                storage.record_heartbeat(trial._trial_id)
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, name="zoo-tune-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _Surplus(Exception):
+    """A trial created past the study's n_trials (two workers asked at the same instant): not run."""
+
+
+@dataclass
+class _Job:
+    """One trial being trained: its drawn settings, the constructor settings they resolve to, and what its
+    K members (seeds 0..K-1) have reported and spent so far."""
+
+    trial: Any
+    params: dict[str, Any]  # drawn (and Given) settings, dotted names
+    overrides: dict[str, Any]
+    kwargs: dict[str, Any]  # the constructor settings (YAML + --set + drawn), as make_agent takes them
+    folder: Path
+    spent: dict[str, int]
+    scores: list[list[float]] = field(default_factory=list)  # scores[k][j]: member k's j-th evaluation
+    finals: list[float] = field(default_factory=list)
+    trained_with: list[dict[str, Any]] = field(default_factory=list)  # per member: params as it trained
+    pruned: str | None = None  # why, once the pruner said so
+    error: str | None = None
+
+    @property
+    def number(self) -> int:
+        return self.trial.number
+
+    def save_spent(self) -> None:
+        for key, value in self.spent.items():
+            self.trial.set_user_attr(key, int(value))
+
+
+class _Trainer:
+    """Trains trials, each on seeds 0..K-1, and reports their evaluations to Optuna.
+
+    Two ways, the same objective and the same intermediate values:
+    - populations (the default): the K seeds of a trial, and the K seeds of every trial of a batch whose
+      structural settings agree, train as ONE population agent (zoo.registry.make_population: member k of
+      it equals an ordinary run of seed k to 1e-6), evaluated together (zoo.evaluation.evaluate_population,
+      the evaluation seeds of `zoo train`); every member writes the files of an ordinary run's folder that
+      tuning reads (trial-NNNN/seed-k: config.json with the settings it trained with, evaluations.csv, the
+      checkpoint).
+    - one run per seed (zoo.runs.train_offline), as before populations: a trial of one seed in a batch of
+      one, and every trial when fine-tuning online (populations do not fine-tune yet) or with --fraction
+      below 1 (seed k trains on its own subset of the data, a population on one dataset).
+
+    Reports: after evaluation j, for k = 0..K-1, the mean over seeds 0..k of their j-th score at step
+    k * M + j (M = evaluations per seed), exactly the values the sequential runs report (seed after seed),
+    so trials of both ways compare on the same seeds at the same point of training. A sequential trial asks
+    the pruner after each report and stops at once; a population trial asks once per evaluation, after its
+    K reports (its last step holds the mean of all K seeds).
+
+    Pruning in a population: a member cannot leave its population, so a pruned trial's members keep
+    training with the others until the population ends; the trial stops reporting at the evaluation where
+    the pruner pruned it (its intermediate values end there, as a pruned sequential trial's do) and is told
+    PRUNED, with its last reported value. Its compute is not saved, and its budget attributes count all of
+    it (its members' gradient steps and evaluation episodes up to the end); a population whose trials are
+    all pruned stops at once, so a batch of one trial prunes as a sequential trial does.
+    """
+
+    def __init__(self, the_plan: _Plan, optuna, TrialState, write=print):
+        self.plan, self.optuna, self.TrialState, self.write = the_plan, optuna, TrialState, write
+
+    # ------------------------------------------------------------------------------------------ set-up
+    def prepare(self, trial) -> _Job:
+        """Draw the trial's settings and record where and how it runs; _Surplus past the study's n_trials."""
+        from zoo.config import load_hyperparams
+
+        settings = self.plan.settings
+        TrialState = self.TrialState
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
         trials = trial.study.get_trials(deepcopy=False)
         earlier = sum(t.number < trial.number and t.state in states for t in trials)
         if earlier >= settings.n_trials:
             trial.set_user_attr("surplus", True)
+            for key in BUDGET_ATTRS:  # every trial states its budget: this one spent nothing
+                trial.set_user_attr(key, 0)
             raise _Surplus(f"not run: the study has its {settings.n_trials} trials")
-        from zoo.data import load_dataset
-        from zoo.runs import train_offline
-
         params = sample(trial, search_space(settings.algo))
         overrides = self.plan.overrides(params)
-        folder = settings.folder / f"trial-{trial.number:04d}"
-        spent = dict.fromkeys(BUDGET_ATTRS, 0)
+        kwargs, _ = load_hyperparams(settings.algo, settings.dataset, settings.hyperparams, overrides)
+        job = _Job(
+            trial, params, overrides, kwargs, settings.folder / f"trial-{trial.number:04d}",
+            dict.fromkeys(BUDGET_ATTRS, 0),
+        )
         trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("folder", str(folder.resolve()))
+        trial.set_user_attr("folder", str(job.folder.resolve()))
         this = next(t for t in trials if t.number == trial.number)
         retry_of = this.system_attrs.get("failed_trial")  # set by Optuna's retry of a stale trial
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
-        for key, value in spent.items():  # a retried trial arrives with its dead original's attributes
-            trial.set_user_attr(key, value)
-        scores: list[list[float]] = []
-        finals: list[float] = []
+        # a retried trial arrives with its dead original's attributes: its own replace them (Optuna cannot
+        # delete one, so those it may not set again are emptied)
+        job.save_spent()
+        for key in ("population", "pruned_in_population", "trained_with", "seed_scores"):
+            if key in this.user_attrs:
+                trial.set_user_attr(key, None)
+        return job
+
+    def run_batch(self, study, trials) -> list:
+        """Train a batch of asked trials and tell Optuna each outcome; returns the told (frozen) trials."""
+        TrialState = self.TrialState
+        told: dict[int, Any] = {}
+        jobs: list[_Job] = []
+        with _heartbeats(study, trials):
+            try:
+                for trial in trials:
+                    try:
+                        jobs.append(self.prepare(trial))
+                    except _Surplus:
+                        told[trial.number] = study.tell(trial, state=TrialState.FAIL)
+                    except Exception as error:  # a setting the YAML or the agent refuses: this trial fails
+                        trial.set_user_attr("error", _one_line(error))
+                        told[trial.number] = study.tell(trial, state=TrialState.FAIL)
+                self.train(jobs)
+            except BaseException:  # Ctrl-C, or a bug: no trial of the batch stays RUNNING
+                for trial in trials:
+                    if trial.number not in told:
+                        told[trial.number] = study.tell(trial, state=TrialState.FAIL)
+                raise
+            for job in jobs:
+                if job.error is not None:
+                    job.trial.set_user_attr("error", job.error)
+                    told[job.number] = study.tell(job.trial, state=TrialState.FAIL)
+                elif job.pruned is not None:
+                    told[job.number] = study.tell(job.trial, state=TrialState.PRUNED)
+                else:
+                    told[job.number] = study.tell(job.trial, float(np.mean(job.finals)))
+        return [told[trial.number] for trial in trials]
+
+    # ------------------------------------------------------------------------------------------ training
+    def train(self, jobs: list[_Job]) -> None:
+        """Train `jobs` (their outcome lands in each job: finals, pruned or error). Populations where they
+        can train as populations (see the class), else one run per seed, trial after trial."""
+        if not jobs:
+            return
+        settings = self.plan.settings
+        if not self.plan.population or len(jobs) * settings.seeds == 1:
+            for job in jobs:
+                self._guarded([job], self.sequential)
+            return
+        groups = _structural_groups(settings.algo, jobs)
+        if len(groups) > 1:
+            numbers = " | ".join(", ".join(str(j.number) for j in group) for group in groups)
+            self.write(
+                f"batch of trials {', '.join(str(j.number) for j in jobs)}: {len(groups)} populations "
+                f"(trials {numbers}): their structural settings differ"
+            )
+        for group in groups:
+            self._guarded(group, self.population)
+
+    def _guarded(self, jobs: list[_Job], train) -> None:
+        """Run train(jobs); an error fails these jobs (one line in their trial), not the batch."""
+        try:
+            train(jobs)
+        except self.optuna.TrialPruned as pruned:
+            for job in jobs:
+                job.pruned = job.pruned or str(pruned)
+        except Interrupted:
+            raise
+        except Exception as error:
+            for job in jobs:
+                if job.pruned is None:
+                    job.error = _one_line(error)
+
+    def sequential(self, jobs: list[_Job]) -> None:
+        """Seeds 0..K-1 of one trial one after another with zoo.runs.train_offline (the way before
+        populations); a pruned trial stops at once (optuna.TrialPruned from the evaluation hook)."""
+        from zoo.data import load_dataset
+        from zoo.runs import train_offline
+
+        (job,) = jobs
+        settings, run = self.plan.settings, self.plan.run
+        spent, trial = job.spent, job.trial
+        gradient_steps_before = 0
         for seed in range(settings.seeds):
             seen: list = []
-            scores.append([])
-
+            job.scores.append([])
             online_before = spent["online_env_steps"]
 
-            def on_evaluation(evaluation, phase, seed=seed, seen=seen, online_before=online_before):
+            def on_evaluation(evaluation, phase, seed=seed, seen=seen, online_before=online_before,
+                              before=gradient_steps_before):
+                if len(job.trained_with) <= seed:  # its first evaluation
+                    self._trained_with(job, [_run_kwargs(job.folder / f"seed-{seed}")], append=True)
                 seen.append(evaluation)
                 spent["eval_episodes"] += evaluation.episodes
                 spent["eval_env_steps"] += evaluation.env_steps
                 if phase == "online":
                     spent["online_env_steps"] = online_before + evaluation.step
-                for key, value in spent.items():
-                    trial.set_user_attr(key, value)
-                scores[seed].append(self.score(evaluation))
-                j = len(scores[seed]) - 1
-                value = float(np.mean([s[j] for s in scores if len(s) > j]))
-                trial.report(value, seed * self.plan.evaluations_per_seed + j)
+                else:
+                    spent["gradient_steps"] = before + evaluation.step
+                job.save_spent()
+                value, step = self.report(job, seed, self.score(evaluation))
                 if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"pruned at evaluation {j + 1} of seed {seed}: score {value:.2f}"
+                    raise self.optuna.TrialPruned(
+                        f"pruned at evaluation {step % self.plan.evaluations_per_seed + 1} of seed {seed}: "
+                        f"score {value:.2f}"
                     )
 
             dataset = load_dataset(
@@ -444,11 +684,11 @@ class _Objective:
             result = train_offline(
                 settings.algo,
                 dataset,
-                folder / f"seed-{seed}",
+                job.folder / f"seed-{seed}",
                 seed=seed,
                 n_timesteps=run["n_timesteps"],
                 hyperparams_path=settings.hyperparams,
-                overrides=overrides,
+                overrides=job.overrides,
                 n_finetune_timesteps=run["n_finetune_timesteps"],
                 progress_bar=False,
                 verbose=0,
@@ -461,16 +701,231 @@ class _Objective:
                     spent["eval_episodes"] += evaluation.episodes
                     spent["eval_env_steps"] += evaluation.env_steps
             spent["online_env_steps"] = online_before + run["n_finetune_timesteps"]
-            for key, value in spent.items():
-                trial.set_user_attr(key, value)
-            finals.append(self.score(result.final))
-        trial.set_user_attr("seed_scores", finals)
-        return float(np.mean(finals))
+            gradient_steps_before += run["n_timesteps"]
+            spent["gradient_steps"] = gradient_steps_before
+            job.save_spent()
+            job.finals.append(self.score(result.final))
+        trial.set_user_attr("seed_scores", job.finals)
+
+    def population(self, jobs: list[_Job]) -> None:
+        """The K seeds of every trial in `jobs` (structurally equal) as one population of len(jobs) * K
+        members, trained for the plan's gradient steps with an evaluation of all members every eval_freq."""
+        from stable_baselines3.common.callbacks import CallbackList
+
+        from zoo.data import load_dataset
+        from zoo.evaluation import PopulationEvalCallback
+        from zoo.io import atomic_write_json
+        from zoo.registry import make_population
+        from zoo.runs import run_logger
+
+        settings, run = self.plan.settings, self.plan.run
+        K = settings.seeds
+        seeds = [k for _ in jobs for k in range(K)]
+        shared, members, base = _shared_and_members([job.kwargs for job in jobs for _ in range(K)])
+        dataset = load_dataset(settings.dataset, fraction=settings.fraction, seed=0, device=settings.device)
+        try:
+            agent = make_population(settings.algo, dataset, seeds, members=members, base=base, **shared)
+        except ConfigError:
+            if len(jobs) == 1:
+                raise
+            # the agent's own rule says these trials cannot share a population: one population each
+            self.write(f"trials {', '.join(str(j.number) for j in jobs)}: separate populations (" +
+                       _one_line(sys.exc_info()[1]) + ")")
+            for job in jobs:
+                self._guarded([job], self.population)
+            return
+        trained = agent.member_hyperparameters
+        paths = [job.folder / f"seed-{k}" for job in jobs for k in range(K)]
+        together = [job.number for job in jobs]
+        for i, path in enumerate(paths):
+            job = jobs[i // K]
+            config = {
+                "algo": settings.algo, "dataset": settings.dataset, "fraction": settings.fraction,
+                "subset": "transitions", "seed": seeds[i], "kwargs": trained[i], "run": dict(run),
+                "command": settings.command, "evaluate_initial": False,
+                "population": {"member": i, "members": len(paths), "trials": together},
+            }
+            atomic_write_json(path / "config.json", config)
+        for j, job in enumerate(jobs):
+            job.scores = [[] for _ in range(K)]
+            self._trained_with(job, trained[j * K : (j + 1) * K])
+            job.trial.set_user_attr("population", together)
+        log_folder = jobs[0].folder if len(jobs) == 1 else settings.folder / f"population-{together[0]:04d}"
+        agent.set_logger(run_logger(log_folder, 0))  # progress.csv: the members' mean training statistics
+        evaluations = PopulationEvalCallback(
+            eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], seed=_EVAL_SEED,
+            log_paths=paths,
+        )
+        hook = _AfterPopulationEvaluation(evaluations, lambda found: self._on_population(jobs, found, True))
+        agent.learn(run["n_timesteps"], callback=CallbackList([evaluations, hook]), progress_bar=False)
+        if all(job.pruned for job in jobs):
+            return  # stopped early: nothing of it is kept
+        if evaluations.evaluations[0][-1].step != agent.num_timesteps:  # the final one, off the periodic grid
+            self._on_population(jobs, evaluations.evaluate(), False)
+        for i, path in enumerate(paths):
+            job = jobs[i // K]
+            if job.pruned is None:
+                job.finals.append(self.score(evaluations.evaluations[i][-1]))
+                agent.member(i).save(path / f"{settings.algo}.zip")
+        for job in jobs:
+            if job.pruned is None:
+                job.trial.set_user_attr("seed_scores", job.finals)
+
+    def _on_population(self, jobs: list[_Job], results, periodic: bool) -> bool:
+        """After an evaluation of all members: budgets, reports and pruning per trial; False (stop the
+        population) once every trial of it is pruned."""
+        K = self.plan.settings.seeds
+        for j, job in enumerate(jobs):
+            mine = results[j * K : (j + 1) * K]
+            job.spent["eval_episodes"] += sum(e.episodes for e in mine)
+            job.spent["eval_env_steps"] += sum(e.env_steps for e in mine)
+            job.spent["gradient_steps"] = K * mine[0].step  # its members' updates, pruned or not
+            job.save_spent()
+            if job.pruned is not None or not periodic:
+                continue
+            for k, evaluation in enumerate(mine):
+                value, step = self.report(job, k, self.score(evaluation))
+            if job.trial.should_prune():
+                job.pruned = (
+                    f"pruned at evaluation {step % self.plan.evaluations_per_seed + 1} (mean of {K} seeds): "
+                    f"score {value:.2f}"
+                )
+                job.trial.set_user_attr("pruned_in_population", len(jobs) > 1)
+        return not all(job.pruned for job in jobs)
+
+    def report(self, job: _Job, k: int, score: float) -> tuple[float, int]:
+        """Seed k's next score: report the mean over seeds 0..k of this evaluation at step k * M + j."""
+        job.scores[k].append(score)
+        j = len(job.scores[k]) - 1
+        value = float(np.mean([s[j] for s in job.scores[: k + 1] if len(s) > j]))
+        step = k * self.plan.evaluations_per_seed + j
+        job.trial.report(value, step)
+        return value, step
+
+    def _trained_with(self, job: _Job, hyperparameters: list[dict[str, Any]], append: bool = False) -> None:
+        """User attribute `trained_with`: for each member (seed), the trial's settings as the member's agent
+        holds them (read back from it, not from what was asked)."""
+        values = [{name: _lookup(h, name) for name in job.params} for h in hyperparameters]
+        job.trained_with = (job.trained_with if append else []) + values
+        job.trial.set_user_attr("trained_with", job.trained_with)
 
     def score(self, evaluation) -> float:
         if self.plan.objective == "normalized score":
             return float(evaluation.normalized_score)
         return float(evaluation.return_mean)
+
+
+class _Objective:
+    """study.optimize's objective (--batch 1): one trial, trained by _Trainer."""
+
+    def __init__(self, trainer: _Trainer):
+        self.trainer = trainer
+
+    def __call__(self, trial) -> float:
+        try:
+            job = self.trainer.prepare(trial)
+        except _Surplus:
+            raise
+        except Exception as error:  # the trial line shows it; Optuna marks the trial FAIL and goes on
+            trial.set_user_attr("error", _one_line(error))
+            raise
+        self.trainer.train([job])
+        if job.error is not None:
+            trial.set_user_attr("error", job.error)
+            raise _Failed(job.error)
+        if job.pruned is not None:
+            raise self.trainer.optuna.TrialPruned(job.pruned)
+        return float(np.mean(job.finals))
+
+
+class _Failed(Exception):
+    """A trial's training raised: the error is in its user attribute `error`."""
+
+
+class _AfterPopulationEvaluation(BaseCallback):
+    """Calls `hook(results)` after each evaluation PopulationEvalCallback adds (it runs just before this one);
+    the hook's False stops training."""
+
+    def __init__(self, evaluations, hook):
+        super().__init__()
+        self.evaluations, self.hook, self.seen = evaluations, hook, 0
+
+    def _on_step(self) -> bool:
+        history = self.evaluations.evaluations
+        go_on = True
+        while history and self.seen < len(history[0]):
+            self.seen += 1
+            go_on = self.hook([member[self.seen - 1] for member in history]) and go_on
+        return go_on
+
+
+# The evaluation episodes' seeds of `zoo train` (EvalCallback's default): every trial scores on the same
+# initial states.
+_EVAL_SEED = 100
+
+
+def _structural_key(kwargs: dict[str, Any], shared_floats: frozenset[str] = frozenset()) -> str:
+    """What must agree for trials to share a population: every setting but the float ones (scalar
+    hyperparameters, free per member), except the floats in `shared_floats` (zoo.agents.population's
+    SHARED_FLOATS and the agent class's `population_shared`: floats that choose phases, such as the
+    pretraining schedule). make_population is the judge (it raises ConfigError); this key only groups
+    trials so that it rarely has to."""
+    structural = frozenset(shared_floats)
+
+    def mask(value, name):
+        if isinstance(value, dict):
+            return {str(k): mask(v, f"{name}.{k}" if name else str(k)) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [mask(v, name) for v in value]
+        if isinstance(value, float) and name not in structural and name.split(".")[-1] not in structural:
+            return "<float>"
+        return value
+
+    return json.dumps(mask(kwargs, ""), sort_keys=True, default=repr)
+
+
+def _structural_groups(algo: str, jobs: list[_Job]) -> list[list[_Job]]:
+    from zoo.agents.population import SHARED_FLOATS
+    from zoo.registry import agent_spec
+
+    spec = agent_spec(algo)
+    groups: dict[str, list[_Job]] = {}
+    for job in jobs:
+        cls = spec.bases.get(job.kwargs.get("base"), spec.cls)
+        key = _structural_key(job.kwargs, SHARED_FLOATS | frozenset(getattr(cls, "population_shared", ())))
+        groups.setdefault(key, []).append(job)
+    return list(groups.values())
+
+
+def _shared_and_members(
+    members: list[dict[str, Any]],
+) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """Split per-member constructor settings into make_population's shared `**hyperparams` (equal in all),
+    `members` (the rest, per member) and `base`."""
+    keys = list(dict.fromkeys(k for m in members for k in m))
+    shared = {k: members[0][k] for k in keys if all(k in m and m[k] == members[0][k] for m in members)}
+    base = shared.pop("base", None)  # not searched: the same in every member (the structural key holds it)
+    per_member = [{k: v for k, v in m.items() if k not in shared and k != "base"} for m in members]
+    return shared, per_member, base
+
+
+def _run_kwargs(run_folder: Path) -> dict[str, Any]:
+    """The constructor settings a run's agent was built with (its config.json, written once it was built)."""
+    return json.loads((run_folder / "config.json").read_text())["kwargs"]
+
+
+def _lookup(settings: dict[str, Any], dotted: str) -> Any:
+    node: Any = settings
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def trial_line(frozen, TrialState) -> str:
@@ -486,7 +941,7 @@ def trial_line(frozen, TrialState) -> str:
     if attrs.get("online_env_steps"):
         spent += f" + {attrs['online_env_steps']:,} online env steps"
     if frozen.state == TrialState.COMPLETE:
-        seeds = attrs.get("seed_scores", [])
+        seeds = attrs.get("seed_scores") or []
         per_seed = f" (seeds {' '.join(f'{s:.1f}' for s in seeds)})" if len(seeds) > 1 else ""
         return f"{head}  {params}  score {frozen.value:7.2f}{per_seed}  complete  {spent}"
     if frozen.state == TrialState.PRUNED:
@@ -569,6 +1024,10 @@ def summarize(study, settings: TuneSettings, the_plan: _Plan) -> None:
             else ""
         )
         + " -- tuning offline RL on online evaluations spends this much interaction with the env"
+    )
+    print(
+        f"offline compute spent by the study: {spent['gradient_steps']:,} gradient steps "
+        "(all seeds of all trials)"
     )
     if count[TrialState.COMPLETE] == 0:
         print("no complete trial yet: no best configuration")
@@ -686,7 +1145,7 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
             command=settings.command,
             fraction=settings.fraction,
         )
-        score = _Objective(the_plan, optuna, None).score(result.final)
+        score = _Trainer(the_plan, optuna, None).score(result.final)
         scores.append(score)
         print(
             f"seed {seed}: {the_plan.objective} {score:.2f} after {result.final.step} steps; "
