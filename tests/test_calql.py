@@ -14,10 +14,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tests.conftest import TINY_ID
 from tests.test_td3bc import fixed_batch, hopper, hopper_root, set_constant_output  # noqa: F401
 from zoo import evaluate_returns, load_dataset, make_agent
+from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch
 from zoo.agents.cql import CQL, CalQL
 from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
+from zoo.registry import make_population
 
 SMALL = dict(net_arch=[32, 32])
 
@@ -355,3 +357,38 @@ def test_bad_settings_are_clear_errors(hopper):
         CQL(hopper, cql_temp=0.0)
     with pytest.raises(ValueError, match="failure_reward"):
         CalQL(hopper, failure_reward=float("nan"))
+
+
+def test_a_population_member_with_cql_weight_zero_has_no_conservative_term_but_its_neighbour_has(hopper):
+    """Per-member hyperparameters reach their member: in a Cal-QL population with w = (0, 5), member 0's
+    critic loss is SAC-N's (the Bellman error against CQL's target, by hand) and member 1's adds
+    5 sum_i gap_i; each equals the loss its ordinary agent (member(k)) computes on its own rows with the same
+    draws, and the population's loss is their sum."""
+    population = make_population(
+        "calql", hopper, [0, 1], members=[{"cql_weight": 0.0}, {"cql_weight": 5.0}],
+        batch_size=32, n_actions=4, policy_kwargs=SMALL,
+    )
+    assert torch.equal(population.cql_weight, torch.tensor([0.0, 5.0]))
+    assert [m["cql_weight"] for m in population.member_hyperparameters] == [0.0, 5.0]
+    population.learn(5)
+    batch = population.sample(32)
+    assert batch.observations.shape == (2, 32, 11) and batch.mc_returns.shape == (2, 32)
+    states = population.random.get_state()  # each member's generator before the loss draws its samples
+    loss, stats = population.critic_loss(batch, population.alpha)
+    assert stats["cql_gap"].shape == (2, 2)
+    member_losses = []
+    for k, weight in enumerate([0.0, 5.0]):
+        member = population.member(k)
+        own = Batch({name: batch[name][k] for name in batch})
+        torch.set_rng_state(states[k])  # an ordinary agent draws from the global generator: member k's stream
+        member_loss, member_stats = member.critic_loss(own, member.alpha)
+        torch.set_rng_state(states[k])
+        samples = member.sample_actions(own)
+        target = member.td_target(own, member.alpha, samples.backup, samples.backup_log_prob)
+        sac_n = ensemble_mse(member.critic(own.observations, own.actions), target).item()
+        gap = member_stats["cql_gap"]
+        assert gap.min().item() > 1.0  # the conservative term is far from 0 where it is weighted
+        torch.testing.assert_close(stats["cql_gap"][k], gap, rtol=1e-5, atol=1e-5)
+        assert member_loss.item() == pytest.approx(sac_n + weight * gap.sum().item(), rel=1e-5)
+        member_losses.append(member_loss.item())
+    assert loss.item() == pytest.approx(sum(member_losses), rel=1e-5)

@@ -17,6 +17,7 @@ from zoo.agents.sac import SAC
 from zoo.agents.td3 import TD3
 from zoo.config import load_hyperparams
 from zoo.evaluation import agent_predict
+from zoo.registry import make_population
 
 SMALL = dict(net_arch=[16, 16], n_critics=3)
 
@@ -142,6 +143,29 @@ def test_critic_loss_is_td_plus_eta_times_diversity(hopper):
     loss, _ = sac_n.critic_loss(batch, alpha)
     torch.manual_seed(1)
     assert loss.item() == SAC.critic_loss(sac_n, batch, alpha)[0].item()
+
+
+def test_a_population_member_with_eta_zero_trains_as_sac_n_while_its_neighbour_pays_the_diversity(hopper):
+    """Per-member eta: in a population with eta = (0, 2), member 0 (0 * its own ES) trains as a population of
+    one with eta = 0 (SAC-N's loss, no diversity computed) and member 1 as one with eta = 2; with eta = 2,
+    member 0's seed trains otherwise, so the weight really reaches only its member."""
+    kwargs = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32], n_critics=3))
+    population = make_population("edac", hopper, [3, 5], members=[{"eta": 0.0}, {"eta": 2.0}], **kwargs)
+    assert torch.equal(population.eta, torch.tensor([0.0, 2.0]))
+    population.learn(12)
+
+    def difference(a, b):
+        sa, sb = a.policy.state_dict(), b.policy.state_dict()
+        return max((sa[name] - sb[name]).abs().max().item() for name in sa)
+
+    for k, (seed, eta) in enumerate([(3, 0.0), (5, 2.0)]):
+        alone = make_population("edac", hopper, [seed], eta=eta, **kwargs)
+        assert alone.sac_n == (eta == 0.0)
+        alone.learn(12)
+        assert difference(population.member(k), alone.member(0)) <= 1e-6
+    other = make_population("edac", hopper, [3], eta=2.0, **kwargs)
+    other.learn(12)
+    assert difference(population.member(0), other.member(0)) > 1e-4
 
 
 # ---------------------------------------------------------------- soft Monte-Carlo returns

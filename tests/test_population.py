@@ -65,6 +65,14 @@ def optimizer_difference(a, b, name: str) -> float:
         ("td3bc", {}, 30),
         ("calql", {"policy_kwargs": dict(net_arch=[32, 32], actor_net_arch=[32, 32])}, 12),
         ("td3bc-mc", {"pretrain_steps": 10, "policy_kwargs": dict(net_arch=[32, 32], actor_net_arch=[32, 32])}, 24),
+        # CQL with the Lagrange multiplier, the max backup and the entropy backup: every per-member path.
+        (
+            "cql",
+            {"cql_lagrange": True, "cql_target_action_gap": 0.8, "max_target_backup": True, "backup_entropy": True,
+             "n_actions": 4, "policy_kwargs": dict(net_arch=[32, 32])},
+            12,
+        ),
+        ("edac", {"policy_kwargs": dict(net_arch=[32, 32], n_critics=3)}, 12),
     ],
 )
 def test_member_k_trains_as_a_population_of_one_with_seed_k(dataset, key, settings, steps):

@@ -33,6 +33,14 @@ CQL (algorithms/offline/cql.py, the baseline configuration):
   CORL's CQL fine-tuning samples one uniform buffer instead); exploration samples the stochastic policy.
 - Dataset actions are not clipped to +-0.99999 (the official code clips them for log pi(a|s) of data
   actions, which only a metric reads).
+
+Populations (zoo.agents.population): the same code with a leading member axis P. Sampled actions are
+(P, K, batch, |A|) (the sample axis third to last), their log-densities (P, K, batch), Q-values of sampled
+actions (P, n_critics, K, batch), gaps (P, n_critics), alpha' (P, 1); the MC returns G are (P, batch),
+broadcast over critics and samples. Member k's loss uses its own w, T, tau, gamma and alpha'; the population's
+loss is the sum of its members' losses. The clip bounds choose whether to clip at all, so members share them
+(`population_shared`); Cal-QL's MC-return column is computed once for the population's shared table, so its
+members share gamma, failure_reward and the reward transform too.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from zoo.agents.losses import ensemble_mse
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 from zoo.data.returns import discounted_suffix_sums
+from zoo.nn.members import per_member
 
 
 class CQLPolicy(SACPolicy):
@@ -71,7 +80,8 @@ class CQLPolicy(SACPolicy):
     ):
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
         # A scalar; a population's is (P, 1), one per member, broadcasting over its (P, n_critics) gaps.
-        self.log_alpha_prime = torch.nn.Parameter(torch.full(self.member_shape, float(initial_log_alpha_prime)))
+        initial = torch.full(self.member_shape, float(initial_log_alpha_prime))
+        self.log_alpha_prime = torch.nn.Parameter(initial)
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
@@ -79,7 +89,8 @@ class CQLPolicy(SACPolicy):
 
 
 class CQLSamples(NamedTuple):
-    """The actions one CQL update samples (no gradient): (K, batch, |A|) actions, (K, batch) log-densities."""
+    """The actions one CQL update samples (no gradient): (K, batch, |A|) actions, (K, batch) log-densities
+    (a population's with its member axis first: (P, K, batch, |A|), (P, K, batch))."""
 
     random: torch.Tensor
     current: torch.Tensor
@@ -118,6 +129,11 @@ class CQL(SAC):
 
     policy_aliases: ClassVar[dict[str, type[OfflinePolicy]]] = {"MlpPolicy": CQLPolicy}
     policy: CQLPolicy
+    # The clip bounds decide whether the gap is clipped at all (a branch): one pair per population.
+    population_shared: ClassVar[frozenset[str]] = SAC.population_shared | {
+        "cql_clip_diff_min",
+        "cql_clip_diff_max",
+    }
     default_policy_kwargs: ClassVar[dict[str, Any]] = dict(
         net_arch=[256, 256, 256],
         critic_init="orthogonal",
@@ -178,36 +194,38 @@ class CQL(SAC):
 
     @property
     def alpha_prime(self) -> torch.Tensor:
-        """The Lagrange multiplier clip(exp(log alpha'), 0, 1e6), detached (a device scalar)."""
+        """The Lagrange multiplier clip(exp(log alpha'), 0, 1e6), detached (a device scalar; a population's
+        (P, 1), one per member)."""
         return self.policy.log_alpha_prime.detach().exp().clamp(0.0, 1e6)
 
     # ------------------------------------------------------------------ losses
 
     def sample_actions(self, batch: Batch) -> CQLSamples:
-        """K random actions, K actions from pi(.|s), K + K' from pi(.|s') (one actor pass per state)."""
+        """K random actions, K actions from pi(.|s), K + K' from pi(.|s') (one actor pass per state);
+        (K, batch, |A|) each, or (P, K, batch, |A|) in a population, member k's from its own generator."""
         k = self.n_actions
         n_backup = k if self.max_target_backup else 1
         with torch.no_grad():
             current, current_log_prob = self.actor(batch.observations, n_samples=k)
             at_next, at_next_log_prob = self.actor(batch.next_observations, n_samples=k + n_backup)
-            random = torch.rand_like(current) * 2.0 - 1.0
+            random = self.random.rand_like(current) * 2.0 - 1.0
+        # The sample axis is third to last for actions, second to last for log-densities.
+        next_actions, backup = at_next.split([k, n_backup], dim=-3)
+        next_log_prob, backup_log_prob = at_next_log_prob.split([k, n_backup], dim=-2)
         return CQLSamples(
-            random,
-            current,
-            current_log_prob,
-            at_next[:k],
-            at_next_log_prob[:k],
-            at_next[k:],
-            at_next_log_prob[k:],
+            random, current, current_log_prob, next_actions, next_log_prob, backup, backup_log_prob
         )
 
     @staticmethod
     def q_values(critic: torch.nn.Module, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q_i(s_b, a_nb) for N actions per state in one ensemble call:
-        (N, batch, |A|) -> (n_critics, N, batch)."""
-        n, b, _ = actions.shape
-        states = observations.expand(n, *observations.shape).reshape(n * b, -1)
-        return critic(states, actions.reshape(n * b, -1)).view(-1, n, b).float()
+        (N, batch, |A|) -> (n_critics, N, batch); a population's (P, N, batch, |A|) with its (P, batch, d)
+        states -> (P, n_critics, N, batch). The one place where CQL evaluates its sampled actions."""
+        *members, n, b, _ = actions.shape
+        states = observations.unsqueeze(-3).expand(*members, n, *observations.shape[-2:])
+        states = states.reshape(*members, n * b, -1)
+        q = critic(states, actions.reshape(*members, n * b, -1))
+        return q.view(*members, -1, n, b).float()
 
     def backup_value(
         self,
@@ -216,12 +234,13 @@ class CQL(SAC):
         next_log_prob: torch.Tensor,
         alpha: torch.Tensor,
     ) -> torch.Tensor:
-        """v' = max_k min_i Q'_i(s', a'_k) [- alpha log pi(a'_k*|s') at the maximising k*]."""
+        """v' = max_k min_i Q'_i(s', a'_k) [- alpha log pi(a'_k*|s') at the maximising k*]: (batch,), or
+        (P, batch) for a population's (P, K', batch, |A|) actions."""
         with torch.no_grad():
-            q = self.q_values(self.policy.critic_target, next_observations, next_actions).min(dim=0).values
-            value, best = q.max(dim=0)
+            q = self.q_values(self.policy.critic_target, next_observations, next_actions).min(dim=-3).values
+            value, best = q.max(dim=-2)  # over the K' samples: ([P,] K', batch) -> ([P,] batch)
             if self.backup_entropy:
-                value = value - alpha * next_log_prob.gather(0, best.unsqueeze(0)).squeeze(0)
+                value = value - alpha * next_log_prob.gather(-2, best.unsqueeze(-2)).squeeze(-2)
             return value
 
     def td_target(
@@ -231,13 +250,13 @@ class CQL(SAC):
         next_actions: torch.Tensor | None = None,
         next_log_prob: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """r + gamma (1 - terminated) v' (see backup_value), over the K' backup actions (K', batch, |A|) at
-        s' (drawn here when not given)."""
+        """r + gamma (1 - terminated) v' (see backup_value), over the K' backup actions ([P,] K', batch, |A|)
+        at s' (drawn here when not given)."""
         if next_actions is None:
             samples = self.sample_actions(batch)
             next_actions, next_log_prob = samples.backup, samples.backup_log_prob
         value = self.backup_value(batch.next_observations, next_actions, next_log_prob, alpha)
-        return batch.rewards + self.gamma * (1.0 - batch.terminations) * value
+        return batch.rewards + per_member(self.gamma, value) * (1.0 - batch.terminations) * value
 
     def bound_policy_values(
         self, q_next: torch.Tensor, q_current: torch.Tensor, batch: Batch
@@ -257,62 +276,73 @@ class CQL(SAC):
         batch: Batch,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Per critic: mean_batch clip(T logsumexp(X / T) - Q(s, a));
-        Q's (n_critics, [K,] batch) -> (n_critics,).
-        Returns (gap, statistics)."""
+        Q's ([P,] n_critics, [K,] batch), log-densities ([P,] K, batch) -> ([P,] n_critics), member k with
+        its own T. Returns (gap, statistics)."""
         q_next, q_current, stats = self.bound_policy_values(q_next, q_current, batch)
+        # The log-densities broadcast over the critic axis (explicitly: a population's (P, K, batch) must
+        # not align P with the critics).
+        next_log_prob, current_log_prob = next_log_prob.unsqueeze(-3), current_log_prob.unsqueeze(-3)
         if self.importance_sample:
             random_log_density = self.policy.act_dim * math.log(0.5)  # U(-1, 1)^|A|
             candidates = torch.cat(
-                [q_random - random_log_density, q_next - next_log_prob, q_current - current_log_prob], dim=1
+                [q_random - random_log_density, q_next - next_log_prob, q_current - current_log_prob], dim=-2
             )
         else:
-            candidates = torch.cat([q_random, q_data.unsqueeze(1), q_next, q_current], dim=1)
-        soft_max = self.cql_temp * torch.logsumexp(candidates / self.cql_temp, dim=1)
+            candidates = torch.cat([q_random, q_data.unsqueeze(-2), q_next, q_current], dim=-2)
+        temp = per_member(self.cql_temp, q_data)
+        soft_max = temp * torch.logsumexp(candidates / per_member(self.cql_temp, candidates), dim=-2)
         diff = soft_max - q_data
         if self.cql_clip_diff_min > -math.inf or self.cql_clip_diff_max < math.inf:
             diff = diff.clamp(self.cql_clip_diff_min, self.cql_clip_diff_max)
-        return diff.mean(dim=1), stats
+        return diff.mean(dim=-1), stats
 
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """sum_i MSE(Q_i(s, a), y) + conservative term; returns (loss, statistics). The statistics carry
-        the per-critic gaps (`cql_gap`, detached), which the Lagrange step reads."""
+        """sum_i MSE(Q_i(s, a), y) + conservative term (summed over a population's members, each with its
+        own w and tau); returns (loss, statistics). The statistics carry the per-critic gaps (`cql_gap`,
+        detached, ([P,] n_critics)), which the Lagrange step reads."""
         k = self.n_actions
         # Sampled actions and the TD target (no gradient).
         samples = self.sample_actions(batch)
         target = self.td_target(batch, alpha, samples.backup, samples.backup_log_prob)
         # One ensemble call: the data action, then K random, K next-policy, K current-policy actions,
-        # all at s.
-        actions = torch.cat([batch.actions.unsqueeze(0), samples.random, samples.next, samples.current])
-        q_all = self.q_values(self.critic, batch.observations, actions)
-        q = q_all[:, 0]
+        # all at s (along the sample axis, third to last).
+        actions = torch.cat(
+            [batch.actions.unsqueeze(-3), samples.random, samples.next, samples.current], dim=-3
+        )
+        q_all = self.q_values(self.critic, batch.observations, actions)  # ([P,] n_critics, 1 + 3K, batch)
+        q = q_all[..., 0, :]
         bellman = ensemble_mse(q, target)
         # Conservative term per critic.
         gap, stats = self.conservative_gap(
             q,
-            q_all[:, 1 : 1 + k],
-            q_all[:, 1 + k : 1 + 2 * k],
-            q_all[:, 1 + 2 * k :],
+            q_all[..., 1 : 1 + k, :],
+            q_all[..., 1 + k : 1 + 2 * k, :],
+            q_all[..., 1 + 2 * k :, :],
             samples.next_log_prob,
             samples.current_log_prob,
             batch,
         )
+        weight = per_member(self.cql_weight, gap)
         if self.cql_lagrange:
-            conservative = self.alpha_prime * self.cql_weight * (gap - self.cql_target_action_gap)
+            conservative = self.alpha_prime * weight * (gap - per_member(self.cql_target_action_gap, gap))
         else:
-            conservative = self.cql_weight * gap
+            conservative = weight * gap
         stats = {
             "q_mean": q.mean(),
             **stats,
             "bellman_loss": bellman,
             "cql_gap": gap.detach(),
-            "q_random": q_all[:, 1 : 1 + k].mean(),
+            "q_random": q_all[..., 1 : 1 + k, :].mean(),
         }
         return bellman + conservative.sum(), stats
 
     def alpha_prime_loss(self, gap: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean_i(alpha' w (gap_i - target_action_gap)), gaps detached: alpha' grows while gap > tau."""
+        """-mean_i(alpha' w (gap_i - target_action_gap)), gaps detached: alpha' grows while gap > tau.
+        A population's gaps (P, n_critics) give the sum over members of each member's own loss."""
         alpha_prime = self.policy.log_alpha_prime.exp().clamp(0.0, 1e6)
-        return -(alpha_prime * self.cql_weight * (gap.detach() - self.cql_target_action_gap)).mean(), {}
+        gap = gap.detach()
+        weight, tau = per_member(self.cql_weight, gap), per_member(self.cql_target_action_gap, gap)
+        return -(alpha_prime * weight * (gap - tau)).mean(-1).sum(), {}
 
     # ------------------------------------------------------------------ one update
 
@@ -353,6 +383,13 @@ class CalQL(CQL):
     """
 
     online_rows_wait_for_episode_end = True
+    # The MC-return column is computed once for a population's shared table (with these settings).
+    population_shared: ClassVar[frozenset[str]] = CQL.population_shared | {
+        "gamma",
+        "failure_reward",
+        "reward_scale",
+        "reward_bias",
+    }
     default_policy_kwargs: ClassVar[dict[str, Any]] = dict(
         net_arch=[256, 256],
         actor_init="orthogonal",
@@ -404,7 +441,8 @@ class CalQL(CQL):
         return {"mc_returns": 1}
 
     def _on_online_episode_end(self, start: int, stop: int) -> None:
-        """Online rows [start, stop) are a finished episode: write their MC returns (same rule as offline)."""
+        """Online rows [start, stop) are a finished episode: write their MC returns (same rule as offline).
+        Ordinary agents only: populations do not fine-tune online yet (base `finetune` refuses them)."""
         rewards = self.replay.column("rewards", source="online")[start:stop]
         last = torch.zeros_like(rewards, dtype=torch.bool)
         last[-1] = True
@@ -419,8 +457,9 @@ class CalQL(CQL):
     def bound_policy_values(
         self, q_next: torch.Tensor, q_current: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-        """max(Q, G) for the next- and current-policy actions; G broadcast over critics and samples."""
-        bound = batch.mc_returns
+        """max(Q, G) for the next- and current-policy actions; G, (batch,) or a population's (P, batch),
+        broadcast over critics and samples of Q ([P,] n_critics, K, batch)."""
+        bound = batch.mc_returns.unsqueeze(-2).unsqueeze(-2)
         stats = {"calql_bound_rate": (q_current < bound).float().mean()}
         return torch.maximum(q_next, bound), torch.maximum(q_current, bound), stats
 

@@ -21,6 +21,11 @@ Differences from the reference trainers, all small:
   Jelley et al.'s fork treats them as terminal.
 - `max_q_backup` (official, pen-cloned only) and `deterministic_backup` are not implemented.
 
+Populations (zoo.agents.population): member p's critics get their own action copies, so the one backward
+gives grad_a Q_{p,i} of each member's critic i at its own (s, a); the cosines are taken among member p's N
+critics only, and member p's ES is weighted by its own eta (a (P,) tensor when members differ; a member with
+eta = 0 then contributes 0 * ES_p, SAC-N's loss).
+
 Default networks are the paper's: 3 hidden layers of 256 for actor and critics, hidden biases 0.1, output
 layers U(+-3e-3) (critics) and U(+-1e-3) (actor's mu and log sigma), log sigma clipped to [-5, 2]; no
 observation normalisation (official and CORL), which the imitate-then-improve key `edac-mc` turns on.
@@ -36,6 +41,8 @@ from zoo.agents.base import Batch
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
+from zoo.nn import SharedQ
+from zoo.nn.members import per_member
 
 # The paper's networks (snu-mllab/EDAC scripts/sac.py; CORL's EDAC), below any policy_kwargs the user gives.
 EDAC_POLICY_DEFAULTS: dict[str, Any] = dict(
@@ -95,43 +102,58 @@ class EDAC(SAC):
 
     # ------------------------------------------------------------------ losses
 
+    @property
+    def sac_n(self) -> bool:
+        """eta = 0 for the whole agent (a population whose members' eta differ always computes ES)."""
+        return not isinstance(self.eta, torch.Tensor) and self.eta == 0.0
+
     def q_and_diversity(
         self, observations: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q_i(s, a) of every member, (N, batch), and the diversity term ES, from one forward and one
-        backward."""
-        n = self.critic.n_critics
-        # Each member gets its own copy of the action, so d(sum_i Q_i)/d(copy_i) = grad_a Q_i.
-        member_actions = actions.detach().unsqueeze(0).repeat(n, 1, 1).requires_grad_(True)
-        q = self.critic(observations.unsqueeze(0).expand(n, *observations.shape), member_actions)
-        (grads,) = torch.autograd.grad(q.sum(), member_actions, create_graph=True)  # (N, batch, |A|)
-        # Unit length (+1e-10, as the official code), then all pairwise cosines per sample: (batch, N, N).
-        grads = grads / (grads.norm(dim=2, keepdim=True) + 1e-10)
-        grads = grads.transpose(0, 1)
-        cosines = torch.bmm(grads, grads.transpose(1, 2))
+        """Q_i(s, a) of every critic, (N, batch), and the diversity term ES, from one forward and one
+        backward; a population's (P, B, d) inputs give (P, N, batch) and each member's own ES, (P,)."""
+        critic = self.critic
+        n = critic.n_critics
+        # Each critic gets its own copy of the action, so d(sum_i Q_i)/d(copy_i) = grad_a Q_i:
+        # ([P,] N, B, |A|).
+        member_actions = actions.detach().unsqueeze(-3).repeat_interleave(n, dim=-3).requires_grad_(True)
+        states = observations.unsqueeze(-3).expand(*member_actions.shape[:-1], observations.shape[-1])
+        # The critics' ensemble on per-critic inputs: (N, B, d), or (P * N, B, d) for a population's P * N
+        # ensemble members (member p's critics are ensemble members p * N ... p * N + N - 1).
+        rows = torch.cat([states, member_actions], dim=-1).flatten(0, -3)
+        out = critic.q_head(critic.backbone(rows)) if isinstance(critic, SharedQ) else critic.net(rows)
+        q = out.squeeze(-1).view(*member_actions.shape[:-1])
+        (grads,) = torch.autograd.grad(q.sum(), member_actions, create_graph=True)  # ([P,] N, batch, |A|)
+        # Unit length (+1e-10, as the official code), then all pairwise cosines per sample:
+        # ([P,] batch, N, N).
+        grads = grads / (grads.norm(dim=-1, keepdim=True) + 1e-10)
+        grads = grads.transpose(-3, -2)
+        cosines = torch.matmul(grads, grads.transpose(-1, -2))
         off_diagonal = 1.0 - torch.eye(n, device=cosines.device, dtype=cosines.dtype)
-        diversity = (cosines * off_diagonal).sum(dim=(1, 2)).mean() / (n - 1)
+        diversity = (cosines * off_diagonal).sum(dim=(-2, -1)).mean(-1) / (n - 1)
         return q, diversity
 
     def q_and_penalty(
         self, observations: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q_i(s, a) and eta * ES from one forward (SAC-N's when eta = 0)."""
-        if self.eta == 0.0:
+        """Q_i(s, a) and eta * ES (summed over a population's members) from one forward (SAC-N's when
+        eta = 0)."""
+        if self.sac_n:
             return super().q_and_penalty(observations, actions)
         q, diversity = self.q_and_diversity(observations, actions)
-        return q, self.eta * diversity
+        return q, (per_member(self.eta, diversity) * diversity).sum()
 
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """sum_i MSE(Q_i(s, a), y) + eta * ES; returns (loss, statistics)."""
-        if self.eta == 0.0:  # SAC-N
+        """sum_i MSE(Q_i(s, a), y) + eta * ES (summed over a population's members, each with its own eta);
+        returns (loss, statistics)."""
+        if self.sac_n:  # SAC-N
             return super().critic_loss(batch, alpha)
         # The SAC-N target: r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s')).
         target = self.td_target(batch, alpha)
         # One forward of the ensemble at (s, a) serves the TD loss and the gradient-diversity term.
         q, diversity = self.q_and_diversity(batch.observations, batch.actions)
         td_loss = ensemble_mse(q, target)
-        return td_loss + self.eta * diversity, {
+        return td_loss + (per_member(self.eta, diversity) * diversity).sum(), {
             "q_mean": q.mean(),
             "critic_td_loss": td_loss,
             "diversity_loss": diversity,

@@ -8,6 +8,12 @@ networks as they were at the start of the step (one policy forward on s serves a
 3. critics:     sum_i MSE(Q_i(s, a), r + gamma (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))),
                 a' ~ pi(s') (the entropy term only with backup_entropy);
 then one Adam step each and Polyak averaging of the target critics. There is no target actor.
+
+Populations (zoo.agents.population) run the same code along a leading member axis: batch columns (P, B, ...),
+actions (P, B, |A|), critics (P, N, B) (the critic axis is always second to last), the temperature (P, 1).
+Every loss is the sum over members of that member's mean (`.mean(-1).sum()`, which is `.mean()` for an
+ordinary agent), so member k's gradient is the one its own loss gives; float settings that differ between
+members (gamma, a fixed target entropy) are (P,) tensors applied with zoo.nn.members.per_member.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import EnsembleQ, SharedQ, TanhGaussianActor
+from zoo.nn.members import per_member
 
 
 class SACPolicy(OfflinePolicy):
@@ -179,8 +186,13 @@ class SAC(OfflineAlgorithm):
         self._actor_params = list(self.actor.parameters())
         self._critic_params = list(self.critic.parameters())
         self.target_pairs = (list(self.policy.critic_target.parameters()), self._critic_params)
-        entropy = -float(self.policy.act_dim) if self.target_entropy == "auto" else float(self.target_entropy)
-        self._target_entropy = entropy
+        # H_target: -|A| ("auto"), or the given number (a population's (P,) tensor when its members differ).
+        if isinstance(self.target_entropy, str):
+            self._target_entropy = -float(self.policy.act_dim)
+        elif isinstance(self.target_entropy, torch.Tensor):
+            self._target_entropy = self.target_entropy
+        else:
+            self._target_entropy = float(self.target_entropy)
         if self.pretraining is not None and self._n_updates > self.pretrain_until:
             self.pretraining.finish(self)  # a loaded agent past its pretraining phase
 
@@ -201,21 +213,26 @@ class SAC(OfflineAlgorithm):
 
     @property
     def alpha(self) -> torch.Tensor:
-        """The entropy temperature exp(log_alpha), detached (a device scalar: no host sync)."""
+        """The entropy temperature exp(log_alpha), detached (a device scalar: no host sync); a population's
+        is (P, 1), member k's in row k, broadcasting over its (P, B) terms."""
         return self.policy.log_alpha.detach().exp()
 
     # ------------------------------------------------------------------ losses
 
     def alpha_loss(self, log_prob: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean(log_alpha * (log pi(a~|s) + H_target)), log pi detached; returns (loss, statistics)."""
-        return -(self.policy.log_alpha * (log_prob.detach() + self._target_entropy)).mean(), {}
+        """-mean(log_alpha * (log pi(a~|s) + H_target)), log pi detached (summed over a population's members,
+        each with its own log_alpha and H_target); returns (loss, statistics)."""
+        log_prob = log_prob.detach()
+        target_entropy = per_member(self._target_entropy, log_prob)
+        return -(self.policy.log_alpha * (log_prob + target_entropy)).mean(-1).sum(), {}
 
     def actor_loss(
         self, batch: Batch, actions: torch.Tensor, log_prob: torch.Tensor, alpha: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """mean(alpha log pi(a~|s) - min_i Q_i(s, a~)) for a~ ~ pi(s), reparameterised."""
-        q = self.critic(batch.observations, actions).min(dim=0).values
-        return (alpha * log_prob - q).mean(), {}
+        """mean(alpha log pi(a~|s) - min_i Q_i(s, a~)) for a~ ~ pi(s), reparameterised (summed over a
+        population's members)."""
+        q = self.critic(batch.observations, actions).min(dim=-2).values
+        return (alpha * log_prob - q).mean(-1).sum(), {}
 
     def td_target(
         self,
@@ -226,22 +243,23 @@ class SAC(OfflineAlgorithm):
     ) -> torch.Tensor:
         """r + gamma (1 - terminated) (min_i Q'_i(s', a') [- alpha log pi(a'|s')]), a' ~ pi(s') unless given.
 
-        The SAC family's one signature: CQL passes its K' backup actions (K', batch, |A|) and takes a max.
+        The SAC family's one signature: CQL passes its K' backup actions ([P,] K', batch, |A|) and takes a
+        max. (batch,), or (P, batch) for a population (each member with its own gamma and alpha).
         """
         with torch.no_grad():
             if next_actions is None:
                 next_actions, next_log_prob = self.actor(batch.next_observations)
-            next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=0).values
+            next_q = self.policy.critic_target(batch.next_observations, next_actions).min(dim=-2).values
             if self.backup_entropy:
                 next_q = next_q - alpha * next_log_prob
-            return batch.rewards + self.gamma * (1.0 - batch.terminations) * next_q
+            return batch.rewards + per_member(self.gamma, next_q) * (1.0 - batch.terminations) * next_q
 
     def q_and_penalty(
         self, observations: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Q_i(s, a) of every critic, (N, batch), and the agent's extra critic term at these pairs, already
-        weighted (SAC-N: none, 0; EDAC: eta * gradient diversity). Pretraining recipes add it to their
-        loss."""
+        """Q_i(s, a) of every critic, (N, batch) (a population's (P, N, batch)), and the agent's extra critic
+        term at these pairs, already weighted and summed over members (SAC-N: none, 0; EDAC: eta * gradient
+        diversity). Pretraining recipes add it to their loss."""
         return self.critic(observations, actions), torch.zeros((), device=observations.device)
 
     def critic_loss(self, batch: Batch, alpha: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
