@@ -21,6 +21,11 @@ Phase 1 is the base algorithm's offline training, unchanged (`learn`): TD3+BC (`
 Everything online lives in one component, `OnlinePretraining`, which a TD3-family agent takes through its
 `online_pretraining` hook; `OPT` and `OPTSPOT` are TD3+BC and SPOT with that component.
 
+Populations (zoo.agents.population): phase 1 trains as the base's population does (member k as a
+population of one with seed k); Q_on and the density net carry the member axis, so that a population is
+built, saved and split into members (`member(k)`) like any agent. The online phases run in `finetune`, which
+a population refuses for now: a member taken out is an ordinary OPT agent and fine-tunes as one.
+
 Differs from the official code (read through a public reimplementation; see the README):
 - observations are normalised when `normalize_observations` is on (hyperparams/opt*.yml turn it off);
 - the priorities cover every offline and online row (no 1e6 ring buffer overwriting offline rows), and the
@@ -102,16 +107,19 @@ ONLINE_OPTIMIZER_NAMES = ("online_critic_optimizer", "density_optimizer")
 def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | list[int]) -> None:
     """Register Q_on (the offline critic's architecture), its target and the density-ratio net on `policy`,
     so that save/load carry them. Built on a forked RNG: the offline phase draws exactly what the base
-    algorithm alone would; both are drawn afresh when the online phase starts (`reset_networks`)."""
+    algorithm alone would; both are drawn afresh when the online phase starts (`reset_networks`). A
+    population's policy gets them with its member axis (one Q_on and one density net per member)."""
     with torch.random.fork_rng(devices=[]):
         policy.online_critic = copy.deepcopy(policy.critic)
         policy.online_critic_target = copy.deepcopy(policy.online_critic).requires_grad_(False)
-        policy.density = DensityRatio(policy.obs_dim, policy.act_dim, tuple(density_net_arch))
+        policy.density = DensityRatio(
+            policy.obs_dim, policy.act_dim, tuple(density_net_arch), n_members=policy.n_members
+        )
 
 
-def build_online_optimizers(policy: TD3Policy, density_learning_rate: float) -> None:
-    """Adam for Q_on (at Q_off's learning rate) and for the density-ratio net."""
-    critic_lr = policy.critic_optimizer.param_groups[0]["lr"]
+def build_online_optimizers(policy: TD3Policy, critic_lr: float, density_learning_rate: float) -> None:
+    """Adam for Q_on (at Q_off's learning rate, `critic_lr`) and for the density-ratio net (a population's:
+    MemberAdam, whose per-member rates zoo.agents.population sets from its members')."""
     policy.online_critic_optimizer = policy.make_optimizer(policy.online_critic.parameters(), critic_lr)
     policy.density_optimizer = policy.make_optimizer(policy.density.parameters(), density_learning_rate)
 
@@ -134,7 +142,7 @@ class OPTPolicy(TD3Policy):
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
-        build_online_optimizers(self, self.density_learning_rate)
+        build_online_optimizers(self, lr, self.density_learning_rate)
 
 
 class OPTSPOTPolicy(SPOTPolicy):
@@ -152,7 +160,7 @@ class OPTSPOTPolicy(SPOTPolicy):
 
     def build_optimizers(self, lr: float) -> None:
         super().build_optimizers(lr)
-        build_online_optimizers(self, self.density_learning_rate)
+        build_online_optimizers(self, lr, self.density_learning_rate)
 
 
 # ---------------------------------------------------------------------------------------------- the component
@@ -310,7 +318,7 @@ class OnlinePretraining:
         """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: Q_off1."""
         if not self.finetuning:
             return q_off
-        q_on = agent.policy.online_critic(observations, actions, members=slice(0, 1))[0]
+        q_on = agent.policy.online_critic(observations, actions, members=slice(0, 1)).squeeze(-2)
         return (1.0 - self.kappa) * q_off + self.kappa * q_on
 
     def actor_objective(self, agent, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -6,6 +6,17 @@ pretraining phase lasts. Pretraining steps count inside `learn`'s total, as in t
 
 The contract: a recipe asks of an agent only what `RecipeAgent` (and, for the SAC family, `SoftRecipeAgent`)
 lists, of a dataset only what `RecipeDataset` lists, and declares the algorithm families it serves.
+
+Populations (zoo.agents.population): every loss here serves an ordinary agent and a population of P agents
+with one code path. Batch columns carry a leading member axis ((P, B, d) instead of (B, d)), critics return
+(P, C, B) instead of (C, B) (the critic axis second to last), and a loss is the sum over members of each
+member's mean (`.mean(-1)` over the batch, then `.sum()`: for an ordinary agent the same number as `.mean()`).
+A recipe float that differs between members is a (P,) tensor attribute (set by the population) and enters
+the losses through `per_member`. A recipe float that chooses a branch or a phase is listed in the recipe's
+`population_shared`; a choice that a float makes (td_weight 0: no TD term) is a boolean attribute, which the
+population requires to agree. Columns whose values depend on a member's settings (Monte-Carlo returns with
+that member's gamma, soft returns with that member's actor) are one column per member (`member_column`),
+member k reading its own (`own_values`).
 """
 
 from __future__ import annotations
@@ -14,14 +25,66 @@ from contextlib import AbstractContextManager
 from typing import Any, ClassVar, Protocol
 
 import torch
-import torch.nn.functional as F
 
-from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch, Replay
 from zoo.data.returns import discounted_suffix_sums
 from zoo.nn import SharedQ
+from zoo.nn.members import per_member
 
 Stats = dict[str, torch.Tensor]
+
+
+def _varies(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.dim() == 1
+
+
+def member_setting(agent: Any, name: str, k: int) -> Any:
+    """Member k's value of the agent's setting `name`: the agent's own value where the members agree; where
+    they differ (a population's (P,) tensor), the exact number member k was built with (its recorded
+    hyperparameters: the tensor holds float32 roundings, and a gamma of 0.9 must stay 0.9 in the returns)."""
+    value = getattr(agent, name)
+    return float(agent.member_hyperparameters[k][name]) if _varies(value) else value
+
+
+def member_column(agent: Any, compute: Any, *names: str) -> torch.Tensor:
+    """A per-transition column computed from the agent's settings `names`: compute(*values), (N,).
+
+    In a population whose members differ in one of those settings, each member gets its own column,
+    computed with its own values: (N, P), member k's in column k; a batch then holds (P, B, P), and
+    `own_values` gives member k the values of column k."""
+    if not any(_varies(getattr(agent, name)) for name in names):
+        return compute(*(getattr(agent, name) for name in names))
+    columns = [compute(*(member_setting(agent, name, k) for name in names)) for k in range(agent.n_members)]
+    return torch.stack(columns, dim=-1)
+
+
+def own_values(column: torch.Tensor) -> torch.Tensor:
+    """A batch's column as its member reads it: (B,) or (P, B) as drawn; one column per member, (P, B, P),
+    gives member k its own column k: (P, B)."""
+    if column.dim() == 3:
+        return column.diagonal(dim1=0, dim2=2).transpose(0, 1)
+    return column
+
+
+def per_member_mse(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each member's sum over its critics of MSE(Q_i, target): q (C, B) and target (B,) give a scalar, a
+    population's (P, C, B) and (P, B) give (P,). Summed, it is zoo.agents.losses.ensemble_mse."""
+    return (q - target.unsqueeze(-2)).pow(2).mean(dim=-1).sum(dim=-1)
+
+
+def mixes_td(td_weight: float | torch.Tensor) -> bool:
+    """Whether a recipe's critic loss mixes in the TD loss (td_weight > 0). A population's td_weight is a
+    (P,) tensor only when its members' values differ, and they may differ only when all are > 0 (the
+    recipe's `td_weight_is_zero` must agree)."""
+    return isinstance(td_weight, torch.Tensor) or td_weight > 0.0
+
+
+def normalised_mix(first: torch.Tensor, second: torch.Tensor, weight: Any) -> torch.Tensor:
+    """(1 - lambda) L_1 / sg(L_1) + lambda L_2 / sg(L_2) per member (each loss divided by its own detached
+    value, so the mix is scale-free: its gradient is the lambda-weighted mix of the relative gradients),
+    summed over a population's members; `weight` is lambda, a float or a population's (P,) tensor."""
+    weight = per_member(weight, first)
+    return ((1 - weight) * first / first.detach() + weight * second / second.detach()).sum()
 
 
 class RecipeAgent(Protocol):
@@ -36,6 +99,9 @@ class RecipeAgent(Protocol):
     reward_scale: float
     reward_bias: float
     replay: Replay  # its columns: read `column`, write `write_column`
+    n_members: int  # 1, or the size of a population (zoo.agents.population)
+    is_population: bool
+    member_hyperparameters: list[dict[str, Any]] | None  # a population's members' settings, exact
 
     @property
     def n_updates(self) -> int: ...
@@ -45,6 +111,7 @@ class RecipeAgent(Protocol):
     def sample(self, batch_size: int) -> Batch: ...
     def transform_rewards(self, rewards: Any) -> Any: ...
     def critic_loss(self, batch: Batch, *args: Any) -> tuple[torch.Tensor, Stats]: ...
+    def td_target(self, batch: Batch, *args: Any) -> torch.Tensor: ...
     def rl_update(self, batch: Batch, critic_loss: torch.Tensor | None = None) -> Any: ...
     def critic_step(self, loss: torch.Tensor) -> None: ...
     def actor_step(self, loss: torch.Tensor) -> None: ...
@@ -58,7 +125,7 @@ class SoftRecipeAgent(RecipeAgent, Protocol):
     @property
     def alpha(self) -> torch.Tensor: ...
     def alpha_step(self, log_prob: torch.Tensor) -> None: ...
-    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor: ...
+    def td_target(self, batch: Batch, alpha: torch.Tensor) -> torch.Tensor: ...  # type: ignore[override]
     def q_and_penalty(
         self, observations: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]: ...
@@ -80,6 +147,8 @@ class Pretraining:
 
     key: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...]] = ()
+    # Float options that choose a phase or a branch: the members of a population must agree on them.
+    population_shared: ClassVar[frozenset[str]] = frozenset()
 
     def check(self, agent: RecipeAgent) -> None:
         """Refuse, at construction, an agent whose networks the recipe cannot train."""
@@ -110,6 +179,11 @@ class Imitation(Pretraining):
     r_T / (1 - gamma); targets follow every step. With td_weight = lambda > 0 the critic loss mixes in
     the TD loss, each part divided by its own detached value (scale-free, as the official code does):
     (1 - lambda) L_MC / sg(L_MC) + lambda L_TD / sg(L_TD).
+
+    Populations: each member's losses on its own batch, summed; lambda may differ per member as long as all
+    members mix in the TD loss or none does (lambda = 0 is the plain, unnormalised MC loss and draws no TD
+    target noise: `td_weight_is_zero` must agree); members whose gamma or reward transform differ get their
+    own return columns.
     """
 
     key = "imitate"
@@ -121,6 +195,8 @@ class Imitation(Pretraining):
                 f"The TD weight (lambda) of imitation pretraining lies in [0, 1], got {td_weight}."
             )
         self.td_weight = td_weight
+        # A branch (no TD term at all): the members of a population must agree on it (compared as a bool).
+        self.td_weight_is_zero = td_weight == 0.0
 
     def wrong_family(self, agent: RecipeAgent) -> str:
         return (
@@ -129,27 +205,27 @@ class Imitation(Pretraining):
         )
 
     def columns(self, agent: RecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
-        return {
-            "returns_to_go": dataset.returns_to_go(
-                agent.gamma, timeout_tail=True, reward_scale=agent.reward_scale, reward_bias=agent.reward_bias
+        def returns(gamma: float, reward_scale: float, reward_bias: float) -> torch.Tensor:
+            return dataset.returns_to_go(
+                gamma, timeout_tail=True, reward_scale=reward_scale, reward_bias=reward_bias
             )
-        }
+
+        return {"returns_to_go": member_column(agent, returns, "gamma", "reward_scale", "reward_bias")}
 
     def critic_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
-        """sum_i MSE(Q_i(s, a), G) [loss-normalised mix with the agent's TD loss]; (loss, statistics)."""
+        """sum_i MSE(Q_i(s, a), G) [loss-normalised mix with the agent's TD loss, per member]; (loss,
+        statistics). The TD part is the agent's TD target against the same Q_i(s, a) (TD3's critic loss)."""
         q = agent.critic(batch.observations, batch.actions)
-        mc_loss = ensemble_mse(q, batch.returns_to_go)
-        if self.td_weight == 0.0:
-            return mc_loss, {}
-        td_loss, _ = agent.critic_loss(batch)
-        mixed = (
-            1 - self.td_weight
-        ) * mc_loss / mc_loss.detach() + self.td_weight * td_loss / td_loss.detach()
-        return mixed, {}
+        mc_loss = per_member_mse(q, own_values(batch.returns_to_go))
+        if not mixes_td(self.td_weight):
+            return mc_loss.sum(), {}
+        td_loss = per_member_mse(q, agent.td_target(batch))
+        return normalised_mix(mc_loss, td_loss, self.td_weight), {}
 
     def actor_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
-        """MSE(pi(s), a); (loss, statistics)."""
-        return F.mse_loss(agent.actor(batch.observations), batch.actions), {}
+        """MSE(pi(s), a) (summed over a population's members); (loss, statistics)."""
+        error = (agent.actor(batch.observations) - batch.actions).pow(2)
+        return error.flatten(-2).mean(-1).sum(), {}
 
     def update(self, agent: RecipeAgent, batch: Batch) -> None:
         """A critic step on the Monte-Carlo loss, an actor step on BC (no delay), then the targets."""
@@ -193,9 +269,10 @@ class TransitionPrediction(Pretraining):
             )
 
     def critic_loss(self, agent: RecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
-        """sum_i MSE(g_i(h_i(s, a)), s'); (loss, statistics)."""
+        """sum_i MSE(g_i(h_i(s, a)), s') (summed over a population's members too); (loss, statistics)."""
         predicted = agent.critic.predict_next_observation(batch.observations, batch.actions)
-        return (predicted - batch.next_observations).pow(2).mean(dim=(1, 2)).sum(), {}
+        target = batch.next_observations.unsqueeze(-3)  # (…, 1, B, obs) against (…, C, B, obs)
+        return (predicted - target).pow(2).mean(dim=(-2, -1)).sum(), {}
 
     def update(self, agent: RecipeAgent, batch: Batch) -> None:
         """The agent's own update with this critic objective in place of its TD loss."""
@@ -205,6 +282,8 @@ class TransitionPrediction(Pretraining):
         agent.rl_update(batch, critic_loss=loss)
 
     def finish(self, agent: RecipeAgent) -> None:
+        """The frozen variant: no backbone weight learns from here on (a population's stacked backbone
+        holds every member's, so all members freeze at once, as they all switch at the same update)."""
         if self.freeze_backbone:
             agent.critic.backbone.requires_grad_(False)
 
@@ -234,6 +313,11 @@ class SoftImitation(Pretraining):
     part mixes with the agent's own soft TD loss, each divided by its detached value like `Imitation`.
     Then the agent's own update takes over.
 
+    Populations: each member's losses on its own batch, summed; the soft returns depend on each member's
+    actor, temperature and gamma, so a population of P > 1 keeps one column per member (member k reads its
+    own). td_weight may differ per member when all mix in the TD loss or none does (`td_weight_is_zero`);
+    bc_fraction picks the phase switch and is shared.
+
     Length: the official script pretrains `epoch <= pretrain_epochs` epochs of 1000 updates with BC while
     `epoch < pretrain_epochs * 0.5`, so `--pretrain_epochs 20` gives 10,000 BC updates and 11,000 critic
     updates (the `<=` counts one epoch more than asked). Here pretrain_steps counts exactly: 20,000 with
@@ -252,6 +336,7 @@ class SoftImitation(Pretraining):
 
     key = "soft-imitate"
     families = ("sac",)
+    population_shared = frozenset({"bc_fraction"})
 
     def __init__(self, bc_fraction: float = 0.5, td_weight: float = 0.0, chunk_size: int = 65536):
         if not 0.0 < bc_fraction < 1.0:
@@ -264,6 +349,8 @@ class SoftImitation(Pretraining):
                 f"The TD weight (lambda) of soft imitation pretraining lies in [0, 1], got {td_weight}."
             )
         self.bc_fraction, self.td_weight, self.chunk_size = bc_fraction, td_weight, int(chunk_size)
+        # A branch (no TD term at all): the members of a population must agree on it (compared as a bool).
+        self.td_weight_is_zero = td_weight == 0.0
         self.source: dict[str, Any] | None = None  # the source episode layout, until the switch
         self.returns_ready = False
 
@@ -281,10 +368,12 @@ class SoftImitation(Pretraining):
     # ------------------------------------------------------------------ soft Monte-Carlo returns
 
     def columns(self, agent: SoftRecipeAgent, dataset: RecipeDataset) -> dict[str, torch.Tensor]:
-        """A zero placeholder, filled at the switch; the episode layout of the source dataset is kept."""
+        """A zero placeholder, filled at the switch (a population of P > 1: one column per member); the
+        episode layout of the source dataset is kept."""
         self.source = self.source_layout(agent, dataset)
         self.returns_ready = False
-        return {"soft_returns_to_go": torch.zeros(len(dataset), device=dataset.device)}
+        members = (agent.n_members,) if agent.n_members > 1 else ()
+        return {"soft_returns_to_go": torch.zeros(len(dataset), *members, device=dataset.device)}
 
     @staticmethod
     def source_layout(agent: SoftRecipeAgent, dataset: RecipeDataset) -> dict[str, Any]:
@@ -345,21 +434,35 @@ class SoftImitation(Pretraining):
 
     @torch.no_grad()
     def fill_soft_returns(self, agent: SoftRecipeAgent) -> None:
-        """Compute the soft returns once with the current actor and alpha, into the table's column."""
+        """Compute the soft returns once with the current actor and alpha, into the table's column; a
+        population's members each with their own actor (on the same states), alpha and gamma."""
         observations = agent.replay.column("observations")
-        entropies = torch.cat([-agent.actor(chunk)[1] for chunk in observations.split(self.chunk_size)])
+
+        def entropies_of(chunk: torch.Tensor) -> torch.Tensor:  # (c,), or (P, c) for a population
+            states = chunk.expand(agent.n_members, *chunk.shape) if agent.is_population else chunk
+            return -agent.actor(states)[1]
+
+        entropies = torch.cat([entropies_of(chunk) for chunk in observations.split(self.chunk_size)], dim=-1)
         source = self.source
         rows = source["rows"]
-        entropies = torch.where(rows >= 0, entropies[rows.clamp(min=0)], 0.0)
-        returns = self.soft_returns_to_go(
-            source["rewards"],
-            entropies,
-            source["last"],
-            source["tail"],
-            agent.gamma,
-            agent.alpha,
-            source["max_length"],
-        )
+        entropies = torch.where(rows >= 0, entropies[..., rows.clamp(min=0)], 0.0)
+        alpha = agent.alpha
+
+        def returns_of(k: int | None) -> torch.Tensor:  # member k's (None: an ordinary agent's)
+            return self.soft_returns_to_go(
+                source["rewards"],
+                entropies if k is None else entropies[k],
+                source["last"],
+                source["tail"],
+                agent.gamma if k is None else member_setting(agent, "gamma", k),
+                alpha if k is None else alpha.reshape(-1)[k],
+                source["max_length"],
+            )
+
+        if agent.is_population:
+            returns = torch.stack([returns_of(k) for k in range(agent.n_members)], dim=-1).squeeze(-1)
+        else:
+            returns = returns_of(None)
         agent.replay.write_column("soft_returns_to_go", returns[source["index"]])
         self.returns_ready = True
 
@@ -368,17 +471,22 @@ class SoftImitation(Pretraining):
     def actor_loss(
         self, agent: SoftRecipeAgent, batch: Batch, log_prob: torch.Tensor, alpha: torch.Tensor
     ) -> tuple[torch.Tensor, Stats]:
-        """mean(alpha log pi(a~|s) - log pi(a_data|s)); (loss, statistics)."""
-        return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean(), {}
+        """mean(alpha log pi(a~|s) - log pi(a_data|s)) (summed over a population's members, each with its own
+        alpha); (loss, statistics)."""
+        return (alpha * log_prob - agent.actor.log_prob(batch.observations, batch.actions)).mean(-1).sum(), {}
 
     def critic_loss(self, agent: SoftRecipeAgent, batch: Batch) -> tuple[torch.Tensor, Stats]:
         """mean_{i,b}(Q_i(s, a) - G)^2 [loss-normalised mix with TD] + the agent's critic term (EDAC: eta ES);
-        returns (loss, statistics: that term as `pretrain_critic_penalty`)."""
+        returns (loss, statistics: that term as `pretrain_critic_penalty`). A population: each member's on
+        its own batch and returns, summed (the penalty comes summed over members from the agent)."""
         q, penalty = agent.q_and_penalty(batch.observations, batch.actions)  # EDAC: one forward for both
-        loss = (q - batch.soft_returns_to_go).pow(2).mean()
-        if self.td_weight > 0.0:
-            td_loss = ensemble_mse(q, agent.td_target(batch, agent.alpha))
-            loss = (1 - self.td_weight) * loss / loss.detach() + self.td_weight * td_loss / td_loss.detach()
+        returns = own_values(batch.soft_returns_to_go).unsqueeze(-2)  # (…, 1, B) against (…, C, B)
+        mc_loss = (q - returns).pow(2).mean(dim=(-2, -1))  # per member
+        if not mixes_td(self.td_weight):
+            loss = mc_loss.sum()
+        else:
+            td_loss = per_member_mse(q, agent.td_target(batch, agent.alpha))
+            loss = normalised_mix(mc_loss, td_loss, self.td_weight)
         return loss + penalty, {"pretrain_critic_penalty": penalty}
 
     def update(self, agent: SoftRecipeAgent, batch: Batch) -> None:
@@ -389,7 +497,7 @@ class SoftImitation(Pretraining):
             self.fill_soft_returns(agent)
             # The drawn batch still held the placeholder: draw again (kept as is: the same random stream as
             # the runs recorded so far).
-            batch = agent.sample(batch.rewards.shape[0])
+            batch = agent.sample(batch.rewards.shape[-1])
         self.critic_update(agent, batch)
 
     def imitation_update(self, agent: SoftRecipeAgent, batch: Batch) -> None:

@@ -16,6 +16,10 @@ trains the VAE in a separate script: 100k VAE steps + 1M policy steps is learn(1
 mean Q > 1e4"; the time-limit step is kept as a bootstrapped transition (zoo convention, see td3.py).
 Kept from the official Gym code: actor dropout 0.1 in training mode (also on the target actor, which the
 official code never switches to eval mode), none at acting and evaluation time.
+
+Populations (zoo.agents.population): P SPOT agents as one, each member with its own VAE (a member of the
+batched VAE), its own dropout masks and latent noise (its own generator), its own lambda and beta; the VAE
+phase's length (vae_steps, a whole number) is shared. Losses are sums over members of each member's means.
 """
 
 from __future__ import annotations
@@ -32,6 +36,20 @@ from zoo.agents.base import Batch
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
+from zoo.nn.members import GLOBAL_RANDOM, MemberRandom, per_member
+
+
+def member_dropout(x: torch.Tensor, p: float, training: bool, random: MemberRandom) -> torch.Tensor:
+    """Dropout: in training, each unit kept with probability 1 - p and scaled by 1 / (1 - p).
+
+    An ordinary agent's is torch's own F.dropout (its masks from torch's global generator, as always); a
+    population's masks come from `random`, member k's rows from member k's generator (the same
+    Bernoulli(1 - p) masks, drawn as U[0, 1) >= p)."""
+    if not training or p == 0.0:
+        return x
+    if random.generators is None:
+        return F.dropout(x, p, True)
+    return x * (random.rand_like(x) >= p).to(x.dtype) / (1.0 - p)
 
 
 class DropoutActor(nn.Module):
@@ -40,11 +58,12 @@ class DropoutActor(nn.Module):
     It wraps the actor's own `net` (same parameters, same state-dict keys), so the TD3 machinery built on
     those parameters (optimizer, Polyak pairs) is unchanged. thuml/SPOT puts Dropout between Linear and
     ReLU; ReLU commutes with dropout's non-negative scaling, so that is the same function.
+    (B, obs) -> (B, act); a population's (P, B, obs) -> (P, B, act), with member k's masks from `random`.
     """
 
-    def __init__(self, net: EnsembleMLP, p: float):
+    def __init__(self, net: EnsembleMLP, p: float, random: MemberRandom = GLOBAL_RANDOM):
         super().__init__()
-        self.net, self.p = net, p
+        self.net, self.p, self.random = net, p, random
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         x, last = obs, len(self.net.layers) - 1
@@ -53,8 +72,9 @@ class DropoutActor(nn.Module):
             if i < last:
                 if self.net.layer_norm:
                     x = F.layer_norm(x, x.shape[-1:])
-                x = F.dropout(F.relu(x), self.p, self.training)
-        return torch.tanh(x).squeeze(0)
+                x = member_dropout(F.relu(x), self.p, self.training, self.random)
+        out = torch.tanh(x)
+        return out.squeeze(0) if obs.dim() == 2 else out
 
 
 class SPOTPolicy(TD3Policy):
@@ -80,7 +100,7 @@ class SPOTPolicy(TD3Policy):
         **kwargs: Any,
     ):
         super().__init__(observation_space, action_space, lr_schedule, net_arch, **kwargs)
-        self.vae = VAE(self.obs_dim, self.act_dim, vae_net_arch, vae_latent_dim)
+        self.vae = VAE(self.obs_dim, self.act_dim, vae_net_arch, vae_latent_dim, self.n_members)
         self.vae_lr = vae_lr
 
     def build_optimizers(self, lr: float) -> None:
@@ -189,8 +209,8 @@ class SPOT(TD3):
         super()._setup_model()
         policy = self.policy
         if self.actor_dropout > 0:  # wrap the actor and its target around their own weights
-            policy.actor = DropoutActor(policy.actor.net, self.actor_dropout)
-            policy.actor_target = DropoutActor(policy.actor_target.net, self.actor_dropout)
+            policy.actor = DropoutActor(policy.actor.net, self.actor_dropout, self.random)
+            policy.actor_target = DropoutActor(policy.actor_target.net, self.actor_dropout, self.random)
             self.actor = policy.actor
         if self.actor_init_w is not None:
             initialize(policy.actor.net, output_bound=self.actor_init_w)
@@ -233,9 +253,10 @@ class SPOT(TD3):
 
     # ------------------------------------------------------------------ the density penalty and its weight
 
-    def current_lambda(self) -> float:
+    def current_lambda(self) -> float | torch.Tensor:
         """lambda offline; lambda * max(lambd_end, 1 - t / T) during `finetune` with lambd_cool
-        (host ints)."""
+        (host ints). A population's lambda is its (P,) tensor of member values (populations do not
+        fine-tune)."""
         if not self.lambd_cool or self._cooling_start is None:
             return self.lambd
         t = self._n_updates - self._cooling_start
@@ -267,18 +288,22 @@ class SPOT(TD3):
     # ------------------------------------------------------------------ losses
 
     def vae_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean over the batch of elbo_loss(s, a), one latent sample: thuml/SPOT train_vae.py's loss."""
-        return self.policy.vae.elbo_loss(batch.observations, batch.actions, self.beta).mean(), {}
+        """Mean over the batch of elbo_loss(s, a), one latent sample: thuml/SPOT train_vae.py's loss (summed
+        over a population's members, each VAE on its member's batch)."""
+        return self.policy.vae.elbo_loss(batch.observations, batch.actions, self.beta).mean(-1).sum(), {}
 
     def actor_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """-mean Q(s, pi(s)) / mean|Q(s, pi(s))| (detached) + lambda_t * mean n(s), n from the frozen VAE."""
+        """-mean Q(s, pi(s)) / mean|Q(s, pi(s))| (detached) + lambda_t * mean n(s), n from the frozen VAE;
+        a population's members each with their own lambda, summed."""
         obs = batch.observations
         pi = self.actor(obs)
         q = self.actor_q(obs, pi)
-        q_term = -q.mean() / q.abs().mean().detach() if self.normalize_q else -q.mean()
-        density = self.density_loss(obs, pi).mean()
+        q_mean = q.mean(-1)
+        q_term = -q_mean / q.abs().mean(-1).detach() if self.normalize_q else -q_mean
+        density = self.density_loss(obs, pi).mean(-1)
         lambd = self.current_lambda()
-        return q_term + lambd * density, {"neg_log_beta": density, "lambd": torch.tensor(lambd)}
+        loss = (q_term + per_member(lambd, density) * density).sum()
+        return loss, {"neg_log_beta": density, "lambd": torch.as_tensor(lambd)}
 
     # ------------------------------------------------------------------ one update
 

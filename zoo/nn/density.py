@@ -4,7 +4,7 @@ w(s, a) estimates d_online(s, a) / d_offline(s, a): an MLP over s ⊕ a with a R
 so w >= 0 (Off2On and OPT: 256-256 hidden, ReLU output). Initialisation as in shlee94/Off2OnRL
 (examples/ours.py: rlkit's ConcatMlp, last layer U(±3e-3), its bias filled with 1): w starts at about 1
 everywhere, so the ReLU starts alive and the first priorities are about 1. Its loss lives with the agent
-(zoo.agents.opt.density_ratio_loss).
+(zoo.agents.opt.density_ratio_loss). A population's P agents are P members of one batched MLP.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ from zoo.nn.ensemble import EnsembleMLP
 
 
 class DensityRatio(nn.Module):
-    """w(s, a) = relu(MLP(s ⊕ a)) >= 0: returns (batch,)."""
+    """w(s, a) = relu(MLP(s ⊕ a)) >= 0: returns (batch,), or (P, batch) for a population's (P, batch, d)."""
 
     def __init__(
-        self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256), output_bound: float = 3e-3
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden: Sequence[int] = (256, 256),
+        output_bound: float = 3e-3,
+        n_members: int = 1,
     ):
         super().__init__()
-        # One member: the member axis is where several seeds trained together would go.
-        self.net = EnsembleMLP(1, obs_dim + act_dim, 1, hidden)
+        # One member for an ordinary agent; a population's P agents are P members.
+        self.net = EnsembleMLP(n_members, obs_dim + act_dim, 1, hidden)
         self.output_bound = output_bound
         self.reset_parameters()
 
@@ -40,4 +45,5 @@ class DensityRatio(nn.Module):
         output.bias.fill_(1.0)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.net(torch.cat([obs, actions], dim=-1)))[0, :, 0]
+        w = F.relu(self.net(torch.cat([obs, actions], dim=-1)))[..., 0]  # (members, batch)
+        return w[0] if obs.dim() == 2 else w
