@@ -117,6 +117,10 @@ def test_study_settings_must_match_and_best_retrains(tiny, tmp_path, capsys):
     base = {"n_trials": 1, "steps": 20, "n_evaluations": 1, "eval_episodes": 1, "plots": False}
     base["out"] = str(tmp_path / "s")
     study = tune(TuneSettings("td3bc", TINY_ID, **base))
+    # one seed, one trial at a time: an ordinary run (zoo.runs.train_offline), no population
+    (trial,) = study.get_trials()
+    assert trial.user_attrs["gradient_steps"] == 20 and "population" not in trial.user_attrs
+    assert trial.user_attrs["trained_with"] == [trial.params]
     with pytest.raises(ValueError, match=r"other settings: steps 20 \(this command: 30\)"):
         tune(TuneSettings("td3bc", TINY_ID, **{**base, "steps": 30}))
     # --best: the best trial's settings trained again, here at 30 steps, into <out>/best/seed-0

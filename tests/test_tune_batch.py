@@ -136,6 +136,31 @@ def test_trials_that_disagree_structurally_train_as_separate_populations(tiny, t
         assert trial.user_attrs["gradient_steps"] == 30
 
 
+def test_fraction_below_one_trains_each_seed_as_its_own_run(tiny, tmp_path, capsys):
+    # seed k trains on its own draw of 90% of the data: a population (one dataset) cannot, the batch runs
+    # its trials' seeds one after another, and still asks and tells its trials together
+    folder = tmp_path / "study"
+    settings = TuneSettings(
+        "td3bc", TINY_ID, n_trials=2, seeds=2, batch=2, fraction=0.9, out=str(folder), sampler_seed=2, **FAST
+    )
+    study = tune(settings)
+    printed = capsys.readouterr().out
+    assert "2 trials asked at once; each seed trains as its own run (--fraction 0.9" in printed
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    for trial in trials:
+        runs = [folder / f"trial-{trial.number:04d}" / f"seed-{k}" for k in range(2)]
+        configs = [json.loads((run / "config.json").read_text()) for run in runs]
+        assert [c["seed"] for c in configs] == [0, 1] and all("population" not in c for c in configs)
+        assert all(c["fraction"] == 0.9 for c in configs)
+        assert "population" not in trial.user_attrs
+        scores = [final_score(run) for run in runs]
+        assert trial.user_attrs["seed_scores"] == pytest.approx(scores, abs=1e-12)
+        assert trial.value == pytest.approx(np.mean(scores), abs=1e-12)
+        assert trial.user_attrs["trained_with"] == [trial.params, trial.params]
+        assert trial.user_attrs["gradient_steps"] == 60 and trial.user_attrs["eval_episodes"] == 6
+
+
 def completed_trial(value_at: dict[int, float]):
     """A finished trial with these intermediate values, for the median pruner to compare with."""
     return optuna.trial.create_trial(
