@@ -465,11 +465,15 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
 
     def record(self, **stats: torch.Tensor) -> None:
         """Accumulate training statistics on the device (a tensor with more than one element counts as its
-        mean); they are read (one sync) only when dumped. Losses return their statistics, updates log them."""
+        mean); they are read (one sync) only when dumped. Losses return their statistics, updates log them.
+        A population's losses are sums over its members (each member's gradient is its own); a `*_loss`
+        statistic is logged as their mean, like every other statistic."""
         for name, value in stats.items():
             value = value.detach()
             if value.dim() > 0:
                 value = value.mean()
+            elif self.is_population and name.endswith("_loss"):
+                value = value / self.n_members
             if name in self._stat_sums:
                 self._stat_sums[name] += value
                 self._stat_counts[name] += 1

@@ -38,9 +38,10 @@ if TYPE_CHECKING:
     from zoo.agents.base import OfflineAlgorithm
     from zoo.data.dataset import OfflineDataset
 
-# Settings that must agree within a population although they are floats: they pick phases, not numbers
-# inside a loss (an agent class adds its own in `population_shared`).
-SHARED_FLOATS = frozenset({"pretrain_steps"})
+# Settings that must agree within a population although they are floats: they pick phases, or they shape
+# the one data table all members sample from (rewards are transformed once, into the shared table), not
+# numbers inside a loss (an agent class adds its own in `population_shared`).
+SHARED_FLOATS = frozenset({"pretrain_steps", "reward_scale", "reward_bias"})
 # Attributes that differ between members by design, or that the population carries elsewhere (the
 # learning rates live in the optimizers, one per member).
 _PER_MEMBER_ELSEWHERE = frozenset({"seed", "_explore_rng"})
@@ -76,9 +77,9 @@ def _differs(values: Sequence[Any]) -> bool:
 def _refuse(name: str, values: Sequence[Any], seeds: Sequence[int]) -> ConfigError:
     shown = ", ".join(f"seed {s}: {v!r}" for s, v in zip(seeds, values))
     return ConfigError(
-        f"The members of a population differ in '{name}' ({shown}): a population shares its network sizes and "
-        f"every whole-number, boolean, text or schedule setting; give all members the same '{name}', or train "
-        "them as separate populations."
+        f"The members of a population differ in '{name}' ({shown}): a population shares its network sizes, "
+        "its data table and every setting that picks a phase or a branch; give all members the same "
+        f"'{name}', or train them as separate populations."
     )
 
 
@@ -94,12 +95,14 @@ def _per_member_floats(
         values = [vars(o).get(name) for o in objects]
         if not _differs(values):
             continue
-        if name == "policy_kwargs":
+        if name in ("policy_kwargs", "pretrain_kwargs"):
             for key in first:
                 entries = [v.get(key) for v in values]
                 if _differs(entries) and not all(_is_float(e) for e in entries):
-                    raise _refuse(f"policy_kwargs.{key}", entries, seeds)
-            continue  # float policy settings (learning rates, initial temperatures) live in optimizers/weights
+                    raise _refuse(f"{name}.{key}", entries, seeds)
+            # float policy settings (learning rates, initial temperatures) live in optimizers/weights; a
+            # recipe's float options in the recipe's attributes (compared with the recipes below)
+            continue
         if _is_learning_rate(name) and all(_is_float(v) or v is None for v in values):
             if any(v is None for v in values):
                 raise _refuse(name, values, seeds)
@@ -121,11 +124,15 @@ def build_population(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ConfigError("A population needs at least one seed (e.g. seeds=[0, 1, 2, 3]).")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"The seeds of a population must differ (got {seeds}): member k draws from seed k.")
     if len(member_kwargs) != len(seeds):
         raise ConfigError(f"{len(member_kwargs)} member settings for {len(seeds)} seeds: give one per seed.")
     member_kwargs = [{k: v for k, v in kwargs.items() if k != "seed"} for kwargs in member_kwargs]
+    # Members may share a seed when their settings differ (zoo tune --batch: every trial on seeds 0..K-1, the
+    # same random numbers for every configuration, as sequential trials get); each member has its own
+    # generator, so equal seeds give equal, independent streams. The same seed and settings twice is a mistake.
+    if any(seeds[i] == seeds[j] and member_kwargs[i] == member_kwargs[j]
+           for i in range(len(seeds)) for j in range(i)):
+        raise ConfigError(f"The seeds of a population must differ (got {seeds}): member k draws from seed k.")
     for kwargs in member_kwargs:
         if callable(kwargs.get("learning_rate")):
             raise ConfigError(
@@ -136,7 +143,8 @@ def build_population(
     shared = SHARED_FLOATS | frozenset(cls.population_shared)
     varying = _per_member_floats(members, shared, seeds)
     recipes = [m.pretraining for m in members]
-    recipe_varying = _per_member_floats(recipes, shared, seeds) if recipes[0] is not None else {}
+    recipe_shared = shared | frozenset(getattr(recipes[0], "population_shared", ()))  # e.g. bc_fraction
+    recipe_varying = _per_member_floats(recipes, recipe_shared, seeds) if recipes[0] is not None else {}
 
     population = cls(dataset, seed=seeds[0], _init_setup_model=False, **member_kwargs[0])
     population.n_members, population.is_population, population.member_seeds = len(seeds), True, seeds
@@ -180,7 +188,7 @@ def member_agent(population: "OfflineAlgorithm", k: int) -> "OfflineAlgorithm":
         raise ConfigError(f"member({k}): this population has members 0..{n - 1}.")
     counters = population.training_counters
     agent = type(population).rebuild(
-        dict(population._member_kwargs[k]),
+        {name: v for name, v in population._member_kwargs[k].items() if name != "device"},  # passed below
         population.observation_space,
         population.action_space,
         dataset=population.dataset,
@@ -204,13 +212,12 @@ def member_agent(population: "OfflineAlgorithm", k: int) -> "OfflineAlgorithm":
 def _copy_member_moments(source: MemberAdam, target: torch.optim.Optimizer, k: int, n: int) -> None:
     """Member k's Adam moments and step count into an ordinary agent's Adam."""
     for source_group, target_group in zip(source.param_groups, target.param_groups):
-        step = source_group.get("step", 0)
         for stacked, param in zip(source_group["params"], target_group["params"]):
             state = source.state.get(stacked)
             if not state:
                 continue
             target.state[param] = {
-                "step": torch.tensor(float(step), dtype=torch.float32, device=param.device),
+                "step": state["step"].detach().clone().to(param.device),
                 "exp_avg": state["exp_avg"].view(n, *param.shape)[k].clone(),
                 "exp_avg_sq": state["exp_avg_sq"].view(n, *param.shape)[k].clone(),
             }

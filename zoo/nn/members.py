@@ -92,73 +92,61 @@ def per_member(value, like: torch.Tensor):
 def member_rows(value: torch.Tensor, tensor: torch.Tensor, n_members: int) -> torch.Tensor:
     """Per-member values (K,) broadcast over a stacked parameter `tensor` whose leading axis holds the K
     members' slices one after the other (K * s0 rows): (K * s0, 1, ..., 1)."""
-    per_row = value.repeat_interleave(tensor.shape[0] // n_members) if tensor.dim() else value
+    if tensor.dim() == 0:  # a learned scalar of a population of one (policy.member_shape is () for it)
+        return value.reshape(()).to(tensor.dtype)
+    per_row = value.repeat_interleave(tensor.shape[0] // n_members)
     return per_row.view(-1, *[1] * max(tensor.dim() - 1, 0)).to(tensor.dtype)
 
 
-class MemberAdam(torch.optim.Optimizer):
+class MemberAdam(torch.optim.Adam):
     """Adam on a population's stacked parameters, each member with its own learning rate.
 
     For every element of member k's slice, with g its gradient and t the step (all members step together):
         m <- beta1 m + (1 - beta1) g,   v <- beta2 v + (1 - beta2) g^2,
         p <- p - lr_k / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
-    which is torch.optim.Adam's update written with foreach kernels and a per-member step size, so a member's
-    update reads only its own slices. Parameters are stacked along their first axis, member k owning rows
-    k * s0 ... (k + 1) * s0 - 1 (a 0-dim parameter of an ordinary agent is a (K,) vector here).
+    Adam is elementwise, so torch's fused Adam on the stacked tensors is each member's own Adam. When the
+    members' learning rates agree (seeds of one configuration) that is the whole step. When they differ
+    (tuning trials), the fused step runs with rate 1 and each member's move is then scaled by its rate:
+    p <- p_old + lr_k (p_1 - p_old), which equals the formula above up to float rounding (about 1e-7 of the
+    move). Parameters are stacked along their first axis, member k owning rows k * s0 ... (k + 1) * s0 - 1
+    (a 0-dim parameter of an ordinary agent is a (K,) vector here).
 
     :param params: the stacked parameters
     :param lr: one learning rate per member, (K,)
     """
 
     def __init__(self, params: Iterable[torch.nn.Parameter], lr: torch.Tensor, betas=(0.9, 0.999), eps=1e-8):
-        lr = torch.as_tensor(lr, dtype=torch.float32).reshape(-1)
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps))
-        self.n_members = int(lr.numel())
-        self._lr_rows: dict[int, list[torch.Tensor]] = {}  # per group: each parameter's learning-rate rows
+        params = list(params)
+        fused = bool(params) and params[0].device.type in ("cuda", "cpu")
+        super().__init__(params, lr=1.0, betas=betas, eps=eps, fused=fused, foreach=None if fused else True)
+        self.set_member_lr(lr)
 
     def set_member_lr(self, lr: torch.Tensor) -> None:
         """Member k's learning rate becomes lr[k]."""
+        self.member_lr = torch.as_tensor(lr, dtype=torch.float32).reshape(-1).cpu()
+        self.n_members = int(self.member_lr.numel())
+        values = self.member_lr.tolist()
+        self._shared_lr = values[0] if all(v == values[0] for v in values) else None
         for group in self.param_groups:
-            group["lr"] = torch.as_tensor(lr, dtype=torch.float32).reshape(-1)
-        self._lr_rows.clear()
+            group["lr"] = 1.0 if self._shared_lr is None else self._shared_lr
+        self._lr_rows: dict[int, list[torch.Tensor]] = {}
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        if self._shared_lr is not None:
+            return super().step(closure)
+        before = []
         for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            lr_rows = self._lr_rows.get(index)
-            if lr_rows is None:
-                lr = group["lr"].to(group["params"][0].device)
-                lr_rows = self._lr_rows[index] = [member_rows(lr, p, self.n_members) for p in group["params"]]
-            rows = [r for p, r in zip(group["params"], lr_rows) if p.grad is not None]
-            grads = [p.grad for p in params]
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            states = [self.state[p] for p in params]
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
-            # All members and all parameters of a group step together: one host-side count, no sync.
-            step = group["step"] = group.get("step", 0) + 1
-            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1.0 - beta2)
-            bias_correction1 = 1.0 - beta1**step
-            bias_correction2_sqrt = (1.0 - beta2**step) ** 0.5
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denominators, bias_correction2_sqrt)
-            torch._foreach_add_(denominators, group["eps"])
-            updates = torch._foreach_div(exp_avgs, denominators)
-            torch._foreach_mul_(updates, rows)
-            torch._foreach_mul_(updates, -1.0 / bias_correction1)
-            torch._foreach_add_(params, updates)
+            if index not in self._lr_rows:
+                lr = self.member_lr.to(group["params"][0].device)
+                self._lr_rows[index] = [member_rows(lr, p, self.n_members) for p in group["params"]]
+            rows = [r for p, r in zip(group["params"], self._lr_rows[index]) if p.grad is not None]
+            before.append((params, rows, torch._foreach_mul(params, 1.0) if params else []))
+        loss = super().step(closure)
+        for params, rows, old in before:
+            if params:
+                torch._foreach_sub_(params, old)
+                torch._foreach_mul_(params, rows)
+                torch._foreach_add_(params, old)
         return loss
