@@ -235,6 +235,23 @@ def test_a_population_whose_trials_are_all_pruned_stops(tiny, tmp_path, capsys):
         assert not (tmp_path / "study" / f"trial-{trial.number:04d}" / "seed-0" / "td3bc.zip").exists()
 
 
+def test_a_pruned_trial_of_several_seeds_stops_after_the_warm_up(tiny, tmp_path, capsys):
+    # one trial (--batch 1) of 2 seeds in a population of 2; the median pruner waits a third of the seeds'
+    # evaluations (1 of 3), although step 3 (seed 1's first) is past its warm-up of 1 step
+    study = new_study(tmp_path / "study", "one")
+    for _ in range(5):
+        study.add_trial(completed_trial(dict.fromkeys(range(6), 1e9)))
+    out = str(tmp_path / "study")
+    settings = TuneSettings("td3bc", TINY_ID, n_trials=6, seeds=2, out=out, study_name="one", **FAST)
+    (trial,) = tune(settings).get_trials()[5:]
+    capsys.readouterr()
+    assert trial.state.name == "PRUNED"
+    # evaluations 1 and 2 reported (steps 0, 1 seed 0 alone; 3, 4 the mean), pruned at evaluation 2
+    assert sorted(trial.intermediate_values) == [0, 1, 3, 4]
+    assert trial.user_attrs["gradient_steps"] == 2 * 20 and trial.user_attrs["eval_episodes"] == 4
+    assert trial.user_attrs["pruned_in_population"] is False
+
+
 def test_killed_batch_worker_fails_its_trials_and_they_are_rerun_once(tiny, tmp_path, capsys):
     """SQLite storage, heartbeat and Optuna's RetryHeartbeatStaleTrialCallback with --batch: a worker killed
     while training a batch leaves its trials RUNNING; a later worker fails them (stale heartbeat) and reruns
@@ -246,7 +263,10 @@ def test_killed_batch_worker_fails_its_trials_and_they_are_rerun_once(tiny, tmp_
     flags += ["--set", "policy_kwargs={net_arch: [16, 16]}"]  # small networks: fast updates
     victim = subprocess.Popen(
         [sys.executable, "-m", "zoo.cli", "tune", *flags],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     url = default_storage_url(folder)
     deadline, running = time.monotonic() + 120, []

@@ -160,6 +160,11 @@ class _Plan:
     objective: str  # "normalized score" or "return"
 
     @property
+    def warmup(self) -> int:
+        """Evaluations of a seed before the median pruner may prune: the first third (rl-zoo3's rule)."""
+        return self.evaluations_per_seed // 3 if self.settings.pruner == "median" else 0
+
+    @property
     def population(self) -> bool:
         """Seeds and trials train as populations: not while fine-tuning online (populations do not fine-tune
         yet), nor on a --fraction below 1 (seed k trains on its own draw of the data, a population on one)."""
@@ -349,9 +354,8 @@ def _pruner(settings: TuneSettings, the_plan: _Plan | None, optuna):
         return optuna.pruners.NopPruner()
     if settings.pruner == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    warmup = the_plan.evaluations_per_seed // 3 if the_plan else 0
     # no pruning before 5 finished trials, nor in the first third of a trial's evaluations (rl-zoo3's rule)
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=the_plan.warmup if the_plan else 0)
 
 
 def _fail_stale(optuna, study) -> None:
@@ -529,7 +533,8 @@ class _Trainer:
     k * M + j (M = evaluations per seed), exactly the values the sequential runs report (seed after seed),
     so trials of both ways compare on the same seeds at the same point of training. A sequential trial asks
     the pruner after each report and stops at once; a population trial asks once per evaluation, after its
-    K reports (its last step holds the mean of all K seeds).
+    K reports (its last step holds the mean of all K seeds), and not during the median pruner's warm-up
+    (the first third of the seeds' evaluations).
 
     Pruning in a population: a member cannot leave its population, so a pruned trial's members keep
     training with the others until the population ends; the trial stops reporting at the evaluation where
@@ -785,7 +790,9 @@ class _Trainer:
                 continue
             for k, evaluation in enumerate(mine):
                 value, step = self.report(job, k, self.score(evaluation))
-            if job.trial.should_prune():
+            # the warm-up counts the seeds' own evaluations: step (K-1)*M + j is past the pruner's step
+            # warm-up for K > 1 from j = 0, yet the seeds have trained no longer than at step j
+            if step % self.plan.evaluations_per_seed >= self.plan.warmup and job.trial.should_prune():
                 job.pruned = (
                     f"pruned at evaluation {step % self.plan.evaluations_per_seed + 1} (mean of {K} seeds): "
                     f"score {value:.2f}"
