@@ -202,6 +202,24 @@ def test_a_recipe_option_per_member_reaches_its_member(dataset):
         assert max_difference(member.critic, swapped.member(0).critic) > 1e-4
 
 
+def test_soft_imitate_options_and_soft_returns_per_member(dataset):
+    """edac-mc: td_weight per member reaches its member, and each member's soft returns come from its own
+    actor and temperature (one column per member), as a population of one computes them."""
+    settings = {**SMALL, "gamma": 0.5, "pretrain_steps": 8, "policy_kwargs": dict(net_arch=[32, 32], n_critics=3)}
+    weights = [0.25, 0.75]
+    population = make_population(
+        "edac-mc", dataset, [0, 1], members=[{"pretrain_kwargs": {"td_weight": w}} for w in weights], **settings
+    )
+    population.learn(8)  # 4 BC updates, the soft returns, 4 critic updates
+    columns = population.replay.column("soft_returns_to_go")
+    assert columns.shape == (len(dataset), 2) and not torch.allclose(columns[:, 0], columns[:, 1])
+    for k, w in enumerate(weights):
+        alone = make_population("edac-mc", dataset, [k], pretrain_kwargs={"td_weight": w}, **settings)
+        alone.learn(8)
+        torch.testing.assert_close(columns[:, k], alone.replay.column("soft_returns_to_go"), rtol=1e-6, atol=1e-6)
+        assert max_difference(population.member(k).policy, alone.member(0).policy) <= 1e-6
+
+
 def test_members_with_their_own_gamma_get_their_own_monte_carlo_returns(dataset):
     """imitate's returns-to-go depend on gamma: members whose gamma differs each read their own column."""
     gammas = [0.9, 0.99]
