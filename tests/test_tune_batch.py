@@ -296,3 +296,11 @@ def test_killed_batch_worker_fails_its_trials_and_they_are_rerun_once(tiny, tmp_
         assert retry.user_attrs["population"] == [2, 3]  # the two retries trained together
         assert f"trial {retry.number:>4} (retry of {number})" in printed
     assert "'td3bc-zoo/hopper/tiny-v0': 2 complete, 0 pruned, 2 failed" in printed
+
+
+def test_bad_batch_is_one_line(tmp_path, capsys):
+    args = ["tune", "--algo", "td3bc", "--dataset", TINY_ID, "--out", str(tmp_path / "s"), "--batch", "0"]
+    assert zoo_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["zoo: error: --batch must be at least 1, got 0."]
+    assert not (tmp_path / "s").exists()  # refused before any work
