@@ -110,6 +110,23 @@ def test_seeds_two_store_two_scores_whose_mean_is_the_objective(tiny, tmp_path, 
         assert trial.user_attrs["eval_episodes"] == 6 and trial.user_attrs["gradient_steps"] == 60
         assert trial.user_attrs["population"] == [0, 1]
 
+    # --best with 2 seeds retrains the best trial as one population of ordinary seed runs
+    best = study.best_trial
+    args = ["tune", "--algo", "td3bc", "--dataset", TINY_ID, "--out", str(folder), "--best", "--seeds", "2"]
+    assert zoo_main([*args, "--steps", "20", "--eval-episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    population = folder / "best" / "seeds0-1_1"
+    for seed in (0, 1):
+        run = population / f"seed{seed}"
+        config = json.loads((run / "config.json").read_text())
+        assert config["seed"] == seed and config["kwargs"]["alpha"] == best.params["alpha"]
+        assert config["run"]["n_timesteps"] == 20
+        score = final_score(run)
+        line = f"seed {seed}: normalized score {score:.2f} after 20 steps; checkpoint {run / 'td3bc.zip'}"
+        assert line in printed
+    aggregate = json.loads((population / "aggregate.json").read_text())
+    assert f"mean over 2 seeds at step 20: normalized score {aggregate['final']['mean']:.1f}" in printed
+
 
 def test_trials_that_disagree_structurally_train_as_separate_populations(tiny, tmp_path, capsys, monkeypatch):
     # a space with an integer setting (the batch size: one per population) and a float one (free per member)

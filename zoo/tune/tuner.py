@@ -1135,8 +1135,11 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
         + " ".join(f"{k}={_fmt(v)}" for k, v in params.items())
     )
     the_plan = plan(settings)
+    seeds = list(seeds if seeds is not None else range(settings.seeds))
+    if len(seeds) > 1 and the_plan.population:
+        return _retrain_population(settings, the_plan, params, seeds, optuna)
     scores = []
-    for seed in seeds if seeds is not None else range(settings.seeds):
+    for seed in seeds:
         dataset = load_dataset(
             settings.dataset, fraction=settings.fraction, seed=seed, device=settings.device
         )
@@ -1162,6 +1165,40 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
         f"mean over {len(scores)} seed(s): {np.mean(scores):.2f}"
         + (f" ± {np.std(scores):.2f}" if len(scores) > 1 else "")
     )
+    return scores
+
+
+def _retrain_population(
+    settings: TuneSettings, the_plan: _Plan, params: dict[str, Any], seeds: list[int], optuna
+) -> list[float]:
+    """--best with several seeds: one population (zoo.runs.train_population) in <out>/best/seeds<A>-<B>_<N>,
+    whose seed<k>/ folders are ordinary runs, with the mean and its 95% bootstrap CI over the seeds."""
+    from zoo.data import load_dataset
+    from zoo.runs import next_run_folder, train_population
+
+    dataset = load_dataset(settings.dataset, fraction=settings.fraction, seed=0, device=settings.device)
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds)))
+    stem = f"seeds{seeds[0]}-{seeds[-1]}" if contiguous else "seeds" + ",".join(map(str, seeds))
+    result = train_population(
+        settings.algo,
+        dataset,
+        next_run_folder(settings.folder / "best", stem),  # a new folder at each --best
+        seeds,
+        n_timesteps=the_plan.run["n_timesteps"],
+        hyperparams_path=settings.hyperparams,
+        overrides=the_plan.overrides(params),
+        n_finetune_timesteps=0,
+        command=settings.command,
+    )
+    trainer = _Trainer(the_plan, optuna, None)
+    scores = [trainer.score(final) for final in result.final]
+    for seed, run, final, score in zip(seeds, result.runs, result.final, scores):
+        print(
+            f"seed {seed}: {the_plan.objective} {score:.2f} after {final.step} steps; "
+            f"checkpoint {run / f'{settings.algo}.zip'}"
+        )
+    print(f"mean over {len(scores)} seed(s): {np.mean(scores):.2f} ± {np.std(scores):.2f}")
+    print(result.aggregate.summary())
     return scores
 
 
