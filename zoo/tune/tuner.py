@@ -1110,7 +1110,8 @@ def write_plots(study, folder: Path) -> list[str]:
 
 def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list[float]:
     """Train the study's best configuration again (seeds 0..K-1, at the budget of this command: --steps, or the
-    YAML's n_timesteps when absent) into <out>/best/seed-<k>; print and return the final scores."""
+    YAML's n_timesteps when absent) into <out>/best/seed<k>_<N>, or, for several seeds offline on the whole
+    dataset, as one population into <out>/best/seeds<A>-<B>_<N>; print and return the final scores."""
     optuna = require_optuna()
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, train_offline
