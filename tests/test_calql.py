@@ -392,3 +392,27 @@ def test_a_population_member_with_cql_weight_zero_has_no_conservative_term_but_i
         assert member_loss.item() == pytest.approx(sac_n + weight * gap.sum().item(), rel=1e-5)
         member_losses.append(member_loss.item())
     assert loss.item() == pytest.approx(sum(member_losses), rel=1e-5)
+
+
+def test_population_members_with_their_own_gamma_bound_by_their_own_returns(hopper):
+    """gamma per member: each member gets the MC-return column of its own gamma (the column an ordinary Cal-QL
+    with that gamma computes), reads only that column, and trains as a population of one with its gamma."""
+    kwargs = dict(batch_size=32, n_actions=3, policy_kwargs=SMALL)
+    gammas = [0.9, 0.99]
+    population = make_population("calql", hopper, [0, 1], members=[{"gamma": g} for g in gammas], **kwargs)
+    population.learn(6)
+    columns = population.replay.column("mc_returns")
+    assert columns.shape == (len(hopper), 2) and population.sample(8).mc_returns.shape == (2, 8, 2)
+
+    def difference(a, b):
+        sa, sb = a.policy.state_dict(), b.policy.state_dict()
+        return max((sa[name] - sb[name]).abs().max().item() for name in sa)
+
+    for k, gamma in enumerate(gammas):
+        ordinary = CalQL(hopper, seed=0, gamma=gamma, policy_kwargs=SMALL)
+        ordinary.learn(0)
+        torch.testing.assert_close(columns[:, k], ordinary.replay.column("mc_returns"), rtol=0, atol=0)
+        alone = make_population("calql", hopper, [k], gamma=gamma, **kwargs)
+        alone.learn(6)
+        assert difference(population.member(k), alone.member(0)) <= 1e-6
+    assert (columns[:, 0] - columns[:, 1]).abs().max() > 10.0  # the two gammas give far-apart returns

@@ -39,8 +39,8 @@ Populations (zoo.agents.population): the same code with a leading member axis P.
 actions (P, n_critics, K, batch), gaps (P, n_critics), alpha' (P, 1); the MC returns G are (P, batch),
 broadcast over critics and samples. Member k's loss uses its own w, T, tau, gamma and alpha'; the population's
 loss is the sum of its members' losses. The clip bounds choose whether to clip at all, so members share them
-(`population_shared`); Cal-QL's MC-return column is computed once for the population's shared table, so its
-members share gamma, failure_reward and the reward transform too.
+(`population_shared`). Members whose gamma or failure_reward differ get one MC-return column each, computed
+with their own settings (zoo.agents.pretraining.member_column), member k reading its own.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
+from zoo.agents.pretraining import member_column, own_values
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 from zoo.data.returns import discounted_suffix_sums
@@ -383,13 +384,6 @@ class CalQL(CQL):
     """
 
     online_rows_wait_for_episode_end = True
-    # The MC-return column is computed once for a population's shared table (with these settings).
-    population_shared: ClassVar[frozenset[str]] = CQL.population_shared | {
-        "gamma",
-        "failure_reward",
-        "reward_scale",
-        "reward_bias",
-    }
     default_policy_kwargs: ClassVar[dict[str, Any]] = dict(
         net_arch=[256, 256],
         actor_init="orthogonal",
@@ -428,13 +422,19 @@ class CalQL(CQL):
     # ------------------------------------------------------------------ Monte-Carlo returns
 
     def _dataset_columns(self, dataset: OfflineDataset) -> dict[str, torch.Tensor]:
+        """The base columns and G, (N,); a population whose members differ in gamma or failure_reward gets
+        one column per member, (N, P), each computed with that member's own settings."""
         columns = super()._dataset_columns(dataset)
-        columns["mc_returns"] = dataset.returns_to_go(
-            self.gamma,
-            failure_reward=self.failure_reward,
-            reward_scale=self.reward_scale,
-            reward_bias=self.reward_bias,
-        )
+
+        def mc_returns(gamma: float, failure_reward: float | None) -> torch.Tensor:
+            return dataset.returns_to_go(
+                gamma,
+                failure_reward=failure_reward,
+                reward_scale=self.reward_scale,
+                reward_bias=self.reward_bias,
+            )
+
+        columns["mc_returns"] = member_column(self, mc_returns, "gamma", "failure_reward")
         return columns
 
     def _online_column_widths(self) -> dict[str, int]:
@@ -459,7 +459,7 @@ class CalQL(CQL):
     ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """max(Q, G) for the next- and current-policy actions; G, (batch,) or a population's (P, batch),
         broadcast over critics and samples of Q ([P,] n_critics, K, batch)."""
-        bound = batch.mc_returns.unsqueeze(-2).unsqueeze(-2)
+        bound = own_values(batch.mc_returns).unsqueeze(-2).unsqueeze(-2)
         stats = {"calql_bound_rate": (q_current < bound).float().mean()}
         return torch.maximum(q_next, bound), torch.maximum(q_current, bound), stats
 
