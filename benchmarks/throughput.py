@@ -66,27 +66,32 @@ def quiet_third_party_notices() -> None:
 # ---------------------------------------------------------------------- data
 
 
-def make_data(n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Real transitions of HalfCheetah-v5 (obs 17, act 6) under uniform random actions."""
+def make_data(n: int, seed: int = 0, env_id: str = "HalfCheetah-v5") -> dict[str, np.ndarray]:
+    """Real transitions of a MuJoCo env (default HalfCheetah-v5: obs 17, act 6) under uniform random actions."""
     import gymnasium as gym
 
-    env = gym.make("HalfCheetah-v5")
+    env = gym.make(env_id)
     rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
     obs, _ = env.reset(seed=seed)
     data = {k: [] for k in ("obs", "act", "rew", "next_obs", "term", "trunc")}
     for _ in range(n):
-        act = rng.uniform(-1, 1, ACT_DIM).astype(np.float32)
+        act = rng.uniform(low, high).astype(np.float32)
         next_obs, rew, term, trunc, _ = env.step(act)
         for key, value in zip(data, (obs, act, rew, next_obs, term, trunc)):
             data[key].append(value)
         obs = env.reset()[0] if term or trunc else next_obs
+    env.close()
     return {k: np.asarray(v, dtype=np.float32) for k, v in data.items()}
 
 
-def write_minari(data: dict[str, np.ndarray], dataset_id: str) -> None:
+def write_minari(data: dict[str, np.ndarray], dataset_id: str, env_id: str = "HalfCheetah-v5") -> None:
+    """Write `make_data`'s transitions as a Minari dataset (a trailing unfinished episode is kept as is)."""
     from zoo.data import Episode, write_dataset
 
     ends = np.flatnonzero(data["term"] + data["trunc"]) + 1
+    if len(ends) == 0 or ends[-1] != len(data["obs"]):
+        ends = np.append(ends, len(data["obs"]))
     starts = np.concatenate([[0], ends[:-1]])
     episodes = [
         Episode(
@@ -98,7 +103,7 @@ def write_minari(data: dict[str, np.ndarray], dataset_id: str) -> None:
         )
         for s, e in zip(starts, ends)
     ]
-    write_dataset(dataset_id, episodes, env_id="HalfCheetah-v5", overwrite=True)
+    write_dataset(dataset_id, episodes, env_id=env_id, overwrite=True)
 
 
 # ---------------------------------------------------------------------- the plain eager reference
