@@ -318,3 +318,34 @@ def test_members_with_their_own_learning_rates_train_as_alone(dataset):
         assert max_difference(population.member(k).policy, alone.member(0).policy) <= 1e-6
         assert population.member(k).policy.critic_optimizer.param_groups[0]["lr"] == rate
     assert population.member_hyperparameters[2]["learning_rate"] == 3e-5
+
+
+@pytest.mark.parametrize(
+    "key, settings",
+    [
+        ("td3bc", {}),
+        # Cal-QL's online rows wait for their episode's end (Monte-Carlo returns): per-member readiness.
+        ("calql", {"policy_kwargs": dict(net_arch=[32, 32], actor_net_arch=[32, 32])}),
+    ],
+)
+def test_members_fine_tune_online_side_by_side_as_alone(dataset, key, settings):
+    """finetune runs every member's Hopper-v5 side by side (one batched policy call per step): member k's
+    env steps, online rows, mixed batches and updates are those of a population of one with seed k."""
+    kwargs = {**SMALL, **settings, "online_mixing_ratio": 0.5}
+    seeds = [3, 5]
+    population = make_population(key, dataset, seeds, **kwargs)
+    population.learn(4)
+    population.finetune(60)
+    for k, seed in enumerate(seeds):
+        alone = make_population(key, dataset, [seed], **kwargs)
+        alone.learn(4)
+        alone.finetune(60)
+        assert max_difference(population.member(k).policy, alone.member(0).policy) <= 1e-6
+        mine = population.replay.column("rewards", source="online", member=k)
+        theirs = alone.replay.column("rewards", source="online", member=0)
+        np.testing.assert_allclose(mine.cpu(), theirs.cpu(), atol=1e-5)  # the same env steps, to float rounding
+        if key == "calql":  # finished episodes got their Monte-Carlo returns
+            returns = population.replay.column("mc_returns", source="online", member=k)
+            assert population.replay.member_ready(k) > 0 and returns[: population.replay.member_ready(k)].abs().sum() > 0
+    other = population.replay.column("rewards", source="online", member=1)
+    assert not torch.equal(population.replay.column("rewards", source="online", member=0), other)

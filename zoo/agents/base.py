@@ -664,24 +664,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         normalised with the offline statistics and stored on the device; a time-limit end is stored as a
         truncation (bootstrapped), only a termination stops the TD target. Callbacks see one `on_step`
         per environment step, so `EvalCallback(eval_freq=...)` counts environment steps here.
+
+        A population runs every member's env side by side (`env`: None, or a list of one env per member):
+        one batched policy call per step for all members, each member's transitions in its own online rows,
+        its episodes reset with its own seed; `total_timesteps` counts steps of each member's env.
         """
-        if self.is_population:
-            raise UserError(
-                "Fine-tuning a population online is not supported yet: fine-tune its members one by one "
-                "(agent.member(k).finetune(...))."
-            )
-        if env is None:
-            if self.task is None:
-                raise ValueError(
-                    "finetune() needs an environment: pass env=gym.make('<id>'), or train on a dataset whose "
-                    "task names its environment."
-                )
-            env = make_env(self.task.env_id)
-        self.check_spaces(
-            env.observation_space, env.action_space, "the env",
-            "fine-tune in the environment of the agent's dataset, or wrap the env so that its bounds match "
-            "(gymnasium.wrappers.RescaleAction for actions).",
-        )
+        envs = self._finetune_envs(env)
         if self.dataset is not None:
             self._prepare_table()
         elif self.online_mixing_ratio > 0:
@@ -696,27 +684,45 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                 {"observations": obs_dim, "actions": act_dim, "rewards": 1, "next_observations": obs_dim,
                  "terminations": 1, **self._online_column_widths()}
             )
-        self.replay.start_online(total_timesteps)
+        self.replay.start_online(total_timesteps, self.n_members if self.is_population else None)
         total_timesteps, callback = self._setup_learn(
             total_timesteps, callback, True, tb_log_name or f"{type(self).__name__}_finetune", progress_bar
         )
         self._on_finetune_start()
         callback.on_training_start(locals(), globals())
-        obs, _ = env.reset(seed=self.seed)
-        episode_return, episode_length = 0.0, 0
+        lanes = range(len(envs))  # one per member (an ordinary agent: one)
+        seeds = self.member_seeds if self.is_population else [self.seed]
+        observations = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
+        episode_returns, episode_lengths = [0.0 for _ in lanes], [0 for _ in lanes]
         while self.num_timesteps < total_timesteps:
             self.policy.set_training_mode(False)
-            action = self.explore(obs)
-            next_obs, reward, terminated, truncated, _ = env.step(action)
-            self.store_transition(obs, action, reward, next_obs, terminated)
+            actions = self._explore_lanes(observations)
+            steps = [env.step(action) for env, action in zip(envs, actions)]
+            next_observations = [step[0] for step in steps]
+            rewards = [float(step[1]) for step in steps]
+            ended = [bool(step[2] or step[3]) for step in steps]
+            if self.is_population:
+                self.store_transition(
+                    np.stack(observations), np.stack(actions), np.asarray(rewards, dtype=np.float32),
+                    np.stack(next_observations), np.asarray([float(step[2]) for step in steps], dtype=np.float32),
+                )
+            else:
+                self.store_transition(observations[0], actions[0], steps[0][1], next_observations[0], steps[0][2])
+            for k in lanes:
+                episode_returns[k] += rewards[k]
+                episode_lengths[k] += 1
             if not self.online_rows_wait_for_episode_end:
                 self.replay.release()
-            elif terminated or truncated:
-                stop = self.replay.online_size
-                self._on_online_episode_end(stop - episode_length - 1, stop)
-                self.replay.release()
+            else:
+                for k in (k for k in lanes if ended[k]):
+                    stop = self.replay.online_size
+                    if self.is_population:
+                        self._on_online_episode_end(stop - episode_lengths[k], stop, k)
+                        self.replay.release(k)
+                    else:  # the hook's signature for ordinary agents: (start, stop)
+                        self._on_online_episode_end(stop - episode_lengths[k], stop)
+                        self.replay.release()
             self.num_timesteps += 1
-            episode_return, episode_length = episode_return + float(reward), episode_length + 1
             self.policy.set_training_mode(True)
             if self.replay.can_sample:  # else nothing can be sampled yet
                 self.train(gradient_steps=self.online_utd_ratio, batch_size=self.batch_size)
@@ -724,17 +730,57 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             callback.update_locals(locals())
             if not callback.on_step():
                 break
-            if terminated or truncated:
-                self.ep_info_buffer.append({"r": episode_return, "l": episode_length})
-                self.record(online_episode_return=torch.tensor(episode_return))
-                episode_return, episode_length = 0.0, 0
-                next_obs, _ = env.reset()
-            obs = next_obs
+            for k in (k for k in lanes if ended[k]):
+                self.ep_info_buffer.append({"r": episode_returns[k], "l": episode_lengths[k]})
+                self.record(online_episode_return=torch.tensor(episode_returns[k]))
+                episode_returns[k], episode_lengths[k] = 0.0, 0
+                next_observations[k], _ = envs[k].reset()
+            observations = next_observations
             if log_interval and self.num_timesteps % log_interval == 0:
                 self._dump_logs()
         callback.on_training_end()
         self.policy.set_training_mode(False)
         return self
+
+    def _finetune_envs(self, env: gym.Env | list[gym.Env] | None) -> list[gym.Env]:
+        """The env of each member (an ordinary agent: its one env), made from the dataset's task when not
+        given, checked against the agent's spaces."""
+        if getattr(self, "online_pretraining", None) is not None and self.is_population:
+            raise UserError(
+                f"Online fine-tuning of a {type(self).__name__} population is not supported yet (OPT's online "
+                "phases run per agent): fine-tune its members one by one (agent.member(k).finetune(...))."
+            )
+        count = self.n_members if self.is_population else 1
+        if env is None:
+            if self.task is None:
+                raise ValueError(
+                    "finetune() needs an environment: pass env=gym.make('<id>'), or train on a dataset whose "
+                    "task names its environment."
+                )
+            envs = [make_env(self.task.env_id) for _ in range(count)]
+        elif self.is_population:
+            envs = list(env) if isinstance(env, (list, tuple)) else []
+            if len(envs) != count:
+                raise UserError(
+                    f"A population of {count} fine-tunes in one env per member: pass env=[...] with {count} "
+                    "envs, or env=None for the dataset's."
+                )
+        else:
+            envs = [env]
+        for each in envs:
+            self.check_spaces(
+                each.observation_space, each.action_space, "the env",
+                "fine-tune in the environment of the agent's dataset, or wrap the env so that its bounds match "
+                "(gymnasium.wrappers.RescaleAction for actions).",
+            )
+        return envs
+
+    def _explore_lanes(self, observations: list[np.ndarray]) -> list[np.ndarray]:
+        """Each member's online action for its env observation: `explore` for an ordinary agent, one
+        batched `explore_members` call for a population."""
+        if not self.is_population:
+            return [self.explore(observations[0])]
+        return list(self.explore_members(np.stack(observations)))
 
     # ------------------------------------------------------------------ populations (zoo.agents.population)
 
@@ -754,6 +800,11 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         """The action taken online for one env observation (in the env's bounds); agents define it."""
         raise NotImplementedError(f"{type(self).__name__} does not define how it explores online.")
 
+    def explore_members(self, observations: np.ndarray) -> np.ndarray:
+        """A population's online actions, (K, obs_dim) -> (K, act_dim), member k's as `explore` of a
+        population of one would give; agents define it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define how a population explores online.")
+
     def _on_finetune_start(self) -> None:
         """Hook for agents whose losses change between the offline and the online phase."""
 
@@ -762,12 +813,14 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         Monte-Carlo returns); with a table, online rows take the table's layout."""
         return {}
 
-    def _on_online_episode_end(self, start: int, stop: int) -> None:
-        """Hook: online rows [start, stop) form a finished episode (fill whole-episode columns here)."""
+    def _on_online_episode_end(self, start: int, stop: int, member: int | None = None) -> None:
+        """Hook: online rows [start, stop) (a population's: of member k) form a finished episode (fill
+        whole-episode columns here)."""
 
     def store_transition(self, obs, action, reward, next_obs, terminated) -> None:
         """One env transition into the online rows, as the losses see it: actions scaled to [-1, 1],
-        rewards transformed, observations normalised on the device (extra columns, e.g. MC returns, 0)."""
+        rewards transformed, observations normalised on the device (extra columns, e.g. MC returns, 0). A
+        population stores one per member: every value with a leading member axis."""
         normalize = self.policy.normalize_observations
         self.replay.append(
             {
@@ -775,7 +828,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                 "actions": self.policy.scale_action(np.asarray(action)),
                 "rewards": self.transform_rewards(reward),
                 "next_observations": next_obs,
-                "terminations": float(terminated),
+                "terminations": np.asarray(terminated, dtype=np.float32),
             },
             {"observations": normalize, "next_observations": normalize},
         )

@@ -55,7 +55,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
-from zoo.agents.pretraining import member_column, own_values
+from zoo.agents.pretraining import member_column, member_setting, own_values
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 from zoo.data.returns import discounted_suffix_sums
@@ -440,17 +440,21 @@ class CalQL(CQL):
     def _online_column_widths(self) -> dict[str, int]:
         return {"mc_returns": 1}
 
-    def _on_online_episode_end(self, start: int, stop: int) -> None:
-        """Online rows [start, stop) are a finished episode: write their MC returns (same rule as offline).
-        Ordinary agents only: populations do not fine-tune online yet (base `finetune` refuses them)."""
-        rewards = self.replay.column("rewards", source="online")[start:stop]
+    def _on_online_episode_end(self, start: int, stop: int, member: int | None = None) -> None:
+        """Online rows [start, stop) (a population's: member k's) are a finished episode: write their MC
+        returns (same rule as offline, with that member's gamma and failure reward)."""
+        rewards = self.replay.column("rewards", source="online", member=member)[start:stop]
+        gamma, failure_reward = self.gamma, self.failure_reward
+        if member is not None:
+            gamma = member_setting(self, "gamma", member)
+            failure_reward = member_setting(self, "failure_reward", member)
         last = torch.zeros_like(rewards, dtype=torch.bool)
         last[-1] = True
-        returns = discounted_suffix_sums(rewards, last, self.gamma)
-        if self.failure_reward is not None:
-            failure = float(self.transform_rewards(float(self.failure_reward)))  # as _online_row transforms
-            returns = torch.where((rewards == failure).all(), failure / (1.0 - self.gamma), returns)
-        self.replay.write_column("mc_returns", returns, rows=slice(start, stop), source="online")
+        returns = discounted_suffix_sums(rewards, last, gamma)
+        if failure_reward is not None:
+            failure = float(self.transform_rewards(float(failure_reward)))  # as _online_row transforms
+            returns = torch.where((rewards == failure).all(), failure / (1.0 - gamma), returns)
+        self.replay.write_column("mc_returns", returns, rows=slice(start, stop), source="online", member=member)
 
     # ------------------------------------------------------------------ the calibration
 

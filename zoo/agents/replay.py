@@ -15,6 +15,9 @@ Sampling:
 
 Every draw goes through `_gather(indices)`, whose rows keep any leading shape of `indices` and whose column
 views slice the last axis, so a leading member axis (K independent batches) is a change of index shape here.
+A population (zoo.agents.population) shares the offline table, while each member fine-tunes in its own env:
+its online rows are (K, capacity, width), all members storing one row per env step, each member's rows
+becoming sampleable on its own (`release(member)`), and each member's batch mixing in its own rows.
 Nothing outside this module reads the storage; components read and write columns through the methods below.
 """
 
@@ -96,8 +99,9 @@ class Replay:
         self._layout: dict[str, tuple[slice, bool]] = {}
         self._table: torch.Tensor | None = None
         self._online: torch.Tensor | None = None
-        self._online_size = 0  # rows stored
+        self._online_size = 0  # rows stored (per member: all members store one row per env step)
         self._online_ready = 0  # rows that can be sampled (the first ones)
+        self._member_ready: list[int] | None = None  # a population's: per member
         self._priorities: torch.Tensor | None = None
         self._max_priority: torch.Tensor | None = None
         self._n_prioritized = 0  # online rows that have their priority
@@ -162,7 +166,7 @@ class Replay:
 
     # ------------------------------------------------------------------ reading and writing columns
 
-    def _storage(self, source: str) -> torch.Tensor:
+    def _storage(self, source: str, member: int | None = None) -> torch.Tensor:
         if source == "offline":
             if self._table is None:
                 raise RuntimeError("The replay has no offline rows.")
@@ -170,17 +174,22 @@ class Replay:
         if source == "online":
             if self._online is None:
                 raise RuntimeError("The replay has no online rows yet: call start_online first.")
-            return self._online[: self._online_size]
+            if self._member_ready is None:
+                return self._online[: self._online_size]
+            if member is None:
+                raise ValueError("A population's online rows are read per member: pass member=k.")
+            return self._online[member, : self._online_size]
         raise ValueError(f"source is 'offline' or 'online', got {source!r}.")
 
     def stored(self, source: str = "offline") -> Batch:
         """Every stored row of one source as column views (writes to them do not reach the replay)."""
         return self._as_batch(self._storage(source))
 
-    def column(self, name: str, source: str = "offline") -> torch.Tensor:
-        """One column of every stored row of a source (squeezed like in batches)."""
+    def column(self, name: str, source: str = "offline", member: int | None = None) -> torch.Tensor:
+        """One column of every stored row of a source (squeezed like in batches); a population's online rows
+        are member k's with `member=k`."""
         cols, squeeze = self._layout[name]
-        view = self._storage(source)[:, cols]
+        view = self._storage(source, member)[:, cols]
         return view.squeeze(-1) if squeeze else view
 
     def write_column(
@@ -189,20 +198,25 @@ class Replay:
         values: torch.Tensor | float,
         rows: slice | torch.Tensor | None = None,
         source: str = "offline",
+        member: int | None = None,
     ) -> None:
-        """Write a column of stored rows in place (all of them, or `rows` of that source); tensor values are
-        shaped like `column(name)` returns them."""
+        """Write a column of stored rows in place (all of them, or `rows` of that source; a population's
+        online rows: member k's with `member=k`); tensor values are shaped like `column(name)` returns them
+        (a column one wide per member, as Cal-QL's per-member returns, gets the values in each)."""
         cols, squeeze = self._layout[name]
-        if torch.is_tensor(values) and squeeze:
+        if torch.is_tensor(values) and (squeeze or values.dim() == 1):
             values = values.unsqueeze(-1)
-        self._storage(source)[slice(None) if rows is None else rows, cols] = values
+        self._storage(source, member)[slice(None) if rows is None else rows, cols] = values
 
     # ------------------------------------------------------------------ online rows
 
-    def start_online(self, capacity: int) -> None:
-        """Room for `capacity` online rows with the current layout (drops earlier online rows)."""
-        self._online = torch.zeros(capacity, self.width, device=self.device)
+    def start_online(self, capacity: int, members: int | None = None) -> None:
+        """Room for `capacity` online rows with the current layout (drops earlier online rows); a population
+        of `members` gets that room per member."""
+        shape = (capacity, self.width) if members is None else (members, capacity, self.width)
+        self._online = torch.zeros(shape, device=self.device)
         self._online_size = self._online_ready = 0
+        self._member_ready = None if members is None else [0] * members
         self._priorities = self._max_priority = None
         self._n_prioritized = 0
 
@@ -211,28 +225,38 @@ class Replay:
         values: Mapping[str, np.ndarray | float],
         device_transforms: Mapping[str, Callable[[torch.Tensor], torch.Tensor]] | None = None,
     ) -> int:
-        """Store one transition: its columns assembled on the host, one copy to the device, then each
-        `device_transforms[name]` applied there (observation normalisation). Columns not given are 0 until
-        written. Returns the row's index among the online rows."""
+        """Store one transition (a population: one per member, each value with a leading member axis): its
+        columns assembled on the host, one copy to the device, then each `device_transforms[name]` applied
+        there (observation normalisation). Columns not given are 0 until written. Returns the row's index
+        among the online rows."""
         if self._online is None:
             raise RuntimeError("Call start_online(capacity) before appending online rows.")
-        if self._online_size >= self._online.shape[0]:
-            raise RuntimeError(f"The online buffer is full ({self._online.shape[0]} transitions).")
-        host = np.zeros(self._online.shape[1], dtype=np.float32)
+        capacity = self._online.shape[-2]
+        if self._online_size >= capacity:
+            raise RuntimeError(f"The online buffer is full ({capacity} transitions).")
+        members = None if self._member_ready is None else len(self._member_ready)
+        host = np.zeros(self._online.shape[-1] if members is None else (members, self._online.shape[-1]),
+                        dtype=np.float32)
         for name, value in values.items():
-            host[self._layout[name][0]] = value
+            cols = self._layout[name][0]
+            host[..., cols] = value if members is None else np.asarray(value).reshape(members, -1)
         row = torch.as_tensor(host, device=self.device)
         for name, transform in (device_transforms or {}).items():
             cols = self._layout[name][0]
-            row[cols] = transform(row[cols])
+            row[..., cols] = transform(row[..., cols])
         index = self._online_size
-        self._online[index] = row
+        self._online[..., index, :] = row
         self._online_size += 1
         return index
 
-    def release(self) -> None:
-        """Every stored online row becomes sampleable."""
-        self._online_ready = self._online_size
+    def release(self, member: int | None = None) -> None:
+        """Every stored online row becomes sampleable (a population's: all members', or member k's)."""
+        if self._member_ready is None:
+            self._online_ready = self._online_size
+        elif member is None:
+            self._member_ready = [self._online_size] * len(self._member_ready)
+        else:
+            self._member_ready[member] = self._online_size
 
     @property
     def online_size(self) -> int:
@@ -242,12 +266,18 @@ class Replay:
     def online_ready(self) -> int:
         return self._online_ready
 
+    def member_ready(self, member: int) -> int:
+        """A population's sampleable online rows of member k."""
+        return self._member_ready[member]
+
     @property
     def online_capacity(self) -> int:
-        return 0 if self._online is None else self._online.shape[0]
+        return 0 if self._online is None else self._online.shape[-2]
 
     @property
     def can_sample(self) -> bool:
+        if self._member_ready is not None:
+            return self._table is not None or min(self._member_ready) > 0
         return self._table is not None or self._online_ready > 0
 
     # ------------------------------------------------------------------ uniform sampling
@@ -268,6 +298,8 @@ class Replay:
 
     def sample(self, n: int, offline_share: float = 1.0) -> Batch:
         """n uniform rows; with online rows ready, round(offline_share * n) offline and the rest online."""
+        if self._member_ready is not None:
+            return self._as_batch(self._member_rows(n, offline_share))
         n_offline = n if self._online_ready == 0 else int(round(offline_share * n))
         parts = []
         if n_offline > 0:
@@ -275,6 +307,21 @@ class Replay:
         if n_offline < n:
             parts.append(self._uniform_online_rows(n - n_offline))
         return self._as_batch(parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2))
+
+    def _member_rows(self, n: int, offline_share: float) -> torch.Tensor:
+        """A fine-tuning population's rows, (K, n, width): member k's batch mixes the offline table with its
+        own online rows once it has sampleable ones, its indices from its own generator, as a population of
+        one would draw them."""
+        rows = []
+        for k, ready in enumerate(self._member_ready):
+            n_offline = n if ready == 0 else int(round(offline_share * n))
+            parts = []
+            if n_offline > 0:
+                parts.append(self._table[self.random.randint_member(k, self._table.shape[0], n_offline)])
+            if n_offline < n:
+                parts.append(self._online[k][self.random.randint_member(k, ready, n - n_offline)])
+            rows.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+        return torch.stack(rows)
 
     def sample_offline(self, n: int) -> Batch:
         return self._as_batch(self._uniform_offline_rows(n))

@@ -211,6 +211,10 @@ class SAC(OfflineAlgorithm):
         action, _ = self.predict(observation, deterministic=False)
         return action
 
+    def explore_members(self, observations: np.ndarray) -> np.ndarray:
+        """A population's sampled actions, member k's noise from its own generator: (K, obs) -> (K, act)."""
+        return self.predict_members(observations[:, None], deterministic=False)[:, 0]
+
     @property
     def alpha(self) -> torch.Tensor:
         """The entropy temperature exp(log_alpha), detached (a device scalar: no host sync); a population's

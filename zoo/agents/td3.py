@@ -19,6 +19,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from zoo.agents.base import Batch, OfflineAlgorithm, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
+from zoo.agents.pretraining import member_setting
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import DeterministicActor, EnsembleLinear, EnsembleQ, SharedQ
 from zoo.nn.members import per_member
@@ -136,6 +137,18 @@ class TD3(OfflineAlgorithm):
         )
         return self.policy.unscale_action(np.clip(scaled, -1.0, 1.0))
 
+    def explore_members(self, observations: np.ndarray) -> np.ndarray:
+        """`explore` for each member of a population: one batched policy call, then member k's noise from its
+        own generator (seeded with its seed) with its own exploration_noise."""
+        if not hasattr(self, "_explore_rngs"):
+            self._explore_rngs = [np.random.default_rng(seed) for seed in self.member_seeds]
+        actions = self.predict_members(observations[:, None], deterministic=True)[:, 0]
+        noise = np.stack([
+            rng.normal(0.0, member_setting(self, "exploration_noise", k), actions.shape[1:])
+            for k, rng in enumerate(self._explore_rngs)
+        ])
+        return self.policy.unscale_action(np.clip(self.policy.scale_action(actions) + noise, -1.0, 1.0))
+
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(),
@@ -144,6 +157,7 @@ class TD3(OfflineAlgorithm):
             "_actor_params",
             "target_pairs",
             "_explore_rng",
+            "_explore_rngs",
             "online_pretraining",
         ]
 

@@ -69,6 +69,13 @@ class MemberRandom:
             return torch.randint(high, (n,), device=device)
         return torch.stack([torch.randint(high, (n,), generator=g, device=device) for g in self.generators])
 
+    def randint_member(self, member: int, high: int, n: int, device=None) -> torch.Tensor:
+        """n uniform indices in [0, high) from member k's generator alone, (n,) (the global generator for an
+        ordinary agent)."""
+        device = self.device if device is None else device
+        generator = None if self.generators is None else self.generators[member]
+        return torch.randint(high, (n,), generator=generator, device=device)
+
     def get_state(self) -> list[torch.Tensor]:
         """The generators' states (empty for an ordinary agent, whose draws are torch's global generator's)."""
         return [] if self.generators is None else [g.get_state() for g in self.generators]
