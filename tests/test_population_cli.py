@@ -71,12 +71,12 @@ def test_seeds_grammar():
     (["--seeds", "4"], "--seeds 4 is ambiguous"),
     (["--seeds", "0-x"], "'0-x' is not a seed or a range of seeds"),
     (["--seeds", "0-3", "--seed", "1"], "--seed does not go with --seeds"),
-    (["--seeds", "0-3", "--finetune-steps", "100"], "--finetune-steps does not go with --seeds"),
     (["--seeds", "0-3", "--fraction", "0.5"], "--fraction does not go with --seeds"),
     (["--seeds", "0-3", "--save-freq", "10"], "--save-freq does not go with --seeds"),
     (["--seeds", "0-3", "--resume", "runs/x"], "--resume does not go with --seeds"),
     (["--seeds", "0-3", "--algo", "opt"], "opt fine-tunes online for 300000 env steps (n_finetune_timesteps), "
-     "which a population cannot do yet: pass --finetune-steps 0"),
+     "which an opt population cannot do yet (its online phases run per agent): train the seeds separately with "
+     "zoo train --seed K, or pass --finetune-steps 0"),
 ])
 def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_path):
     # The dataset does not exist: the flags are refused before anything is loaded.
@@ -84,6 +84,18 @@ def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("zoo: error: ") and words in err, err
     assert not (tmp_path / "x").exists()
+
+
+def test_which_populations_fine_tune_online():
+    from zoo.registry import AGENTS
+    from zoo.runs import population_fine_tunes
+
+    # OPT's and OPT-SPOT's online phases run per agent (the key, or OPT built on SPOT); every other agent's
+    # population fine-tunes, on any base
+    refused = {(key, base) for key, spec in AGENTS.items() for base in (None, *spec.bases)
+               if not population_fine_tunes(key, {"base": base} if base else {})}
+    assert refused == {("opt", None), ("opt", "td3bc"), ("opt", "spot"), ("opt-spot", None)}
+    assert population_fine_tunes("psqn", {"base": "calql"}) and population_fine_tunes("td3bc", {})
 
 
 def test_a_bad_seeds_string_from_a_real_process(tmp_path):
@@ -277,3 +289,108 @@ def test_zoo_train_seeds_writes_ordinary_seed_runs_and_their_aggregate(tiny, tmp
     assert "resuming a population is not supported yet" in capsys.readouterr().err
     assert main([*TRAIN, "--seeds", "0-1", "--out", str(out)]) == 2
     assert "already holds a population run" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- populations fine-tuning online
+
+FINETUNE = [
+    "train", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", "20", "--finetune-steps", "30",
+    "--set", "eval_freq=10", "--set", "finetune_eval_freq=15", "--set", "n_eval_episodes=2",
+    "--set", "batch_size=8", "--device", "cpu",
+]
+
+
+def rows_of(path: Path) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(path.open())]
+
+
+def test_zoo_train_seeds_fine_tunes_online_and_writes_ordinary_fine_tuning_runs(tiny, tmp_path, capsys):
+    """`zoo train --seeds 0,1 --finetune-steps 30`: offline then online as one population; each seed folder
+    holds what an ordinary fine-tuning run writes (offline checkpoint, finetune/evaluations.csv in env steps,
+    the fine-tuned checkpoint the finished mark names), the folder the aggregate of both phases, and member 1
+    equals a population of one with seed 1 through fine-tuning."""
+    from zoo.checkpoint import load_agent
+    from zoo.runs import train_population
+
+    out = tmp_path / "population"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *FINETUNE, "--seeds", "0,1", "--out", str(out)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    seeds = [0, 1]
+    offline, online = {}, {}
+    for seed in seeds:
+        run_dir = out / f"seed{seed}"
+        assert json.loads((run_dir / "config.json").read_text())["run"]["n_finetune_timesteps"] == 30
+        offline[seed] = rows_of(run_dir / "evaluations.csv")
+        online[seed] = rows_of(run_dir / "finetune" / "evaluations.csv")
+        assert [r["step"] for r in offline[seed]] == [10, 20]  # gradient steps
+        assert [r["step"] for r in online[seed]] == [15, 30]  # env steps of fine-tuning
+        assert load_agent(run_dir / "td3bc.zip", "td3bc", device="cpu").num_timesteps == 20  # offline stage
+        finished = json.loads((run_dir / "training_state" / "finished.json").read_text())
+        assert finished["checkpoint"] == str(run_dir / "td3bc-finetuned.zip") and finished["num_timesteps"] == 30
+        assert finished["final"]["normalized_score"] == online[seed][-1]["normalized_score"]
+        assert load_agent(run_dir, device="cpu").num_timesteps == 30  # zoo eval of the folder: the fine-tuned one
+    assert online[0][-1]["return_mean"] != online[1][-1]["return_mean"]  # two members, two envs
+
+    aggregate = json.loads((out / "aggregate.json").read_text())
+    for phase, rows, record, step in [("offline", offline, aggregate, 20), ("online", online, aggregate["online"], 30)]:
+        finals = [rows[s][-1]["normalized_score"] for s in seeds]
+        mean, low, high = hand_bootstrap(finals)
+        assert record["final"]["step"] == step
+        assert record["final"]["per_seed"] == {str(s): v for s, v in zip(seeds, finals)}
+        assert (record["final"]["mean"], record["final"]["ci_low"], record["final"]["ci_high"]) == pytest.approx(
+            (mean, low, high), abs=1e-9
+        )
+        at = "env step 30 of online fine-tuning" if phase == "online" else "step 20"
+        assert f"{phase}: mean over 2 seeds at {at}: normalized score {mean:.1f} [95% CI {low:.1f}, {high:.1f}]" in (
+            done.stdout
+        )
+    assert aggregate["steps"] == "gradient steps" and aggregate["online"]["steps"] == "env steps"
+    curve = list(csv.reader((out / "finetune" / "aggregate.csv").read_text().splitlines()))
+    assert curve[0] == ["step", "mean", "ci_low", "ci_high", "seed0", "seed1"] and [r[0] for r in curve[1:]] == ["15", "30"]
+    assert float(curve[2][4]) == online[0][-1]["normalized_score"]
+    assert (out / "finetune" / "aggregate.png").read_bytes()[:4] == b"\x89PNG"
+    for seed in seeds:  # the table: untrained, offline, online per seed
+        row = next(line.split() for line in done.stdout.splitlines() if line.split()[:1] == [str(seed)])
+        assert row[-2:] == [f"{offline[seed][-1]['normalized_score']:.1f}", f"{online[seed][-1]['normalized_score']:.1f}"]
+
+    # Member 1 fine-tuned in the population == a population of one with seed 1 (in this process).
+    alone = train_population(
+        "td3bc", load_dataset(TINY_ID, device="cpu"), tmp_path / "alone", [1], n_timesteps=20,
+        n_finetune_timesteps=30, progress_bar=False, verbose=0,
+        overrides={"device": "cpu", "eval_freq": 10, "finetune_eval_freq": 15, "n_eval_episodes": 2, "batch_size": 8},
+    )
+    assert alone.checkpoints == [tmp_path / "alone" / "seed1" / "td3bc-finetuned.zip"]
+    assert alone.online_aggregate.online and alone.final_aggregate is alone.online_aggregate
+    for row, theirs in zip(online[1], alone.online_evaluations[0], strict=True):
+        assert row["step"] == theirs.step and row["return_mean"] == pytest.approx(theirs.return_mean, rel=1e-5)
+    member = policy_tensors(load_agent(out / "seed1" / "td3bc-finetuned.zip", "td3bc", device="cpu"))
+    twin = policy_tensors(load_agent(alone.checkpoints[0], "td3bc", device="cpu"))
+    # (to 1e-5: a batched policy call for 2 members rounds the actions differently from one for 1 member, and
+    # 30 online updates carry that rounding into the weights; another seed differs by ~1e-2)
+    for name, tensor in member.items():
+        torch.testing.assert_close(tensor, twin[name], rtol=1e-5, atol=1e-5)
+    other = policy_tensors(load_agent(out / "seed0" / "td3bc-finetuned.zip", "td3bc", device="cpu"))
+    assert max((other[name] - tensor).abs().max().item() for name, tensor in twin.items()) > 1e-2
+    # zoo plot --online of the population folder groups its seeds' online curves.
+    capsys.readouterr()
+    assert main(["plot", str(out), "--online", "--out", str(tmp_path / "online.png")]) == 0
+    mean = np.mean([online[s][-1]["normalized_score"] for s in seeds])
+    assert f"2 run(s) (seeds 0, 1), step 30: normalized score {mean:.1f}" in capsys.readouterr().out
+
+
+def test_opt_population_fine_tuning_is_refused_from_a_real_process(tiny, tmp_path):
+    out = tmp_path / "opt"
+    done = subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *FINETUNE[:2], "opt", *FINETUNE[3:], "--seeds", "0,1", "--out", str(out)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+    )
+    assert done.returncode == 2 and done.stdout == "" and not out.exists()
+    assert done.stderr == (
+        "zoo: error: opt fine-tunes online for 30 env steps (n_finetune_timesteps), which an opt population cannot "
+        "do yet (its online phases run per agent): train the seeds separately with zoo train --seed K, or pass "
+        "--finetune-steps 0 for offline learning only.\n"
+    )

@@ -73,7 +73,7 @@ def _train_population(args: argparse.Namespace, overrides: dict) -> None:
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, population_settings, seeds_label, train_population
 
-    population_settings(  # a run a population cannot do yet is refused before the data loads
+    population_settings(  # a run a population cannot do (OPT fine-tuning) is refused before the data loads
         args.algo, args.dataset, args.hyperparams, overrides, args.steps, args.finetune_steps
     )
     dataset = load_dataset(args.dataset, device=args.device)
@@ -84,21 +84,28 @@ def _train_population(args: argparse.Namespace, overrides: dict) -> None:
         overrides=overrides, n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
         command=args.command_line, overwrite=args.overwrite,
     )
-    aggregate = result.aggregate
+    metric = result.aggregate.metric
+    stages = [("untrained", result.initial), (f"offline ({result.offline[0].step} steps)", result.offline)]
+    if result.online_evaluations is not None:
+        stages.append((f"online ({result.final[0].step} env steps)", result.final))
     print()
-    offline = f"offline ({result.final[0].step} steps)"
-    print(f"{'seed':<8}{'untrained':>12}{offline:>24}   ({aggregate.metric})")
+    print(f"{'seed':<8}" + "".join(f"{name:>{max(len(name) + 2, 12)}}" for name, _ in stages) + f"   ({metric})")
     for k, seed in enumerate(result.seeds):
-        values = [result.initial[k], result.final[k]]
-        shown = [e.normalized_score if aggregate.metric == "normalized score" else e.return_mean for e in values]
-        print(f"{seed:<8}{shown[0]:>12.1f}{shown[1]:>24.1f}")
-    print(aggregate.summary())
-    print(f"seed runs: {result.folder}/seed<k> ({args.algo}.zip, evaluations.csv, learning_curve.png in each)")
-    print(f"aggregate: {result.files['aggregate.json']}, aggregate.csv, aggregate.png")
+        shown = [e[k].normalized_score if metric == "normalized score" else e[k].return_mean for _, e in stages]
+        print(f"{seed:<8}" + "".join(f"{v:>{max(len(name) + 2, 12)}.1f}" for (name, _), v in zip(stages, shown)))
+    print(f"offline: {result.aggregate.summary()}")
+    if result.online_aggregate is not None:
+        print(f"online: {result.online_aggregate.summary()}")
+    files = f"{args.algo}.zip, evaluations.csv, learning_curve.png"
+    if result.online_evaluations is not None:
+        files += f", {args.algo}-finetuned.zip, finetune/evaluations.csv"
+    print(f"seed runs: {result.folder}/seed<k> ({files} in each)")
+    online = ", finetune/aggregate.csv, finetune/aggregate.png" if result.online_aggregate is not None else ""
+    print(f"aggregate: {result.files['aggregate.json']}, aggregate.csv, aggregate.png{online}")
 
 
 # `zoo train --seeds` refuses these (flag, attribute, default, why/what instead); a population trains
-# offline on the whole dataset and writes no training states yet.
+# on the whole dataset and writes no training states yet.
 _SEEDS_REFUSES = (
     ("--seed", "seed", None, "--seed trains one seed, --seeds a population: give one of them"),
     ("--resume", "resume", None, "resuming a population is not supported yet: train the missing seeds "
@@ -123,11 +130,6 @@ def _check_seeds(args: argparse.Namespace) -> None:
     for flag, attribute, default, why in _SEEDS_REFUSES:
         if getattr(args, attribute) != default:
             raise UserError(f"{flag} does not go with --seeds: {why}.")
-    if args.finetune_steps:
-        raise UserError(
-            "--finetune-steps does not go with --seeds: a population cannot fine-tune online yet; train the "
-            "seeds separately with zoo train --seed K --finetune-steps N."
-        )
     args.seed_list = parse_seeds(args.seeds)
     for seed in args.seed_list:
         validate_flag("--seeds", "seed", seed)

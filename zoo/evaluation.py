@@ -341,15 +341,22 @@ class SeedAggregate:
     confidence: float = 0.95
     n_resamples: int = 10_000
     bootstrap_seed: int = 0
+    online: bool = False  # steps are env steps of online fine-tuning (else gradient steps of offline learning)
 
     @property
     def final_values(self) -> np.ndarray:
         return self.values[:, -1]
 
+    @property
+    def step_label(self) -> str:
+        """What the steps count, for axes: as zoo plot labels offline and online curves."""
+        return "env steps (online fine-tuning)" if self.online else "gradient steps"
+
     def summary(self) -> str:
         """One line: the mean at the last step with its CI, over how many seeds, how the CI was drawn."""
+        at = f"env step {int(self.steps[-1])} of online fine-tuning" if self.online else f"step {int(self.steps[-1])}"
         return (
-            f"mean over {len(self.seeds)} seeds at step {int(self.steps[-1])}: {self.metric} "
+            f"mean over {len(self.seeds)} seeds at {at}: {self.metric} "
             f"{self.final_mean:.1f} [{self.confidence:.0%} CI {self.final_low:.1f}, {self.final_high:.1f}] "
             f"(percentile bootstrap over seeds, {self.n_resamples} resamples)"
         )
@@ -358,6 +365,7 @@ class SeedAggregate:
         return {
             "seeds": list(self.seeds), "metric": self.metric,
             "confidence": self.confidence, "n_resamples": self.n_resamples, "bootstrap_seed": self.bootstrap_seed,
+            "steps": "env steps" if self.online else "gradient steps",
             "final": {
                 "step": int(self.steps[-1]),
                 "per_seed": {str(s): float(v) for s, v in zip(self.seeds, self.final_values)},
@@ -382,10 +390,11 @@ class SeedAggregate:
 
 def aggregate_seeds(
     seeds: list[int], evaluations: list[list[Evaluation]], confidence: float = 0.95, n_resamples: int = 10_000,
-    bootstrap_seed: int = 0,
+    bootstrap_seed: int = 0, online: bool = False,
 ) -> SeedAggregate:
     """SeedAggregate of per-seed evaluation histories (`evaluations[k]` is seed `seeds[k]`'s, by step) on the
-    steps every seed was evaluated at; the normalized score when every evaluation has one, else the return."""
+    steps every seed was evaluated at; the normalized score when every evaluation has one, else the return.
+    `online`: the steps are env steps of online fine-tuning (labels only; the numbers are the same)."""
     if len(seeds) != len(evaluations) or not seeds:
         raise ValueError(f"{len(seeds)} seeds for {len(evaluations)} evaluation histories.")
     by_step = [{e.step: e for e in history} for history in evaluations]
@@ -400,5 +409,5 @@ def aggregate_seeds(
     final_mean, final_low, final_high = bootstrap_mean_ci(values[:, -1], confidence, n_resamples, bootstrap_seed)
     return SeedAggregate(
         list(seeds), "normalized score" if normalized else "return", np.array(steps), values, mean, low, high,
-        float(final_mean), float(final_low), float(final_high), confidence, n_resamples, bootstrap_seed,
+        float(final_mean), float(final_low), float(final_high), confidence, n_resamples, bootstrap_seed, online,
     )

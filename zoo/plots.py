@@ -51,7 +51,7 @@ def plot_seed_aggregate(
     aggregate: SeedAggregate, path: str | Path, *, title: str, reference: float | None = None,
     reference_label: str = "behaviour policy",
 ) -> Path:
-    """The mean over seeds against gradient steps with its bootstrap CI as a band (zoo.evaluation
+    """The mean over seeds against gradient (or online env) steps with its bootstrap CI as a band (zoo.evaluation
     SeedAggregate), each seed's curve thin behind it; written atomically."""
     import matplotlib
 
@@ -71,7 +71,7 @@ def plot_seed_aggregate(
     )
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
-    ax.set_xlabel("gradient steps")
+    ax.set_xlabel(aggregate.step_label)
     ax.set_ylabel(aggregate.metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -488,7 +488,8 @@ def seeds_label(seeds: list[int]) -> str:
 
 @dataclass
 class PopulationResult:
-    """A finished population run: the agent, its folder, the seed runs in it and their aggregate."""
+    """A finished population run: the agent, its folder, the seed runs in it and their aggregates (as
+    RunResult, per seed: `evaluations` offline, `final` the last evaluation, after fine-tuning if any)."""
 
     agent: OfflineAlgorithm
     seeds: list[int]
@@ -496,10 +497,31 @@ class PopulationResult:
     runs: list[Path]  # folder/seed<k>: ordinary `zoo train` run folders
     evaluations: list[list[Evaluation]]  # per seed, every eval_freq gradient steps
     initial: list[Evaluation] | None  # per seed, the untrained member (evaluate_initial=True)
-    final: list[Evaluation]  # per seed, after offline learning
-    aggregate: SeedAggregate
+    final: list[Evaluation]  # per seed, the last one: after fine-tuning when there was any, else offline
+    aggregate: SeedAggregate  # of the offline evaluations (gradient steps)
     behavior_score: float | None
-    files: dict[str, Path]  # aggregate.json, aggregate.csv, aggregate.png
+    files: dict[str, Path]  # aggregate.json, aggregate.csv, aggregate.png (+ finetune/aggregate.* online)
+    offline: list[Evaluation] | None = None  # per seed, after offline learning
+    online_evaluations: list[list[Evaluation]] | None = None  # per seed, every finetune_eval_freq env steps
+    online_aggregate: SeedAggregate | None = None  # of the online evaluations (env steps)
+    checkpoints: list[Path] | None = None  # per seed: <algo>-finetuned.zip after fine-tuning, else <algo>.zip
+
+    @property
+    def final_aggregate(self) -> SeedAggregate:
+        """The aggregate whose last step is the final evaluation: online's after fine-tuning, else offline's."""
+        return self.online_aggregate if self.online_aggregate is not None else self.aggregate
+
+
+def population_fine_tunes(algo: str, kwargs: dict[str, Any]) -> bool:
+    """Whether a population of `algo` (built on `kwargs["base"]`) can fine-tune online: every agent but OPT
+    and OPT-SPOT, whose online phases (Q_on, the density net, the kappa schedule) run per agent
+    (OfflineAlgorithm.finetune refuses their populations)."""
+    from zoo.agents.opt import OPT, OPTSPOT
+    from zoo.registry import agent_spec
+
+    spec = agent_spec(algo)
+    cls = spec.bases.get(kwargs.get("base"), spec.cls)
+    return not issubclass(cls, (OPT, OPTSPOT))
 
 
 def population_settings(
@@ -508,18 +530,19 @@ def population_settings(
     n_finetune_timesteps: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(agent kwargs, run settings) of a population run, resolved as `train_offline` resolves them; a run
-    that would fine-tune online (YAML n_finetune_timesteps or `n_finetune_timesteps` > 0) is refused, as
-    populations cannot fine-tune yet. Needs no data: `zoo train --seeds` calls it before loading any."""
+    that would fine-tune online (YAML n_finetune_timesteps or `n_finetune_timesteps` > 0) with a key whose
+    populations cannot (population_fine_tunes: OPT, OPT-SPOT) is refused. Needs no data: `zoo train
+    --seeds` calls it before loading any."""
     kwargs, run = load_hyperparams(algo, dataset_id, hyperparams_path, overrides)
     if n_timesteps is not None:
         run["n_timesteps"] = n_timesteps
     if n_finetune_timesteps is not None:
         run["n_finetune_timesteps"] = n_finetune_timesteps
-    if run["n_finetune_timesteps"] > 0:
+    if run["n_finetune_timesteps"] > 0 and not population_fine_tunes(algo, kwargs):
         raise UserError(
             f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), "
-            "which a population cannot do yet: pass --finetune-steps 0 for offline learning only, or train the "
-            "seeds separately with zoo train --seed K."
+            f"which an {algo} population cannot do yet (its online phases run per agent): train the seeds "
+            "separately with zoo train --seed K, or pass --finetune-steps 0 for offline learning only."
         )
     return kwargs, run
 
@@ -542,21 +565,27 @@ def train_population(
 ) -> PopulationResult:
     """Train one population (zoo.registry.make_population: member k is the agent `train_offline` would
     train with seed k) on `dataset` with the hyperparameters `train_offline` resolves (YAML, `overrides`,
-    `n_timesteps`), offline only, and write:
+    `n_timesteps`, `n_finetune_timesteps`), offline, then online for n_finetune_timesteps env steps when
+    that is above 0 (every member's env side by side: OfflineAlgorithm.finetune of a population), and write:
 
     * `out_dir/seed<k>/` for every seed: the files an ordinary run of seed k writes (config.json with
-      seed k, evaluations.csv, `<algo>.zip` from `agent.member(k)`, learning_curve.png, the finished mark),
-      so `zoo eval`, `zoo export`, `zoo plot` and `zoo train --resume` (which says it finished) treat it as
-      one; config.json adds "population" (the folder's seeds), which `zoo plot` ignores when grouping;
+      seed k, evaluations.csv, `<algo>.zip` from `agent.member(k)` after offline learning,
+      learning_curve.png, the finished mark; after fine-tuning also finetune/evaluations.csv, counted in env
+      steps, and `<algo>-finetuned.zip`, which the finished mark names), so `zoo eval`, `zoo export`,
+      `zoo plot [--online]` and `zoo train --resume` (which says it finished) treat it as one; config.json
+      adds "population" (the folder's seeds), which `zoo plot` ignores when grouping;
     * `out_dir/`: population.json (the command, seeds, settings), progress.csv and TensorBoard logs of the
       population (training statistics are member means), aggregate.json and aggregate.csv (per-seed
-      values, mean and 95% percentile-bootstrap CI at every evaluation step; aggregate.json also has the
-      final step's per-seed scores and CI) and aggregate.png (the mean curve with its band).
+      values, mean and 95% percentile-bootstrap CI at every offline evaluation step; aggregate.json also
+      has the final step's per-seed scores and CI, and under "online" the same for the online evaluations)
+      and aggregate.png (the mean curve with its band); after fine-tuning finetune/aggregate.csv and
+      finetune/aggregate.png hold the online curve.
 
-    Every `eval_freq` gradient steps all members are evaluated in one batched loop on the episodes an
-    ordinary run's EvalCallback uses (seeds 100 + i), so member k's evaluations.csv equals that of a run
-    trained with seed k to the precision of the population's equality. Not supported yet (refused before
-    any work): online fine-tuning and training states (Ctrl-C stops the run without saving; no resume).
+    Every `eval_freq` gradient steps (online: every `finetune_eval_freq` env steps) all members are
+    evaluated in one batched loop on the episodes an ordinary run's EvalCallback uses (seeds 100 + i), so
+    member k's evaluations equal those of a population of one with seed k. Not supported yet (refused
+    before any work): fine-tuning OPT / OPT-SPOT populations (population_settings) and training states
+    (Ctrl-C stops the run without saving; no resume).
     """
     from zoo.registry import make_population
 
@@ -585,44 +614,72 @@ def train_population(
         })
 
     agent.set_logger(run_logger(out_dir, verbose))
+    labels = [f"seed{s}" for s in seeds]
     callback = PopulationEvalCallback(
-        eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_paths=runs,
-        labels=[f"seed{s}" for s in seeds], verbose=verbose,
+        eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_paths=runs, labels=labels,
+        verbose=verbose,
     )
     initial = None
     if evaluate_initial:
         initial = evaluate_population(agent, run["n_eval_episodes"], callback.seed, step=0)
     agent.learn(run["n_timesteps"], callback=callback, progress_bar=progress_bar)
-    last = [history[-1] if history else None for history in callback.evaluations]
-    final = last if all(e is not None and e.step == agent.num_timesteps for e in last) else callback.evaluate()
+    final = offline = _final_population_evaluation(callback, agent)
 
     behavior = None
     if dataset.task.has_reference:
         behavior = float(np.mean(dataset.task.normalized_score(dataset.source_episode_returns)))
+    checkpoints = [run_dir / f"{algo}.zip" for run_dir in runs]
     for k, (seed, run_dir) in enumerate(zip(seeds, runs)):
-        checkpoint = run_dir / f"{algo}.zip"
-        agent.member(k).save(checkpoint)
+        agent.member(k).save(checkpoints[k])
         plot_learning_curve(
             callback.evaluations[k], run_dir / "learning_curve.png",
             title=f"{algo} on {dataset.dataset_id} (seed {seed})", reference=behavior,
         )
-        mark_finished(run_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoint),
+    online = online_aggregate = None
+    if run["n_finetune_timesteps"] > 0:
+        online_callback = PopulationEvalCallback(
+            eval_freq=run["finetune_eval_freq"], n_eval_episodes=run["n_eval_episodes"],
+            log_paths=[run_dir / "finetune" for run_dir in runs], labels=labels, verbose=verbose,
+        )
+        agent.finetune(run["n_finetune_timesteps"], callback=online_callback, progress_bar=progress_bar)
+        final = _final_population_evaluation(online_callback, agent)
+        online = online_callback.evaluations
+        checkpoints = [run_dir / f"{algo}-finetuned.zip" for run_dir in runs]
+        for k in range(len(seeds)):
+            agent.member(k).save(checkpoints[k])
+        online_aggregate = aggregate_seeds(seeds, online, online=True)
+    for k, run_dir in enumerate(runs):
+        mark_finished(run_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoints[k]),
                                 "final": evaluations_to_json([final[k]])[0]})
 
     aggregate = aggregate_seeds(seeds, callback.evaluations)
     files = {name: out_dir / name for name in ("aggregate.json", "aggregate.csv", "aggregate.png")}
+    title = f"{algo} on {dataset.dataset_id} ({len(seeds)} seeds)"
+    if online_aggregate is not None:
+        files |= {f"finetune/{name}": out_dir / "finetune" / name for name in ("aggregate.csv", "aggregate.png")}
+        atomic_write_text(files["finetune/aggregate.csv"], online_aggregate.csv_text())
+        plot_seed_aggregate(
+            online_aggregate, files["finetune/aggregate.png"], title=f"{title}, online", reference=behavior
+        )
     atomic_write_json(files["aggregate.json"], {
         "algo": algo, "dataset": dataset.dataset_id, "runs": [p.name for p in runs], **aggregate.to_json(),
         "initial": {str(s): evaluations_to_json([e])[0] for s, e in zip(seeds, initial)} if initial else None,
         "behavior_score": behavior,
+        "online": online_aggregate.to_json() if online_aggregate is not None else None,
     })
     atomic_write_text(files["aggregate.csv"], aggregate.csv_text())
-    plot_seed_aggregate(
-        aggregate, files["aggregate.png"], title=f"{algo} on {dataset.dataset_id} ({len(seeds)} seeds)",
-        reference=behavior,
-    )
+    plot_seed_aggregate(aggregate, files["aggregate.png"], title=title, reference=behavior)
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until now
     return PopulationResult(
-        agent, seeds, out_dir, runs, callback.evaluations, initial, final, aggregate, behavior, files
+        agent, seeds, out_dir, runs, callback.evaluations, initial, final, aggregate, behavior, files, offline,
+        online, online_aggregate, checkpoints,
     )
+
+
+def _final_population_evaluation(callback: PopulationEvalCallback, agent: OfflineAlgorithm) -> list[Evaluation]:
+    """Each member's evaluation at the agent's last step: the callback's own if it just ran one, else new."""
+    last = [history[-1] if history else None for history in callback.evaluations]
+    if last and all(e is not None and e.step == agent.num_timesteps for e in last):
+        return last
+    return callback.evaluate()
