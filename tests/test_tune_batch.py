@@ -321,3 +321,66 @@ def test_bad_batch_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["zoo: error: --batch must be at least 1, got 0."]
     assert not (tmp_path / "s").exists()  # refused before any work
+
+
+def test_a_fine_tuning_study_trains_its_seeds_as_one_population_offline_then_online(tiny, tmp_path, capsys):
+    # 2 seeds, 20 gradient steps then 30 online env steps, 2 evaluations per phase: one population of 2
+    folder = tmp_path / "study"
+    settings = TuneSettings(
+        "td3bc", TINY_ID, n_trials=1, seeds=2, out=str(folder), sampler_seed=4, finetune_steps=30,
+        **{**FAST, "steps": 20, "n_evaluations": 2},
+    )
+    (trial,) = tune(settings).get_trials()
+    printed = capsys.readouterr().out
+    assert "one trial at a time, trained as one population of 2 members" in printed
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["population"] == [0]
+    runs = [folder / "trial-0000" / f"seed-{k}" for k in range(2)]
+    online = []
+    for k, run in enumerate(runs):
+        config = json.loads((run / "config.json").read_text())
+        assert config["seed"] == k and config["population"] == {"member": k, "members": 2, "trials": [0]}
+        assert [r["step"] for r in evaluations(run)] == [10, 20]  # gradient steps
+        online.append(evaluations(run / "finetune"))
+        assert [r["step"] for r in online[k]] == [15, 30]  # env steps of fine-tuning
+        assert load_agent(run / "td3bc.zip", "td3bc", device="cpu").num_timesteps == 20  # the offline stage
+        assert load_agent(run / "td3bc-finetuned.zip", "td3bc", device="cpu").num_timesteps == 30
+    # the objective is the online final score; reports run offline then online (M = 4 per seed), seed 1's
+    # at steps 4..7 as the mean with seed 0, as the sequential seeds report
+    finals = [rows[-1]["normalized_score"] for rows in online]
+    assert trial.user_attrs["seed_scores"] == pytest.approx(finals, abs=1e-12)
+    assert trial.value == pytest.approx(np.mean(finals), abs=1e-12)
+    scores = [[r["normalized_score"] for r in evaluations(run) + evaluations(run / "finetune")] for run in runs]
+    expected = {j: scores[0][j] for j in range(4)} | {4 + j: (scores[0][j] + scores[1][j]) / 2 for j in range(4)}
+    assert trial.intermediate_values == pytest.approx(expected, abs=1e-12)
+    attrs = trial.user_attrs
+    assert attrs["gradient_steps"] == 40 and attrs["online_env_steps"] == 60 and attrs["eval_episodes"] == 8
+    assert attrs["trained_with"] == [trial.params, trial.params]
+
+    # --best --seeds 2 retrains it as one population that fine-tunes too; the scores are the online finals
+    args = ["tune", "--algo", "td3bc", "--dataset", TINY_ID, "--out", str(folder), "--best", "--seeds", "2"]
+    assert zoo_main([*args, "--steps", "20", "--finetune-steps", "30", "--eval-episodes", "1"]) == 0
+    printed = capsys.readouterr().out
+    population = folder / "best" / "seeds0-1_1"
+    for seed in (0, 1):
+        run = population / f"seed{seed}"
+        score = evaluations(run / "finetune")[-1]["normalized_score"]
+        line = f"seed {seed}: normalized score {score:.2f} after 30 steps; checkpoint {run / 'td3bc-finetuned.zip'}"
+        assert line in printed
+    aggregate = json.loads((population / "aggregate.json").read_text())["online"]
+    assert f"mean over 2 seeds at env step 30 of online fine-tuning: normalized score {aggregate['final']['mean']:.1f}" in (
+        printed
+    )
+
+
+def test_opt_studies_that_fine_tune_train_each_seed_as_its_own_run(tiny, tmp_path):
+    from zoo.tune.tuner import _how_trials_train, plan
+
+    def the_plan(algo, finetune_steps):
+        return plan(TuneSettings(algo, TINY_ID, seeds=2, out=str(tmp_path / "s"), finetune_steps=finetune_steps))
+
+    # OPT's online phases run per agent: its fine-tuning trials run seed after seed; offline it is a population
+    assert not the_plan("opt", 30).population and the_plan("opt", 0).population
+    assert the_plan("cql", 30).population and the_plan("td3bc", 30).population
+    assert _how_trials_train(the_plan("opt", 30)) == (
+        "one trial at a time; each seed trains as its own run (fine-tuning online: opt's online phases run per agent)"
+    )

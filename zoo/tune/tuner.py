@@ -5,7 +5,8 @@ last online env step when fine-tuning), averaged over `seeds` training seeds 0..
 normalized score (D4RL convention, 100 = expert) where the task has reference returns, else the mean
 return; each evaluation runs `n_eval_episodes` episodes with the evaluation seeds of `zoo train`.
 
-Populations: the K seeds of a trial train as one population agent (zoo.registry.make_population), and with
+Populations: the K seeds of a trial train as one population agent (zoo.registry.make_population; offline,
+then online when the study fine-tunes, except OPT's, whose online phases run per agent), and with
 `batch` B > 1 the worker asks Optuna for B trials at once (study.ask) and trains the K seeds of all B
 trials as one population of B * K members, or one population per group of trials whose structural
 settings (network sizes, numbers of critics, integer, boolean and string settings, the pretraining
@@ -158,6 +159,7 @@ class _Plan:
     run: dict[str, Any]  # resolved run settings: n_timesteps, eval_freq, ... (see zoo.config.RUN_SETTINGS)
     evaluations_per_seed: int
     objective: str  # "normalized score" or "return"
+    online_populations: bool = True  # the agent's populations can fine-tune online (not OPT's)
 
     @property
     def warmup(self) -> int:
@@ -166,9 +168,12 @@ class _Plan:
 
     @property
     def population(self) -> bool:
-        """Seeds and trials train as populations: not while fine-tuning online (populations do not fine-tune
-        yet), nor on a --fraction below 1 (seed k trains on its own draw of the data, a population on one)."""
-        return self.run["n_finetune_timesteps"] == 0 and self.settings.fraction >= 1.0
+        """Seeds and trials train as populations, offline and then online when the trials fine-tune: not on a
+        --fraction below 1 (seed k trains on its own draw of the data, a population on one), nor when
+        fine-tuning an agent whose populations cannot (OPT, OPT-SPOT: zoo.runs.population_fine_tunes)."""
+        if self.run["n_finetune_timesteps"] and not self.online_populations:
+            return False
+        return self.settings.fraction >= 1.0
 
     @property
     def study_attrs(self) -> dict[str, Any]:
@@ -212,10 +217,11 @@ def plan(settings: TuneSettings) -> _Plan:
     """Check everything a trial needs before any work: the space, the YAML and --set, the dataset."""
     from zoo.config import load_hyperparams
     from zoo.data import load_dataset
+    from zoo.runs import population_fine_tunes
 
     search_space(settings.algo)
     dataset = load_dataset(settings.dataset, fraction=settings.fraction, seed=0, device="cpu")
-    _, run = load_hyperparams(settings.algo, settings.dataset, settings.hyperparams, settings.overrides)
+    kwargs, run = load_hyperparams(settings.algo, settings.dataset, settings.hyperparams, settings.overrides)
     if settings.steps is not None:
         run["n_timesteps"] = settings.steps
     if settings.finetune_steps is not None:
@@ -231,7 +237,7 @@ def plan(settings: TuneSettings) -> _Plan:
         )
         evaluations += run["n_finetune_timesteps"] // run["finetune_eval_freq"]
     objective = "normalized score" if dataset.task.has_reference else "return"
-    return _Plan(settings, run, evaluations, objective)
+    return _Plan(settings, run, evaluations, objective, population_fine_tunes(settings.algo, kwargs))
 
 
 def _eval_freq(total: int, freq: int, n_evaluations: int | None) -> int:
@@ -277,11 +283,11 @@ def _how_trials_train(the_plan: _Plan) -> str:
     s = the_plan.settings
     batch = f"{s.batch} trials asked at once" if s.batch > 1 else "one trial at a time"
     if not the_plan.population:
-        why = "fine-tuning online" if the_plan.run["n_finetune_timesteps"] else f"--fraction {s.fraction:g}"
-        return (
-            f"{batch}; each seed trains as its own run ({why}: populations need offline learning on all the "
-            "data)"
-        )
+        if s.fraction < 1.0:
+            why = f"--fraction {s.fraction:g}: populations need offline learning on all the data"
+        else:
+            why = f"fine-tuning online: {s.algo}'s online phases run per agent"
+        return f"{batch}; each seed trains as its own run ({why})"
     members = f"{s.batch} x {s.seeds} members" if s.batch > 1 else f"{s.seeds} members"
     return f"{batch}, trained as one population of {members} (one per group of structurally equal trials)"
 
@@ -525,9 +531,13 @@ class _Trainer:
       the evaluation seeds of `zoo train`); every member writes the files of an ordinary run's folder that
       tuning reads (trial-NNNN/seed-k: config.json with the settings it trained with, evaluations.csv, the
       checkpoint).
+      When the plan fine-tunes online, the population then fine-tunes (OfflineAlgorithm.finetune: every
+      member's env side by side, one batched policy call per step), as train_offline does after offline
+      learning: seed-k/<algo>.zip after offline learning, seed-k/finetune/evaluations.csv every
+      finetune_eval_freq env steps, seed-k/<algo>-finetuned.zip at the end; the final score is the online one.
     - one run per seed (zoo.runs.train_offline), as before populations: a trial of one seed in a batch of
-      one, and every trial when fine-tuning online (populations do not fine-tune yet) or with --fraction
-      below 1 (seed k trains on its own subset of the data, a population on one dataset).
+      one, and every trial with --fraction below 1 (seed k trains on its own subset of the data, a population
+      on one dataset) or when fine-tuning OPT / OPT-SPOT online (their online phases run per agent).
 
     Reports: after evaluation j, for k = 0..K-1, the mean over seeds 0..k of their j-th score at step
     k * M + j (M = evaluations per seed), exactly the values the sequential runs report (seed after seed),
@@ -714,7 +724,8 @@ class _Trainer:
 
     def population(self, jobs: list[_Job]) -> None:
         """The K seeds of every trial in `jobs` (structurally equal) as one population of len(jobs) * K
-        members, trained for the plan's gradient steps with an evaluation of all members every eval_freq."""
+        members, trained for the plan's gradient steps with an evaluation of all members every eval_freq, then
+        fine-tuned online for its env steps (if any) with one every finetune_eval_freq."""
         from stable_baselines3.common.callbacks import CallbackList
 
         from zoo.data import load_dataset
@@ -761,30 +772,55 @@ class _Trainer:
             eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], seed=_EVAL_SEED,
             log_paths=paths,
         )
-        hook = _AfterPopulationEvaluation(evaluations, lambda found: self._on_population(jobs, found, True))
+        hook = _AfterPopulationEvaluation(
+            evaluations, lambda found: self._on_population(jobs, found, True, "offline")
+        )
         agent.learn(run["n_timesteps"], callback=CallbackList([evaluations, hook]), progress_bar=False)
         if all(job.pruned for job in jobs):
             return  # stopped early: nothing of it is kept
         if evaluations.evaluations[0][-1].step != agent.num_timesteps:  # the final one, off the periodic grid
-            self._on_population(jobs, evaluations.evaluate(), False)
+            self._on_population(jobs, evaluations.evaluate(), False, "offline")
+        checkpoint = f"{settings.algo}.zip"
+        for i, path in enumerate(paths):  # the offline stage's checkpoints, as train_offline keeps them
+            if jobs[i // K].pruned is None:
+                agent.member(i).save(path / checkpoint)
+        if run["n_finetune_timesteps"]:
+            # online, as train_offline's fine-tuning: every member's env side by side, evaluated every
+            # finetune_eval_freq env steps into seed-k/finetune/evaluations.csv; reports go on at step k*M + j
+            evaluations = PopulationEvalCallback(
+                eval_freq=run["finetune_eval_freq"], n_eval_episodes=run["n_eval_episodes"], seed=_EVAL_SEED,
+                log_paths=[path / "finetune" for path in paths],
+            )
+            hook = _AfterPopulationEvaluation(
+                evaluations, lambda found: self._on_population(jobs, found, True, "online")
+            )
+            agent.finetune(run["n_finetune_timesteps"], callback=CallbackList([evaluations, hook]), progress_bar=False)
+            if all(job.pruned for job in jobs):
+                return  # stopped early: the offline checkpoints stay, as a run pruned online keeps its own
+            if evaluations.evaluations[0][-1].step != agent.num_timesteps:
+                self._on_population(jobs, evaluations.evaluate(), False, "online")
+            checkpoint = f"{settings.algo}-finetuned.zip"
         for i, path in enumerate(paths):
             job = jobs[i // K]
             if job.pruned is None:
                 job.finals.append(self.score(evaluations.evaluations[i][-1]))
-                agent.member(i).save(path / f"{settings.algo}.zip")
+                if run["n_finetune_timesteps"]:
+                    agent.member(i).save(path / checkpoint)
         for job in jobs:
             if job.pruned is None:
                 job.trial.set_user_attr("seed_scores", job.finals)
 
-    def _on_population(self, jobs: list[_Job], results, periodic: bool) -> bool:
-        """After an evaluation of all members: budgets, reports and pruning per trial; False (stop the
-        population) once every trial of it is pruned."""
+    def _on_population(self, jobs: list[_Job], results, periodic: bool, phase: str) -> bool:
+        """After an evaluation of all members (`phase` "offline" or "online"): budgets, reports and pruning
+        per trial; False (stop the population) once every trial of it is pruned."""
         K = self.plan.settings.seeds
         for j, job in enumerate(jobs):
             mine = results[j * K : (j + 1) * K]
             job.spent["eval_episodes"] += sum(e.episodes for e in mine)
             job.spent["eval_env_steps"] += sum(e.env_steps for e in mine)
-            job.spent["gradient_steps"] = K * mine[0].step  # its members' updates, pruned or not
+            # its members' offline updates or online env steps so far, pruned or not (as the sequential
+            # seeds count them: gradient steps offline only, the online phase in env steps)
+            job.spent["gradient_steps" if phase == "offline" else "online_env_steps"] = K * mine[0].step
             job.save_spent()
             if job.pruned is not None or not periodic:
                 continue
@@ -1110,8 +1146,9 @@ def write_plots(study, folder: Path) -> list[str]:
 
 def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list[float]:
     """Train the study's best configuration again (seeds 0..K-1, at the budget of this command: --steps, or the
-    YAML's n_timesteps when absent) into <out>/best/seed<k>_<N>, or, for several seeds offline on the whole
-    dataset, as one population into <out>/best/seeds<A>-<B>_<N>; print and return the final scores."""
+    YAML's n_timesteps when absent) into <out>/best/seed<k>_<N>, or, for several seeds on the whole dataset
+    (and not fine-tuning OPT), as one population into <out>/best/seeds<A>-<B>_<N>; print and return the
+    final scores."""
     optuna = require_optuna()
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, train_offline
@@ -1172,8 +1209,9 @@ def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list
 def _retrain_population(
     settings: TuneSettings, the_plan: _Plan, params: dict[str, Any], seeds: list[int], optuna
 ) -> list[float]:
-    """--best with several seeds: one population (zoo.runs.train_population) in <out>/best/seeds<A>-<B>_<N>,
-    whose seed<k>/ folders are ordinary runs, with the mean and its 95% bootstrap CI over the seeds."""
+    """--best with several seeds: one population (zoo.runs.train_population, fine-tuning online after offline
+    learning when the plan does) in <out>/best/seeds<A>-<B>_<N>, whose seed<k>/ folders are ordinary runs,
+    with the mean of the final evaluations and its 95% bootstrap CI over the seeds."""
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, train_population
 
@@ -1188,18 +1226,15 @@ def _retrain_population(
         n_timesteps=the_plan.run["n_timesteps"],
         hyperparams_path=settings.hyperparams,
         overrides=the_plan.overrides(params),
-        n_finetune_timesteps=0,
+        n_finetune_timesteps=the_plan.run["n_finetune_timesteps"],
         command=settings.command,
     )
     trainer = _Trainer(the_plan, optuna, None)
     scores = [trainer.score(final) for final in result.final]
-    for seed, run, final, score in zip(seeds, result.runs, result.final, scores):
-        print(
-            f"seed {seed}: {the_plan.objective} {score:.2f} after {final.step} steps; "
-            f"checkpoint {run / f'{settings.algo}.zip'}"
-        )
+    for seed, checkpoint, final, score in zip(seeds, result.checkpoints, result.final, scores):
+        print(f"seed {seed}: {the_plan.objective} {score:.2f} after {final.step} steps; checkpoint {checkpoint}")
     print(f"mean over {len(scores)} seed(s): {np.mean(scores):.2f} ± {np.std(scores):.2f}")
-    print(result.aggregate.summary())
+    print(result.final_aggregate.summary())
     return scores
 
 
