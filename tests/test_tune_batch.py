@@ -384,3 +384,26 @@ def test_opt_studies_that_fine_tune_train_each_seed_as_its_own_run(tiny, tmp_pat
     assert _how_trials_train(the_plan("opt", 30)) == (
         "one trial at a time; each seed trains as its own run (fine-tuning online: opt's online phases run per agent)"
     )
+
+
+def test_a_population_pruned_while_fine_tuning_stops_online_and_keeps_its_offline_checkpoints(tiny, tmp_path, capsys):
+    # 2 seeds, 2 offline + 2 online evaluations each (M = 4); the population checks the pruner at steps 4..7
+    # (the mean of both seeds): the finished trials are far below it offline (steps <= 5) and far above it at
+    # step 6 -- the first online evaluation -- where it is pruned and the population stops fine-tuning
+    study = new_study(tmp_path / "study", "online")
+    for _ in range(5):
+        study.add_trial(completed_trial({step: -1e9 if step <= 5 else 1e9 for step in range(8)}))
+    settings = TuneSettings(
+        "td3bc", TINY_ID, n_trials=6, seeds=2, out=str(tmp_path / "study"), study_name="online", finetune_steps=30,
+        **{**FAST, "steps": 20, "n_evaluations": 2},
+    )
+    (trial,) = tune(settings).get_trials()[5:]
+    capsys.readouterr()
+    assert trial.state.name == "PRUNED" and trial.user_attrs["pruned_in_population"] is False
+    assert sorted(trial.intermediate_values) == [0, 1, 2, 4, 5, 6]  # offline both, online the first
+    attrs = trial.user_attrs
+    assert attrs["gradient_steps"] == 40 and attrs["online_env_steps"] == 2 * 15 and attrs["eval_episodes"] == 6
+    for k in range(2):
+        run = tmp_path / "study" / "trial-0005" / f"seed-{k}"
+        assert [r["step"] for r in evaluations(run / "finetune")] == [15]  # stopped at its first online evaluation
+        assert (run / "td3bc.zip").is_file() and not (run / "td3bc-finetuned.zip").exists()
