@@ -36,9 +36,9 @@ def test_cql_regulariser_by_hand(hopper):
     set_constant_output(policy.critic_target.net, [3.0, 5.0])  # min target Q = 3
     set_constant_output(policy.actor.net, [[0.2, -0.1, 0.0, -0.5, -1.0, 0.3]])  # fixed mu and sigma
     batch, alpha = fixed_batch(), agent.alpha
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)  # the agent's own generator: the loss draws the same samples again
     samples = agent.sample_actions(batch)
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)
     loss, stats = agent.critic_loss(batch, alpha)
     assert samples.random.shape == samples.current.shape == samples.next.shape == (3, 4, 3)
     assert samples.backup.shape == (1, 4, 3)  # one backup sample without max_target_backup
@@ -380,9 +380,9 @@ def test_a_population_member_with_cql_weight_zero_has_no_conservative_term_but_i
     for k, weight in enumerate([0.0, 5.0]):
         member = population.member(k)
         own = Batch({name: batch[name][k] for name in batch})
-        torch.set_rng_state(states[k])  # an ordinary agent draws from the global generator: member k's stream
+        member.random.set_state([states[k]])  # member k's stream, in the ordinary agent's own generator
         member_loss, member_stats = member.critic_loss(own, member.alpha)
-        torch.set_rng_state(states[k])
+        member.random.set_state([states[k]])
         samples = member.sample_actions(own)
         target = member.td_target(own, member.alpha, samples.backup, samples.backup_log_prob)
         sac_n = ensemble_mse(member.critic(own.observations, own.actions), target).item()

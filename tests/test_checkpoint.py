@@ -105,15 +105,15 @@ def test_every_agent_round_trips(key, dataset, tmp_path):
 
 @pytest.mark.parametrize("key", sorted(AGENTS))
 def test_continued_learning_equals_uninterrupted(key, dataset, tmp_path):
-    """With optimizer state (and the torch RNG state as an extra tensor), learning on from the checkpoint
-    ends with the weights and Adam moments of the agent that never stopped."""
+    """With optimizer state (and the agent's generator state as an extra tensor), learning on from the
+    checkpoint ends with the weights and Adam moments of the agent that never stopped."""
     agent = tiny_agent(key, dataset)
     agent.learn(4)
     folder = save_checkpoint(
         agent,
         tmp_path / "ck",
         include_optimizer=True,
-        extra_tensors={"rng/torch": torch.get_rng_state()},
+        extra_tensors={"rng/agent": agent.random.get_state()[0]},
         run_info={"note": "mid-run"},
         key=key,
     )
@@ -121,8 +121,8 @@ def test_continued_learning_equals_uninterrupted(key, dataset, tmp_path):
 
     resumed = load_checkpoint(folder, dataset=dataset, device="cpu", load_optimizer=True)
     extras, run_info = read_checkpoint_extras(folder)
-    assert run_info == {"note": "mid-run"} and set(extras) == {"rng/torch"}
-    torch.set_rng_state(extras["rng/torch"])
+    assert run_info == {"note": "mid-run"} and set(extras) == {"rng/agent"}
+    resumed.random.set_state([extras["rng/agent"]])
     resumed.learn(4, reset_num_timesteps=False)
 
     assert resumed._n_updates == agent._n_updates == 8

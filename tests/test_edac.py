@@ -115,9 +115,9 @@ def test_critic_loss_is_td_plus_eta_times_diversity(hopper):
     batch = fixed_batch()
     alpha = agent.alpha
     params = list(agent.critic.parameters())
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)
     loss, stats = agent.critic_loss(batch, alpha)
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)
     td, td_stats = SAC.critic_loss(agent, batch, alpha)  # SAC-N's TD loss, same a' ~ pi(s')
     es = explicit_diversity(agent.critic, batch.observations, batch.actions)
     assert loss.item() == pytest.approx((td + 2.5 * es).item(), rel=1e-5)
@@ -131,17 +131,17 @@ def test_critic_loss_is_td_plus_eta_times_diversity(hopper):
     # Constant critics have no action gradient: ES = 0 (not NaN) and the loss is the hand-computed TD loss.
     set_constant_output(agent.critic.net, [1.0, 2.0, 4.0])
     set_constant_output(agent.policy.critic_target.net, [3.0, 5.0, 7.0])
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)
     loss, _ = agent.critic_loss(batch, alpha)
-    torch.manual_seed(1)
+    agent.random.manual_seed(1)
     _, next_log_prob = agent.actor(batch.next_observations)
     y = batch.rewards + 0.9 * (1 - batch.terminations) * (3.0 - alpha * next_log_prob)
     assert loss.item() == pytest.approx(sum(((c - y) ** 2).mean() for c in (1.0, 2.0, 4.0)).item(), rel=1e-5)
     # eta = 0 is SAC-N.
     sac_n = EDAC(hopper, seed=0, eta=0.0, policy_kwargs=SMALL)
-    torch.manual_seed(1)
+    sac_n.random.manual_seed(1)
     loss, _ = sac_n.critic_loss(batch, alpha)
-    torch.manual_seed(1)
+    sac_n.random.manual_seed(1)
     assert loss.item() == SAC.critic_loss(sac_n, batch, alpha)[0].item()
 
 
@@ -208,9 +208,9 @@ def test_table_column_is_filled_at_the_switch_with_the_actors_entropies(tiny):
     agent = tiny_agent(load_dataset(TINY_ID, device="cpu"), reward_scale=2.0, ent_coef=0.3)
     agent.learn(0)
     assert (agent.replay.column("soft_returns_to_go") == 0).all()  # the placeholder
-    torch.manual_seed(5)
+    agent.random.manual_seed(5)
     agent.pretraining.fill_soft_returns(agent)
-    torch.manual_seed(5)
+    agent.random.manual_seed(5)
     entropies = -agent.actor(agent.replay.column("observations"))[1]
     rewards = 2.0 * np.array([1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 24, 25], dtype=float)  # reward_scale 2
     expected = reference_soft_returns(rewards, entropies.tolist(), [(4, False), (3, True), (5, True)], 0.9, 0.3)
@@ -232,9 +232,9 @@ def test_a_transition_subset_takes_missing_entropies_from_the_next_kept_state(ti
             source = later[0] if later else (earlier[-1] if earlier else None)
             expected.append(-1 if source is None else kept.index(source))
     assert layout["rows"].tolist() == expected
-    torch.manual_seed(5)
+    agent.random.manual_seed(5)
     agent.pretraining.fill_soft_returns(agent)
-    torch.manual_seed(5)
+    agent.random.manual_seed(5)
     entropies = (-agent.actor(agent.replay.column("observations"))[1]).tolist()
     per_source = [entropies[row] if row >= 0 else 0.0 for row in expected]
     rewards = [1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 24, 25]
@@ -315,7 +315,7 @@ def test_soft_critic_loss_by_hand_and_td_mixing(hopper):
                  pretrain_kwargs={"td_weight": 0.25})
     q = fresh.critic(batch.observations, batch.actions)
     es = explicit_diversity(fresh.critic, batch.observations, batch.actions)
-    torch.manual_seed(3)
+    fresh.random.manual_seed(3)
     loss, _ = fresh.pretraining.critic_loss(fresh, batch)
     assert loss.item() == pytest.approx(1.0 + 0.5 * es.item(), rel=1e-5)
     fresh.pretraining.td_weight = 0.0

@@ -436,9 +436,9 @@ def test_opt_spot_phases_lambda_cooling_and_q_mix(hopper, tmp_path):
     set_constant_output(agent.policy.online_critic.net, [-20.0, 1.0])
     agent.online_pretraining.kappa = 0.5  # Q_mix = 0.5 * 4 - 0.5 * 20 = -8: the normalised Q term is +1
     batch = fixed_batch()
-    torch.manual_seed(3)
+    agent.random.manual_seed(3)  # the agent's own generator
     loss, stats = agent.actor_loss(batch)
-    torch.manual_seed(3)
+    agent.random.manual_seed(3)
     penalty = agent.density_loss(batch.observations, agent.actor(batch.observations)).mean()
     assert loss.item() == pytest.approx(1.0 + agent.current_lambda() * penalty.item(), rel=1e-5)
     assert stats["neg_log_beta"].item() == pytest.approx(penalty.item(), rel=1e-5)

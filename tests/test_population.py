@@ -349,3 +349,29 @@ def test_members_fine_tune_online_side_by_side_as_alone(dataset, key, settings):
             assert population.replay.member_ready(k) > 0 and returns[: population.replay.member_ready(k)].abs().sum() > 0
     other = population.replay.column("rewards", source="online", member=1)
     assert not torch.equal(population.replay.column("rewards", source="online", member=0), other)
+
+
+@pytest.mark.parametrize(
+    "key, settings, steps",
+    [
+        ("td3bc", {}, 30),
+        ("calql", {"policy_kwargs": dict(net_arch=[32, 32], actor_net_arch=[32, 32])}, 12),
+        ("spot", {"vae_steps": 6, "policy_kwargs": dict(net_arch=[32, 32], vae_net_arch=[16, 16])}, 20),
+    ],
+)
+def test_an_ordinary_agent_with_seed_k_trains_as_member_k(dataset, key, settings, steps):
+    """`zoo train --seed k` and member k of `zoo train --seeds ...` are the same run: an ordinary agent draws
+    from its own generator exactly what member k of a population draws, and steps as it does."""
+    kwargs = {**SMALL, **settings}
+    population = make_population(key, dataset, SEEDS, **kwargs)
+    population.learn(steps)
+    for k, seed in enumerate(SEEDS[:2]):
+        ordinary = make_agent(key, dataset, seed=seed, **kwargs)
+        ordinary.learn(steps)
+        assert max_difference(population.member(k).policy, ordinary.policy) <= 1e-6
+    # The exported member goes on with member k's stream: one more update each gives the same weights.
+    member, ordinary = population.member(0), make_agent(key, dataset, seed=SEEDS[0], **kwargs)
+    ordinary.learn(steps)
+    member.learn(3, reset_num_timesteps=False)
+    ordinary.learn(3, reset_num_timesteps=False)
+    assert max_difference(member.policy, ordinary.policy) <= 1e-6

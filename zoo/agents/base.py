@@ -31,6 +31,8 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
+from zoo.agents.compiled import compile_options
+from zoo.agents.compiled import install as install_compiled_losses
 from zoo.agents.pretraining import make_pretraining
 from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
@@ -170,6 +172,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     :param reward_bias: see reward_scale
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
         fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
+    :param compile: False (eager), True/"default", "reduce-overhead" (CUDA graphs), "max-autotune",
+        "max-autotune-no-cudagraphs" or "aot_eager": the loss computations of each update run through
+        torch.compile with that mode (backend), with the same random draws (zoo.agents.compiled)
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {}
@@ -181,8 +186,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     # episode, e.g. Monte-Carlo returns); otherwise as soon as they are stored.
     online_rows_wait_for_episode_end: ClassVar[bool] = False
     # A population (zoo.agents.population) sets these before its set-up: K members along the member axis,
-    # each with its own seed and random generator. An ordinary agent is one member drawing from torch's
-    # global generator.
+    # each with its own seed and random generator. An ordinary agent is one member with its own generator.
     n_members: int = 1
     is_population: bool = False
     member_seeds: list[int] | None = None
@@ -219,6 +223,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         reward_scale: float = 1.0,
         reward_bias: float = 0.0,
         precision: str = "float32",
+        compile: bool | str = False,
         policy_kwargs: dict[str, Any] | None = None,
         tensorboard_log: str | None = None,
         verbose: int = 0,
@@ -248,6 +253,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
+        compile_options(compile)  # a bad value fails here too, before any set-up
+        self.compile = compile
         if not 0.0 <= online_mixing_ratio <= 1.0:
             raise ValueError(
                 f"online_mixing_ratio is a share of the batch in [0, 1], got {online_mixing_ratio}."
@@ -295,7 +302,12 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.policy_kwargs = {**self.default_policy_kwargs, **self.policy_settings(), **self.policy_kwargs}
         self._setup_lr_schedule()
         self.set_random_seed(self.seed)
-        self.random = MemberRandom(self.member_seeds, self.device) if self.is_population else GLOBAL_RANDOM
+        # The agent's random draws (batches, noise, sampled actions, dropout): its own generator seeded with its
+        # seed, or one per member; an ordinary agent with seed k draws what member k of a population does.
+        if self.is_population:
+            self.random = MemberRandom(self.member_seeds, self.device)
+        else:
+            self.random = MemberRandom.ordinary(self.seed, self.device)
         self.policy = self.policy_class(
             self.observation_space, self.action_space, self.lr_schedule, **self.policy_kwargs,
             n_members=self.n_members,
@@ -316,6 +328,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
                 mean, std = self.dataset.observation_statistics()
                 self.policy.obs_mean.copy_(mean)
                 self.policy.obs_std.copy_(std)
+        install_compiled_losses(self)  # `compile`: loss methods shadowed by compiled wrappers
 
     def autocast(self) -> torch.autocast:
         """The precision context for loss computations (backward and optimizer steps stay outside)."""
@@ -366,7 +379,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def _excluded_save_params(self) -> list[str]:
         return [
             *super()._excluded_save_params(), "dataset", "replay", "_stat_sums", "_stat_counts", "pretraining",
-            "random",
+            "random", "_compiled_names", *getattr(self, "_compiled_names", ()),  # compiled losses: not saved
         ]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
@@ -504,7 +517,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         import random
 
         tensors = {"rng/torch": torch.get_rng_state()}
-        for k, state in enumerate(self.random.get_state()):  # a population's member generators
+        for k, state in enumerate(self.random.get_state()):  # the agent's generator (a population's: each member's)
             tensors[f"rng/member/{k}"] = state
         if torch.cuda.is_available() and torch.cuda.is_initialized():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):

@@ -23,6 +23,7 @@ settings, seed), which the zoo's checkpoint format saves like any other.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -206,6 +207,10 @@ def member_agent(population: "OfflineAlgorithm", k: int) -> "OfflineAlgorithm":
             tensor.copy_(stacked.view(n, *tensor.shape)[k] if stacked.numel() == n * tensor.numel() else stacked)
     for name in population.policy.optimizer_names:
         _copy_member_moments(getattr(population.policy, name), getattr(agent.policy, name), k, n)
+    # Member k's random stream goes on in the ordinary agent (the next batch is the one member k would draw).
+    agent.random.set_state([population.random.get_state()[k]])
+    if hasattr(population, "_explore_rngs"):
+        agent._explore_rng = copy.deepcopy(population._explore_rngs[k])
     return agent
 
 

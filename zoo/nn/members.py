@@ -16,65 +16,87 @@ import torch
 class MemberRandom:
     """Random draws along the member axis: member k's slice comes from its own generator.
 
-    With no generators (an ordinary agent) every draw is torch's own from the global generator, with the
-    shape asked for. With K generators, a draw "like x" has x's shape (leading axis K) and row k is drawn
-    from generator k alone, with the shape x[k] has: so member k's stream depends on its seed and on its own
-    draws only, never on K or on the other members. The K draws are K small calls (one per member); they sit
-    outside the batched matmuls and cost microseconds each.
+    With K generators (a population), a draw "like x" has x's shape (leading axis K) and row k is drawn from
+    generator k alone, with the shape x[k] has: so member k's stream depends on its seed and on its own draws
+    only, never on K or on the other members. The K draws are K small calls (one per member); they sit outside
+    the batched matmuls and cost microseconds each. An ordinary agent (`MemberRandom.ordinary(seed)`) has one
+    generator and no member axis: its draws are the ones member k of a population with seed k makes, so an
+    ordinary agent with seed k trains as that member. Without generators (`GLOBAL_RANDOM`, what a network
+    uses before an agent gives it its own) every draw is torch's own from the global generator.
     """
 
-    def __init__(self, seeds: Sequence[int] | None = None, device: torch.device | str = "cpu"):
+    def __init__(
+        self, seeds: Sequence[int] | None = None, device: torch.device | str = "cpu", stacked: bool = True
+    ):
         self.device = torch.device(device)
+        self.stacked = stacked  # draws carry a leading member axis (a population) or not (an ordinary agent)
         self.generators: list[torch.Generator] | None = None
         if seeds is not None:
-            self.generators = [torch.Generator(device=self.device).manual_seed(int(s)) for s in seeds]
+            self.generators = [torch.Generator(device=self.device) for _ in seeds]
+            for generator, seed in zip(self.generators, seeds):
+                if seed is None:
+                    generator.seed()  # an unseeded agent: a non-deterministic stream
+                else:
+                    generator.manual_seed(int(seed))
+
+    @classmethod
+    def ordinary(cls, seed: int | None, device: torch.device | str = "cpu") -> "MemberRandom":
+        """An ordinary agent's draws: its own generator seeded with its seed, shapes as asked."""
+        return cls([seed], device, stacked=False)
 
     @property
     def n_members(self) -> int:
         return 1 if self.generators is None else len(self.generators)
 
-    def _draw(self, draw, shape: Sequence[int], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    def _draw(self, draw, shape: Sequence[int], dtype: torch.dtype, device: torch.device,
+              member_axis: bool) -> torch.Tensor:
+        """`shape` per member: stacked (K, *shape) for a population, else one draw of `shape`."""
+        if self.generators is None:
+            return draw(tuple(shape), dtype=dtype, device=device)
+        if not self.stacked:
+            return draw(tuple(shape), generator=self.generators[0], dtype=dtype, device=device)
+        if member_axis:  # `shape` is x's whole shape, its first axis the members'
+            shape = shape[1:]
         return torch.stack([draw(tuple(shape), generator=g, dtype=dtype, device=device) for g in self.generators])
 
     def randn_like(self, x: torch.Tensor) -> torch.Tensor:
         """Standard normal noise shaped like x."""
-        if self.generators is None:
-            return torch.randn_like(x)
-        return self._draw(torch.randn, x.shape[1:], x.dtype, x.device)
+        return self._draw(torch.randn, x.shape, x.dtype, x.device, member_axis=True)
 
     def rand_like(self, x: torch.Tensor) -> torch.Tensor:
         """U[0, 1) noise shaped like x."""
-        if self.generators is None:
-            return torch.rand_like(x)
-        return self._draw(torch.rand, x.shape[1:], x.dtype, x.device)
+        return self._draw(torch.rand, x.shape, x.dtype, x.device, member_axis=True)
 
     def randn(self, *shape: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         """Standard normal noise of `shape` per member: (*shape) for an ordinary agent, (K, *shape) otherwise."""
-        device = self.device if device is None else device
-        if self.generators is None:
-            return torch.randn(shape, dtype=dtype, device=device)
-        return self._draw(torch.randn, shape, dtype, device)
+        return self._draw(torch.randn, shape, dtype, self.device if device is None else device, member_axis=False)
 
     def rand(self, *shape: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
         """U[0, 1) noise of `shape` per member: (*shape), or (K, *shape) for a population."""
-        device = self.device if device is None else device
-        if self.generators is None:
-            return torch.rand(shape, dtype=dtype, device=device)
-        return self._draw(torch.rand, shape, dtype, device)
+        return self._draw(torch.rand, shape, dtype, self.device if device is None else device, member_axis=False)
 
     def randint(self, high: int, n: int, device=None) -> torch.Tensor:
         """n uniform indices in [0, high): (n,), or (K, n) with each member's row from its own generator."""
         device = self.device if device is None else device
         if self.generators is None:
             return torch.randint(high, (n,), device=device)
+        if not self.stacked:
+            return torch.randint(high, (n,), generator=self.generators[0], device=device)
         return torch.stack([torch.randint(high, (n,), generator=g, device=device) for g in self.generators])
 
     def randint_member(self, member: int, high: int, n: int, device=None) -> torch.Tensor:
         """n uniform indices in [0, high) from member k's generator alone, (n,) (the global generator for an
         ordinary agent)."""
         device = self.device if device is None else device
-        generator = None if self.generators is None else self.generators[member]
+        generator = None if self.generators is None else self.generators[0 if not self.stacked else member]
         return torch.randint(high, (n,), generator=generator, device=device)
+
+    def manual_seed(self, seed: int) -> None:
+        """Restart every generator from `seed` (to draw the same numbers twice, e.g. in a test)."""
+        if self.generators is None:
+            torch.manual_seed(seed)
+        for generator in self.generators or []:
+            generator.manual_seed(seed)
 
     def get_state(self) -> list[torch.Tensor]:
         """The generators' states (empty for an ordinary agent, whose draws are torch's global generator's)."""
