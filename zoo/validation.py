@@ -149,6 +149,9 @@ RANGES: dict[str, str | tuple | Rule] = {
     "reward_scale": REAL,
     "reward_bias": REAL,
     "precision": ("float32", "bfloat16"),
+    "compile": (  # zoo.agents.compiled: eager, torch.compile's modes, the aot_eager backend
+        False, True, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "aot_eager"
+    ),
     "tensorboard_log": Rule(lambda v: v is None or (isinstance(v, str) and v != ""), "a folder path or null"),
     "verbose": "[0, 2]",
     "device": Rule(_device_ok, "'auto', 'cpu', 'cuda', 'cuda:N' or another torch device"),
