@@ -4,10 +4,15 @@ The reference below is the usual single-file loop (CORL's `offline/td3_bc.py` sh
 the device, separate nn.Linear critics, default Adam, a per-parameter Polyak loop), with the same math
 and sizes as zoo's agent. d3rlpy's TD3PlusBC and SB3's TD3 `train` run on the same data when installed
 (`pip install -e .[bench]`). Every registry agent is timed too: updates/s of each of its phases offline
-and env steps/s online at its own UTD ratio. The last lines are `cql_ratio_vs_reference=<zoo CQL / eager
-CQL>` and `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`.
+and env steps/s online at its own UTD ratio. Populations (zoo.registry.make_population: K agents as one
+batched agent, K = 1, 4, 8, 16, fp32 and bf16) are timed in aggregate member-updates/s against K
+sequential runs of the eager reference, with each configuration's peak memory; `--score-steps N` adds
+fp32-vs-bf16 normalized scores of TD3+BC populations after N updates (same seeds, same data).
+All timings are interleaved rounds in one process (medians; ratios are medians of per-round ratios).
+The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
+population of 8, aggregate / eager TD3+BC>` and `cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
 
-    python benchmarks/throughput.py [--device cuda] [--steps 2000]
+    python benchmarks/throughput.py [--device cuda] [--steps 2000] [--score-steps 20000]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import gc
 import importlib.util
 import io
 import platform
@@ -280,6 +286,33 @@ def rate(step, n: int, device: torch.device, warmup: int = 50) -> float:
     return n / (time.perf_counter() - start)
 
 
+def interleaved_rates(
+    steps: dict[str, object], counts: dict[str, int], rounds: int, device: torch.device, slices: int = 10
+) -> dict[str, list[float]]:
+    """Updates/s of each contender per round, the contenders taking turns within the round: each round
+    runs counts[name] updates of every contender in `slices` turns (a turn of contender A, then of B, ...),
+    so that load from other processes, which drifts over seconds, hits every contender alike. Ratios of
+    contenders are then taken round by round (their median is the reported ratio)."""
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        seconds = dict.fromkeys(steps, 0.0)
+        done = dict.fromkeys(steps, 0)
+        for turn in range(slices):
+            for name, step in steps.items():
+                until = counts[name] * (turn + 1) // slices
+                if until <= done[name]:
+                    continue
+                start = time.perf_counter()
+                for _ in range(until - done[name]):
+                    step()
+                sync(device)
+                seconds[name] += time.perf_counter() - start
+                done[name] = until
+        for name in steps:
+            rates[name].append(counts[name] / seconds[name])
+    return rates
+
+
 def zoo_td3bc(dataset, device, precision="float32"):
     from zoo.agents import TD3BC
 
@@ -435,6 +468,154 @@ def sb3_rate(data, device, steps) -> float:
     return rate_block(lambda k: model.train(gradient_steps=k, batch_size=BATCH), steps, device)
 
 
+# ---------------------------------------------------------------------- populations and memory
+
+
+def rss_mib() -> float | None:
+    """Current resident set size (Linux /proc), None elsewhere."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
+class PeakMemory:
+    """Peak memory of one configuration: on cuda, torch.cuda.max_memory_allocated over the window; on CPU,
+    the peak RSS (VmHWM, reset by writing 5 to /proc/self/clear_refs) minus the RSS when the window opened:
+    the configuration's weights, optimizer state, replay and its largest update's temporaries. zoo's
+    allocator setting returns large freed blocks to the system, so earlier configurations do not hide it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def start(self) -> bool:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            return True
+        self.base = rss_mib()
+        try:
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+        except OSError:
+            return False
+        return self.base is not None
+
+    def stop(self) -> float | None:
+        """MiB above the window's start."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        with open("/proc/self/status") as status:
+            hwm = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) / 1024
+        return hwm - self.base
+
+
+POPULATION_ALGOS = {
+    # label: (registry key, settings matching the eager reference, reference class)
+    "TD3+BC": ("td3bc", {}, ReferenceTD3BC),
+    "CQL": ("cql", dict(policy_kwargs=dict(net_arch=[HIDDEN, HIDDEN], critic_init="default")), ReferenceCQL),
+}
+
+
+def population_step(key: str, settings: dict, dataset, device, k: int, precision: str):
+    """One update of a K-member population (agent.train(gradient_steps=1)) of seeds 0..K-1."""
+    from zoo.registry import make_population
+
+    agent = make_population(key, dataset, seeds=list(range(k)), device=device, precision=precision, **settings)
+    agent.learn(1)
+    return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
+
+
+def population_section(args, dataset, tensors, device) -> dict[str, float]:
+    """Aggregate member-updates/s of populations (K = --population-k, fp32 and bf16) against the eager
+    reference run K times in sequence (whose aggregate is its own rate), for TD3+BC and CQL.
+
+    Per round every configuration does about the same number of member-updates (the reference as many
+    updates), the configurations taking turns (interleaved_rates); rates are medians over rounds and
+    ratios medians of per-round ratios (each configuration against the reference of its round). Peak
+    memory per configuration: see PeakMemory. Returns {"<algo> K=<k> <precision>": ratio}.
+    """
+    ks = [int(k) for k in args.population_k.split(",")]
+    ratios: dict[str, float] = {}
+    for label, (key, settings, reference_cls) in POPULATION_ALGOS.items():
+        if label == "CQL" and not args.cql:
+            continue
+        per_round = max(args.steps // args.rounds // (10 if label == "CQL" else 1), 2)
+        memory = PeakMemory(device)
+        steps: dict[str, object] = {}
+        peaks: dict[str, float | None] = {}
+        counts: dict[str, int] = {}
+        for name, build, n in [
+            ("reference", lambda: reference_cls(tensors, device).update, per_round),
+            *(
+                (f"K={k} {precision}", lambda k=k, p=precision: population_step(key, settings, dataset, device, k, p),
+                 max(per_round // k, 2))
+                for k in ks
+                for precision in ("float32", "bfloat16")
+            ),
+        ]:
+            gc.collect()
+            measured = memory.start()
+            step = build()
+            for _ in range(3):  # warm-up
+                step()
+            rate(step, n, device, warmup=0)  # the first round's work inside the memory window
+            peaks[name] = memory.stop() if measured else None
+            steps[name], counts[name] = step, n
+        rates = interleaved_rates(steps, counts, args.rounds, device)
+        ref = rates["reference"]
+        print(f"population {label}: aggregate member-updates/s of K members as one agent, against K sequential "
+              f"runs of the eager reference ({float(np.median(ref)):.1f} updates/s, peak "
+              f"{fmt_mib(peaks['reference'])}); median of {args.rounds} interleaved rounds")
+        print(f"  {'K':>3}  {'fp32 upd/s':>10} {'ratio':>6} {'peak':>9}   {'bf16 upd/s':>10} {'ratio':>6} {'peak':>9}")
+        for k in ks:
+            cells = []
+            for precision in ("float32", "bfloat16"):
+                name = f"K={k} {precision}"
+                aggregate = [k * r for r in rates[name]]
+                ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
+                ratios[f"{label} {name}"] = ratio
+                cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {fmt_mib(peaks[name]):>9}")
+            print(f"  {k:>3}  " + "   ".join(cells))
+        del steps
+    return ratios
+
+
+def fmt_mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
+
+
+def score_section(args, device) -> None:
+    """fp32 against bf16 on score: the same seeds on the same data (zoo/hopper/medium-v0 built from the
+    shipped behaviour policy, --score-transitions transitions), TD3+BC populations trained --score-steps
+    updates each, then each member's normalized score over 10 evaluation episodes (the same episode seeds)."""
+    from zoo import load_dataset
+    from zoo.datagen.d4rl import make_d4rl_dataset
+    from zoo.evaluation import evaluate_population
+    from zoo.registry import make_population
+
+    dataset_id = "zoo/hopper/medium-v0"
+    make_d4rl_dataset(dataset_id, steps=args.score_transitions, seed=0, overwrite=True)
+    dataset = load_dataset(dataset_id, device=device)
+    seeds = list(range(args.score_seeds))
+    print(f"bf16 vs fp32 score: TD3+BC on {dataset_id} ({args.score_transitions} transitions), seeds {seeds}, "
+          f"{args.score_steps} updates, normalized score over 10 episodes per member")
+    means = {}
+    for precision in ("float32", "bfloat16"):
+        agent = make_population("td3bc", dataset, seeds=seeds, device=device, precision=precision)
+        start = time.perf_counter()
+        agent.learn(args.score_steps)
+        seconds = time.perf_counter() - start
+        scores = [e.normalized_score for e in evaluate_population(agent, n_episodes=10)]
+        means[precision] = float(np.mean(scores))
+        print(f"  {precision:9} mean {means[precision]:6.1f}  members " + " ".join(f"{x:6.1f}" for x in scores)
+              + f"  ({seconds:.0f} s)")
+    print(f"  bf16 - fp32: {means['bfloat16'] - means['float32']:+.1f} points")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -446,8 +627,23 @@ def main() -> None:
                         help="also time zoo's CQL against the plain eager CQL reference")
     parser.add_argument("--agents", action=argparse.BooleanOptionalAction, default=True,
                         help="also time every registry agent (pretraining and RL phases) and online fine-tuning")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--population", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time populations (K agents as one batched agent) against K eager runs")
+    parser.add_argument("--population-k", default="1,4,8,16", help="population sizes K, comma-separated")
+    parser.add_argument("--score-steps", type=int, default=0,
+                        help="also train fp32 and bf16 TD3+BC populations this many updates and compare scores")
+    parser.add_argument("--score-seeds", type=int, default=4, help="members (seeds 0..n-1) of the score runs")
+    parser.add_argument("--score-transitions", type=int, default=100_000,
+                        help="size of the zoo/hopper/medium-v0 dataset the score runs train on")
     args = parser.parse_args()
+    if args.score_steps < 0 or args.score_seeds < 1:
+        parser.error("--score-steps must be >= 0 and --score-seeds >= 1")
     device = torch.device(args.device)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     quiet_third_party_notices()
 
@@ -475,16 +671,19 @@ def main() -> None:
     if args.cql:
         contenders["reference eager CQL"] = ReferenceCQL(tensors, device).update
         contenders["zoo CQL"] = zoo_cql(dataset, device)
-    results: dict[str, list[float]] = {name: [] for name in contenders}
-    # Interleave rounds so that drift in machine load hits every contender alike; report the best round.
-    # CQL updates cost ~15x a TD3+BC update (31 actions per state through both critics): fewer of them.
-    for _ in range(args.rounds):
-        for name, step in contenders.items():
-            n = args.steps // args.rounds // (15 if "CQL" in name else 1)
-            results[name].append(rate(step, max(n, 10), device, warmup=5 if "CQL" in name else 50))
-    best = {name: max(rates) for name, rates in results.items()}
-    ref, ours = best["reference eager TD3+BC"], best["zoo TD3BC"]
-    for name, value in best.items():
+    # Warm up once, then rounds in which the contenders take turns (interleaved_rates): rates are medians
+    # over rounds, ratios medians of per-round ratios. A CQL update costs ~10-15x a TD3+BC one (31 actions
+    # per state through both critics): a tenth as many of them, at least 10 per round.
+    for name, step in contenders.items():
+        rate(step, 0, device, warmup=5 if "CQL" in name else 50)
+    counts = {name: max(args.steps // args.rounds // (10 if "CQL" in name else 1), 10) for name in contenders}
+    results = interleaved_rates(contenders, counts, args.rounds, device)
+    median = {name: float(np.median(rates)) for name, rates in results.items()}
+
+    def ratio(ours: str, reference: str) -> float:
+        return float(np.median([a / b for a, b in zip(results[ours], results[reference])]))
+
+    for name, value in median.items():
         print(f"{name + ':':24}{value:8.1f} updates/s")
     if args.peers:
         for name, fn in (("d3rlpy TD3PlusBC", d3rlpy_rate), ("SB3 TD3 train", sb3_rate)):
@@ -507,10 +706,14 @@ def main() -> None:
             utd = make_agent(key, dataset, device=device, **PHASE_SETTINGS.get(key, {})).online_utd_ratio
             value = zoo_finetune_rate(key, dataset, device, m)
             print(f"{'zoo ' + key + ' finetune:':32}{value:8.1f} env steps/s (UTD {utd})")
+    population = population_section(args, dataset, tensors, device) if args.population else {}
+    if args.score_steps:
+        score_section(args, device)
+    print(f"ratio_vs_reference={ratio('zoo TD3BC', 'reference eager TD3+BC'):.2f}")
+    if "TD3+BC K=8 bfloat16" in population:
+        print(f"population_ratio_k8={population['TD3+BC K=8 bfloat16']:.2f}")
     if args.cql:
-        cql_ref, cql_ours = best["reference eager CQL"], best["zoo CQL"]
-        print(f"cql_ratio_vs_reference={cql_ours / cql_ref:.2f}")
-    print(f"ratio_vs_reference={ours / ref:.2f}")
+        print(f"cql_ratio_vs_reference={ratio('zoo CQL', 'reference eager CQL'):.2f}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def test_plan_leaves_the_users_choices_alone():
 
 def test_plan_elsewhere_and_overrides():
     # macOS / musl: nothing of glibc's; THP is Linux-only.
-    assert plan({}, linux=False, has_glibc=False) == ({}, {"torch_thp": "not Linux", "mmap_threshold": "not glibc"})
+    nothing = ({}, {"torch_thp": "not Linux", "mmap_threshold": "not glibc"})
+    assert plan({}, linux=False, has_glibc=False) == nothing
     assert plan({}, linux=True, has_glibc=False) == ({"torch_thp": 1}, {"mmap_threshold": "not glibc"})
     environ = {"ZOO_MALLOC_MMAP_THRESHOLD": "1048576", "ZOO_MALLOC_ARENA_MAX": "2", "ZOO_MALLOC_THP": "0"}
     assert plan(environ, True, True) == (
@@ -69,7 +70,8 @@ def test_plan_elsewhere_and_overrides():
 
 
 def test_a_bad_override_is_a_one_line_error():
-    with pytest.raises(ConfigError, match=r"^ZOO_MALLOC_MMAP_THRESHOLD='128k' in the environment: give a whole"):
+    message = r"^ZOO_MALLOC_MMAP_THRESHOLD='128k' in the environment: give a whole number"
+    with pytest.raises(ConfigError, match=message):
         plan({"ZOO_MALLOC_MMAP_THRESHOLD": "128k"}, True, True)
 
 
@@ -80,7 +82,8 @@ from zoo.allocator import allocator_settings
 
 class MallInfo2(ctypes.Structure):  # glibc >= 2.33
     _fields_ = [(name, ctypes.c_size_t) for name in (
-        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+        "keepcost")]
 
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p

@@ -48,8 +48,12 @@ DEFAULT_MMAP_THRESHOLD = 128 * 1024
 
 # setting -> (mallopt parameter, zoo's override variable, glibc's own variable, GLIBC_TUNABLES name)
 _SETTINGS = {
-    "mmap_threshold": (M_MMAP_THRESHOLD, "ZOO_MALLOC_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_", "mmap_threshold"),
-    "trim_threshold": (M_TRIM_THRESHOLD, "ZOO_MALLOC_TRIM_THRESHOLD", "MALLOC_TRIM_THRESHOLD_", "trim_threshold"),
+    "mmap_threshold": (
+        M_MMAP_THRESHOLD, "ZOO_MALLOC_MMAP_THRESHOLD", "MALLOC_MMAP_THRESHOLD_", "mmap_threshold"
+    ),
+    "trim_threshold": (
+        M_TRIM_THRESHOLD, "ZOO_MALLOC_TRIM_THRESHOLD", "MALLOC_TRIM_THRESHOLD_", "trim_threshold"
+    ),
     "arena_max": (M_ARENA_MAX, "ZOO_MALLOC_ARENA_MAX", "MALLOC_ARENA_MAX", "arena_max"),
 }
 
