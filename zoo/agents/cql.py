@@ -59,6 +59,7 @@ from zoo.agents.pretraining import member_column, member_setting, own_values
 from zoo.agents.sac import SAC, SACPolicy
 from zoo.data.dataset import OfflineDataset
 from zoo.data.returns import discounted_suffix_sums
+from zoo.nn.critics import EnsembleQ
 from zoo.nn.members import per_member
 
 
@@ -222,6 +223,8 @@ class CQL(SAC):
         """Q_i(s_b, a_nb) for N actions per state in one ensemble call:
         (N, batch, |A|) -> (n_critics, N, batch); a population's (P, N, batch, |A|) with its (P, batch, d)
         states -> (P, n_critics, N, batch). The one place where CQL evaluates its sampled actions."""
+        if isinstance(critic, EnsembleQ):  # the state half of the first layer once per state (see there)
+            return critic.many_actions(observations, actions).float()
         *members, n, b, _ = actions.shape
         states = observations.unsqueeze(-3).expand(*members, n, *observations.shape[-2:])
         states = states.reshape(*members, n * b, -1)
