@@ -637,6 +637,7 @@ def main() -> None:
     parser.add_argument("--score-transitions", type=int, default=100_000,
                         help="size of the zoo/hopper/medium-v0 dataset the score runs train on")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # each result as it comes, also into a file or a pipe
     if args.score_steps < 0 or args.score_seeds < 1:
         parser.error("--score-steps must be >= 0 and --score-seeds >= 1")
     device = torch.device(args.device)
