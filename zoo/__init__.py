@@ -1,11 +1,5 @@
 """zoo: offline and offline-to-online RL agents on Stable-Baselines3, trained from Minari datasets."""
 
-from zoo import allocator as _allocator
-
-# glibc: a fixed mmap threshold, so that CQL-family runs' large temporaries do not fragment the heap
-# (zoo.allocator says why and how to turn it off); before torch allocates anything through zoo.
-_allocator.apply()
-
 from zoo.agents import SPOT, TD3BC, OfflineAlgorithm
 from zoo.agents.cql import CQL, CalQL
 from zoo.agents.edac import EDAC

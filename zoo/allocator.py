@@ -1,4 +1,10 @@
-"""glibc allocator settings that keep long CQL-family runs' memory bounded, applied once at `import zoo`.
+"""glibc allocator settings that keep long CQL-family runs' memory bounded, applied once per process when the
+first CQL-family agent (CQL, Cal-QL, PSQN on CQL) is set up.
+
+Only there: the fixed threshold makes every large tensor a fresh mapping, which costs page faults. For CQL's
+variable multi-MiB temporaries that is the price of a bounded heap, but a TD3+BC population (8 members, bf16)
+ran 4x slower with it (benchmarks/throughput.py: 195 against 780 member-updates/s) and has no fragmentation
+to prevent, so `import zoo` leaves the allocator alone.
 
 Why: PyTorch's CPU allocator hands every tensor to malloc. glibc serves a request of at least the mmap
 threshold with its own mmap (returned to the system by free) and anything smaller from a heap (an arena

@@ -53,6 +53,7 @@ import torch
 from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 
+from zoo import allocator
 from zoo.agents.base import Batch, OfflinePolicy
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.pretraining import member_column, member_setting, own_values
@@ -193,6 +194,12 @@ class CQL(SAC):
             policy_kwargs=policy_kwargs,
             **kwargs,
         )
+
+    def _setup_model(self) -> None:
+        # Before the first CQL-sized temporaries: glibc's mmap threshold fixed, so they never fragment the
+        # heap (zoo.allocator says why, what it costs and how to turn it off); once per process.
+        allocator.apply()
+        super()._setup_model()
 
     @property
     def alpha_prime(self) -> torch.Tensor:
