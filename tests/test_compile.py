@@ -14,40 +14,20 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
 
 from zoo.agents.compiled import CompiledLoss
 from zoo.agents.td3bc import TD3BC
 from zoo.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
-from zoo.data import Episode, load_dataset, write_dataset
+from zoo.data import load_dataset, write_dataset
 from zoo.errors import ConfigError
 from zoo.registry import make_agent, make_population
+from tests.test_population import random_episodes
 
 DATASET = "zoo/hopper/compile-v0"
 SMALL = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32]))
 SMALL_SAC = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32], actor_net_arch=[32, 32]))
-
-
-def random_episodes(n_episodes: int = 6, steps: int = 40, seed: int = 0) -> list[Episode]:
-    """Hopper-shaped episodes (obs 11, actions 3 in [-1, 1]) of random values; the last one terminates."""
-    rng = np.random.default_rng(seed)
-    episodes = []
-    for e in range(n_episodes):
-        terminations = np.zeros(steps, dtype=bool)
-        terminations[-1] = e == n_episodes - 1
-        episodes.append(
-            Episode(
-                rng.normal(size=(steps + 1, 11)),
-                rng.uniform(-1, 1, size=(steps, 3)),
-                rng.normal(size=steps),
-                terminations,
-                np.zeros(steps, dtype=bool),
-                seed=e,
-            )
-        )
-    return episodes
 
 
 @pytest.fixture
