@@ -61,3 +61,67 @@ def test_critic_and_actor_shapes_and_ranges():
     assert actions.shape == (5, 3) and actions.abs().max() <= 1
     assert critic(obs, actions).shape == (2, 5)
     assert critic(obs, actions, members=slice(0, 1)).shape == (1, 5)
+
+
+@pytest.mark.parametrize("members", [None, 3])
+def test_many_actions_equals_forward_and_its_scratch_backward_is_autograds(members):
+    """EnsembleQ.many_actions (CQL's N actions per state) on the CPU: values equal `forward` on the repeated
+    states (to float rounding: the first layer is split), and the scratch-tensor backward (ManyActionsMLP)
+    gives bitwise the gradients autograd computes for the same chain of operations."""
+    from zoo.nn.critics import many_actions_chain
+
+    torch.manual_seed(0)
+    lead = [members] if members else []
+    critic = EnsembleQ(5, 3, n_critics=2, hidden=(16, 12, 8), n_members=members or 1)
+    obs, actions = torch.randn(*lead, 9, 5), torch.rand(*lead, 4, 9, 3) * 2 - 1
+    q = critic.many_actions(obs, actions)
+    assert q.shape == (*lead, 2, 4, 9)
+    states = obs.unsqueeze(-3).expand(*actions.shape[:-1], 5).reshape(*lead, 36, 5)
+    repeated = critic(states, actions.reshape(*lead, 36, 3)).view(q.shape)
+    torch.testing.assert_close(q, repeated, rtol=0, atol=1e-6)
+
+    weight = torch.randn_like(q)
+    (q * weight).sum().backward()
+    scratch_grads = [p.grad.clone() for p in critic.parameters()]
+    critic.zero_grad()
+    params = [t for layer in critic.net.layers for t in (layer.weight, layer.bias)]
+    groups = members or 1
+    chain = many_actions_chain(
+        obs.reshape(groups, 9, 5), actions.reshape(groups, 4, 9, 3), [p.unbind(0) for p in params], 2
+    )
+    assert torch.equal(chain.view(q.shape), q)
+    (chain.view(q.shape) * weight).sum().backward()
+    for ours, autograds in zip(scratch_grads, (p.grad for p in critic.parameters())):
+        assert torch.equal(ours, autograds)
+    (repeated * weight).sum().backward()  # and forward's own gradients (summed in another order) agree
+    for ours, total in zip(scratch_grads, (p.grad for p in critic.parameters())):
+        torch.testing.assert_close(2 * ours, total, rtol=1e-5, atol=1e-6)
+
+
+def test_many_actions_reuses_its_scratch_and_refuses_a_second_backward():
+    critic = EnsembleQ(5, 3, n_critics=2, hidden=(16, 16))
+    obs, actions = torch.randn(9, 5), torch.rand(4, 9, 3)
+
+    def activations(q):  # the saved hidden activations of the ManyActionsMLP node under q's view
+        return q.grad_fn.next_functions[0][0].activations
+
+    q = critic.many_actions(obs, actions)
+    first = activations(q)
+    q.sum().backward()
+    for _ in range(2):  # while `first` is still referenced here, the next evaluation gets that very tensor
+        q = critic.many_actions(obs, actions)
+        assert activations(q) is first
+        q.sum().backward()
+    with torch.no_grad():  # no graph: the activations go straight back to the pool
+        critic.many_actions(obs, actions)
+    q = critic.many_actions(obs, actions)
+    assert activations(q) is first
+    q.sum().backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="retain_graph is not supported"):
+        q.sum().backward()
+    critic.zero_grad()
+    obs.requires_grad_(True)  # a gradient for the states: the autograd chain instead of the scratch
+    q = critic.many_actions(obs, actions)
+    assert not hasattr(q.grad_fn.next_functions[0][0], "activations")
+    q.sum().backward()
+    assert obs.grad is not None and obs.grad.abs().sum() > 0

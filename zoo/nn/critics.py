@@ -11,8 +11,10 @@ from typing import Sequence
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from zoo.nn.ensemble import EnsembleLinear, EnsembleMLP, initialize
+from zoo.nn.scratch import Scratch
 
 
 def _population_rows(x: torch.Tensor, n_members: int, n_critics: int, members: slice | None) -> torch.Tensor:
@@ -39,6 +41,7 @@ class EnsembleQ(nn.Module):
         self.n_critics, self.n_members = n_critics, n_members
         self.net = EnsembleMLP(n_members * n_critics, obs_dim + act_dim, 1, hidden, layer_norm)
         initialize(self.net, init, output_bound)  # see zoo.nn.ensemble.initialize for the schemes
+        self.scratch = Scratch()  # many_actions' reused activations and gradients (CPU)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor, members: slice | None = None) -> torch.Tensor:
         """Q_i(s, a): (C, B) for (B, d) inputs; (P, C, B) for a population's (P, B, d). `members` selects
@@ -52,36 +55,139 @@ class EnsembleQ(nn.Module):
     def many_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q_i(s_b, a_nb) for N actions at each state: (B, d) states and (N, B, |A|) actions -> (C, N, B);
         a population's (P, B, d) and (P, N, B, |A|) -> (P, C, N, B). The values of `forward` on the states
-        repeated N times (equal up to float rounding: sums in another order), arranged for the CPU:
+        repeated N times (equal up to float rounding: sums in another order).
+
+        On the CPU it is arranged for a 2-core machine (CQL evaluates 31 actions per state here):
         - the first layer splits, W1 [s; a] + b1 = (W1_s s + b1) + W1_a a: its state half is computed once
           per state instead of N times, and the N-fold copy of the states is never made;
         - each critic is its own chain of addmm (2-D matrix products: their backward ran ~1.2x faster here
-          than a batched baddbmm's over 31 x 256 rows), ReLU in place on each product's fresh output.
-        With LayerNorm or under autocast (bf16) it evaluates `forward` on the repeated states, whose rounding
-        the bf16 path is defined by."""
+          than a batched baddbmm's over 31 x 256 rows), ReLU in place on each product's fresh output;
+        - when neither states nor actions need a gradient (CQL's sampled actions), the hidden activations and
+          the backward's gradients live in reused scratch tensors (`ManyActionsMLP`, zoo.nn.scratch): no
+          fresh pages per update. Under torch.compile the same chain runs through autograd instead (the
+          gradients are the same operations, so the values are bitwise those of the eager path).
+        On other devices, with LayerNorm, or under autocast (bf16) it evaluates `forward` on the repeated
+        states: one batched matmul per layer (a GPU's caching allocator reuses memory by itself)."""
         *members, n, b, act_dim = actions.shape
-        if self.net.layer_norm or torch.is_autocast_enabled(actions.device.type):
+        if obs.device.type != "cpu" or self.net.layer_norm or torch.is_autocast_enabled(actions.device.type):
             states = obs.unsqueeze(-3).expand(*members, n, *obs.shape[-2:]).reshape(*members, n * b, -1)
             return self(states, actions.reshape(*members, n * b, -1)).view(*members, -1, n, b)
         groups = members[0] if members else 1
-        obs = obs.reshape(groups, b, -1)
-        actions = actions.reshape(groups, n, b, act_dim)
-        obs_dim = obs.shape[-1]
-        first, *hidden, head = self.net.layers
-        # unbind: one backward node per layer stacks the members' gradients (indexing would zero-fill a
-        # full-size gradient per member); in-place ReLU only on fresh products (on a view it would copy).
-        layers = [(layer.weight.unbind(0), layer.bias.unbind(0)) for layer in self.net.layers]
-        q = []
-        for e in range(first.n_members):  # member e: population member e // C, its critic e % C
-            p = e // self.n_critics
-            (w1, b1), *rest, (w_out, b_out) = ((w[e], bias[e]) for w, bias in layers)
-            state_half = torch.addmm(b1, obs[p], w1[:obs_dim])  # (B, H): once per state
-            x = torch.baddbmm(state_half.expand(n, b, -1), actions[p], w1[obs_dim:].expand(n, act_dim, -1))
-            x = x.relu_().view(n * b, -1)
-            for w, bias in rest:
-                x = torch.addmm(bias, x, w).relu_()
-            q.append(torch.addmm(b_out, x, w_out))
-        return torch.stack(q).view(*members, self.n_critics, n, b)
+        obs, actions = obs.reshape(groups, b, -1), actions.reshape(groups, n, b, act_dim)
+        params = [tensor for layer in self.net.layers for tensor in (layer.weight, layer.bias)]
+        if torch.compiler.is_compiling() or obs.requires_grad or actions.requires_grad:
+            # unbind: one backward node per layer stacks the members' gradients (indexing would zero-fill a
+            # full-size gradient per member).
+            q = many_actions_chain(obs, actions, [p.unbind(0) for p in params], self.n_critics)
+        else:
+            graph = torch.is_grad_enabled() and any(p.requires_grad for p in params)
+            q = ManyActionsMLP.apply(self.scratch, self.n_critics, graph, obs, actions, *params)
+        return q.view(*members, self.n_critics, n, b)
+
+
+def many_actions_chain(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    params: Sequence[Sequence[torch.Tensor]],
+    n_critics: int,
+    activations: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The forward of `EnsembleQ.many_actions` on the CPU: obs (G, B, d_s), actions (G, N, B, |A|), params
+    [W_1, b_1, ..., W_L, b_L] indexable by ensemble member e (W_l[e]: (in, out), b_l[e]: (1, out)), member e
+    reading population member e // n_critics's rows. Returns (E, N * B, out).
+
+    Per member: h_1 = relu((W1_s s + b1) + W1_a a), h_l = relu(h_{l-1} W_l + b_l), q = h_{L-1} W_L + b_L.
+    With `activations` (a flat tensor of E * N * B * sum(hidden sizes) elements) each h_l is written into it,
+    member by member and layer by layer (`hidden_views` finds them again); otherwise each is a fresh tensor."""
+    weights, biases = params[0::2], params[1::2]
+    n, b, act_dim = actions.shape[1:]
+    obs_dim = obs.shape[-1]
+    views = None if activations is None else hidden_views(activations, weights, n * b)
+    q = []
+    for e in range(len(weights[0])):
+        p = e // n_critics
+        w1, b1 = weights[0][e], biases[0][e]
+        state_half = torch.addmm(b1, obs[p], w1[:obs_dim])  # (B, H): once per state
+        out = None if views is None else views[e][0].view(n, b, -1)
+        x = torch.baddbmm(state_half.expand(n, b, -1), actions[p], w1[obs_dim:].expand(n, act_dim, -1), out=out)
+        x = x.relu_().view(n * b, -1)
+        for layer in range(1, len(weights) - 1):
+            out = None if views is None else views[e][layer]
+            x = torch.addmm(biases[layer][e], x, weights[layer][e], out=out).relu_()
+        q.append(torch.addmm(biases[-1][e], x, weights[-1][e]))
+    return torch.stack(q)
+
+
+def hidden_views(activations: torch.Tensor, weights: Sequence[Sequence[torch.Tensor]], rows: int) -> list:
+    """[[h_1, ..., h_{L-1}] per member]: (rows, width) views of a flat scratch tensor, in `many_actions_chain`'s
+    order."""
+    widths = [w[0].shape[-1] for w in weights[:-1]]
+    chunks = iter(activations.split([rows * width for _ in weights[0] for width in widths]))
+    return [[next(chunks).view(rows, width) for width in widths] for _ in weights[0]]
+
+
+class ManyActionsMLP(torch.autograd.Function):
+    """`many_actions_chain` with its hidden activations and its backward's gradients in scratch tensors.
+
+    Only the parameters get gradients (states and actions must not need one). The backward is the one
+    autograd runs for the chain, operation by operation, so the gradients are bitwise equal; per member,
+    from g = dL/dq down: dW_l = h_{l-1}^T g, db_l = sum_rows g, g <- (g W_l^T) * [h_{l-1} > 0]; at the first
+    layer dW1_a = sum_N a_N^T g_N, g_s = sum_N g_N (the state half's gradient), dW1_s = s^T g_s,
+    db1 = sum_B g_s. Two (N * B, width) gradient tensors take turns, written in place; the activations go
+    back to the pool when the backward is done (a second backward of the same graph is refused)."""
+
+    @staticmethod
+    def forward(ctx, scratch: Scratch, n_critics: int, graph: bool, obs, actions, *params):
+        """`graph`: a backward will follow (grad mode on, parameters that need a gradient), so the
+        activations stay with this node; otherwise they go back to the pool at once (a target critic's
+        evaluation: ctx.needs_input_grad, which reads only requires_grad, cannot tell under no_grad)."""
+        weights = params[0::2]
+        rows = actions.shape[1] * actions.shape[2]
+        numel = len(weights[0]) * rows * sum(w.shape[-1] for w in weights[:-1])
+        activations = scratch.take(numel, obs.dtype, obs.device)
+        q = many_actions_chain(obs, actions, params, n_critics, activations)
+        if graph:
+            ctx.save_for_backward(obs, actions, *params)
+            ctx.scratch, ctx.activations, ctx.n_critics = scratch, activations, n_critics
+        else:
+            scratch.give(activations)
+        return q
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_q):
+        if ctx.activations is None:
+            raise RuntimeError(
+                "EnsembleQ.many_actions' graph was already backpropagated and its activations reused: "
+                "run backward once per evaluation (retain_graph is not supported here)."
+            )
+        obs, actions, *params = ctx.saved_tensors
+        weights, biases = params[0::2], params[1::2]
+        n, b = actions.shape[1:3]
+        obs_dim, rows = obs.shape[-1], n * b
+        views = hidden_views(ctx.activations, weights, rows)
+        widest = max(w.shape[-2] for w in weights[1:])
+        turns = [ctx.scratch.take(rows * widest, grad_q.dtype, grad_q.device) for _ in range(2)]
+        grad_w, grad_b = [torch.empty_like(w) for w in weights], [torch.empty_like(bias) for bias in biases]
+        for e in range(weights[0].shape[0]):
+            p, g = e // ctx.n_critics, grad_q[e]
+            for layer in range(len(weights) - 1, 0, -1):
+                h = views[e][layer - 1]  # this layer's input, the ReLU output before it
+                torch.mm(h.t(), g, out=grad_w[layer][e])
+                torch.sum(g, 0, keepdim=True, out=grad_b[layer][e])
+                g_in = turns[layer % 2][: h.numel()].view_as(h)
+                torch.mm(g, weights[layer][e].t(), out=g_in)
+                g = torch.ops.aten.threshold_backward.grad_input(g_in, h, 0, grad_input=g_in)
+            g = g.view(n, b, -1)
+            torch.sum(actions[p].transpose(1, 2).bmm(g), 0, out=grad_w[0][e][obs_dim:])
+            state_grad = g.sum(0)
+            torch.mm(obs[p].t(), state_grad, out=grad_w[0][e][:obs_dim])
+            torch.sum(state_grad, 0, keepdim=True, out=grad_b[0][e])
+        for tensor in (*turns, ctx.activations):
+            ctx.scratch.give(tensor)
+        ctx.activations = None
+        grads = [grad for pair in zip(grad_w, grad_b) for grad in pair]
+        return (None, None, None, None, None, *grads)
 
 
 class SharedQ(nn.Module):
