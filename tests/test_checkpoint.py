@@ -104,6 +104,24 @@ def test_every_agent_round_trips(key, dataset, tmp_path):
 
 
 @pytest.mark.parametrize("key", sorted(AGENTS))
+def test_target_networks_stay_plain_weights_and_a_deep_copy_learns_on(key, dataset):
+    """Polyak averaging runs without autograd: after updates every target weight is still a leaf without
+    gradient or history (an in-place lerp from sources that need a gradient would chain one LerpBackward
+    node per update onto it), and a deep copy of the agent learns on from where the original stands."""
+    import copy
+
+    agent = tiny_agent(key, dataset)
+    agent.learn(4)
+    targets, _ = agent.target_pairs
+    assert targets and all(t.is_leaf and not t.requires_grad and t.grad_fn is None for t in targets)
+    twin = copy.deepcopy(agent)
+    twin.learn(4, reset_num_timesteps=False)
+    agent.learn(4, reset_num_timesteps=False)
+    for name, tensor in agent.policy.state_dict().items():
+        assert torch.equal(twin.policy.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("key", sorted(AGENTS))
 def test_continued_learning_equals_uninterrupted(key, dataset, tmp_path):
     """With optimizer state (and the agent's generator state as an extra tensor), learning on from the
     checkpoint ends with the weights and Adam moments of the agent that never stopped."""

@@ -897,9 +897,13 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         loss.backward(inputs=self._actor_params)
         optimizer.step()
 
+    @torch.no_grad()
     def update_targets(self, pairs: tuple[list, list] | None = None) -> None:
         """Polyak averaging of the target networks (`pairs`: other (targets, sources), e.g. OPT's); in a
-        population whose members' tau differ, member k's slices move by its own tau."""
+        population whose members' tau differ, member k's slices move by its own tau. Without autograd: an
+        in-place lerp from sources that require a gradient would otherwise give every target weight a
+        grad_fn, a history one node longer per update (and a deep copy of the agent leaf weights that
+        refuse in-place updates)."""
         targets, sources = pairs or self.target_pairs
         if not isinstance(self.tau, torch.Tensor):
             self.soft_update(targets, sources, self.tau)
@@ -917,6 +921,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         return int(self.pretrain_steps)
 
     @staticmethod
+    @torch.no_grad()
     def soft_update(targets: list[torch.Tensor], sources: list[torch.Tensor], tau: float) -> None:
         """target <- target + tau * (source - target), one foreach kernel for all tensors."""
         torch._foreach_lerp_(targets, sources, tau)
