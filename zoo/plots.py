@@ -13,23 +13,42 @@ import numpy as np
 from zoo.evaluation import Evaluation, SeedAggregate
 
 
-def plot_learning_curve(
-    evaluations: Sequence[Evaluation], path: str | Path, *, title: str, reference: float | None = None,
-    reference_label: str = "behaviour policy",
-) -> Path:
-    """Normalised score (or return, without references) against gradient steps; written atomically."""
+def _axes(size: tuple[float, float]):
+    """A new figure and its axes on matplotlib's file-only backend (no display needed; imported here so
+    that `import zoo` does not pay for matplotlib)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=size, dpi=120)
+
+
+def _save(fig, path: str | Path) -> Path:
+    """Lay the figure out, write it as a PNG atomically (zoo.io.atomic_path) and close it, even on error."""
+    import matplotlib.pyplot as plt
+
     from zoo.io import atomic_path
 
     path = Path(path)
+    try:
+        fig.tight_layout()
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_learning_curve(
+    evaluations: Sequence[Evaluation], path: str | Path, *, title: str, reference: float | None = None,
+    reference_label: str = "behaviour policy",
+) -> Path:
+    """Normalised score (or return, without references) against gradient steps; written atomically."""
     normalized = all(e.normalized_score is not None for e in evaluations)
     steps = [e.step for e in evaluations]
     values = [e.normalized_score if normalized else e.return_mean for e in evaluations]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = _axes((6, 4))
     ax.plot(steps, values, marker="o", label="agent")
     if reference is not None:
         ax.axhline(reference, color="gray", linestyle="--", label=reference_label)
@@ -38,13 +57,7 @@ def plot_learning_curve(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_seed_aggregate(
@@ -53,15 +66,7 @@ def plot_seed_aggregate(
 ) -> Path:
     """The mean over seeds against gradient (or online env) steps with its bootstrap CI as a band (zoo.evaluation
     SeedAggregate), each seed's curve thin behind it; written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zoo.io import atomic_path
-
-    path = Path(path)
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig, ax = _axes((6, 4))
     for row in aggregate.values:
         ax.plot(aggregate.steps, row, color="gray", alpha=0.35, linewidth=0.8)
     (line,) = ax.plot(aggregate.steps, aggregate.mean, marker="o", label=f"mean of {len(aggregate.seeds)} seeds")
@@ -76,13 +81,7 @@ def plot_seed_aggregate(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ------------------------------------------------------------------ several runs: `zoo plot`
@@ -148,15 +147,8 @@ def group_runs(run_dirs: Sequence[str | Path], online: bool = False) -> list[Run
 
 def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, *, online: bool = False) -> list[RunGroup]:
     """One PNG of every group's mean curve with its 95% bootstrap band over seeds (one run: its curve)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from zoo.io import atomic_path
-
     groups = group_runs(run_dirs, online)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    fig, ax = _axes((7, 4.5))
     for group in groups:
         seeds = f"{len(group.runs)} seeds" if len(group.runs) > 1 else f"seed {group.seeds[0]}"
         (line,) = ax.plot(group.steps, group.mean, label=f"{group.label} ({seeds})")
@@ -169,11 +161,7 @@ def plot_runs(run_dirs: Sequence[str | Path], path: str | Path, *, online: bool 
     ax.set_ylabel(groups[0].metric + (" (mean, 95% bootstrap CI over seeds)" if banded else ""))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, path)
     return groups
 
 
