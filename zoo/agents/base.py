@@ -758,11 +758,6 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     def _finetune_envs(self, env: gym.Env | list[gym.Env] | None) -> list[gym.Env]:
         """The env of each member (an ordinary agent: its one env), made from the dataset's task when not
         given, checked against the agent's spaces."""
-        if getattr(self, "online_pretraining", None) is not None and self.is_population:
-            raise UserError(
-                f"Online fine-tuning of a {type(self).__name__} population is not supported yet (OPT's online "
-                "phases run per agent): fine-tune its members one by one (agent.member(k).finetune(...))."
-            )
         count = self.n_members if self.is_population else 1
         if env is None:
             if self.task is None:

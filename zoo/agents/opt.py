@@ -21,10 +21,17 @@ Phase 1 is the base algorithm's offline training, unchanged (`learn`): TD3+BC (`
 Everything online lives in one component, `OnlinePretraining`, which a TD3-family agent takes through its
 `online_pretraining` hook; `OPT` and `OPTSPOT` are TD3+BC and SPOT with that component.
 
-Populations (zoo.agents.population): phase 1 trains as the base's population does (member k as a
-population of one with seed k); Q_on and the density net carry the member axis, so that a population is
-built, saved and split into members (`member(k)`) like any agent. The online phases run in `finetune`, which
-a population refuses for now: a member taken out is an ordinary OPT agent and fine-tunes as one.
+Populations (zoo.agents.population): K OPT agents as one, member k training as a population of one with
+seed k, offline and online. Phase 1 is the base's population. Online, every member's env runs side by side
+(OfflineAlgorithm.finetune) and each member has its own Q_on and density net (members of the batched
+networks, re-drawn at n_tau from the member's own generator), its own meta-objective (the inner SGD step on
+its own slices with its own inner_lr, its own weight w = min(L_off, L_on) / L_on), its own priorities over
+offline ∪ its own online rows (zoo.agents.replay) from its own density net with its own temperature, and its
+own kappa schedule (kappa_start, kappa_end); losses are sums over members of each member's means. What picks
+a phase or shapes a loop must agree within a population (whole numbers and switches: n_tau, n_pretrain,
+kappa_steps, reset_optimizers_online; zoo.agents.population refuses members that differ, naming the setting);
+the float settings (inner_lr, kappa_start, kappa_end, temperature, density_learning_rate, online_gamma) may
+differ per member.
 
 Differs from the official code (read through a public reimplementation; see the README):
 - observations are normalised when `normalize_observations` is on (hyperparams/opt*.yml turn it off);
@@ -43,15 +50,24 @@ from typing import Any, ClassVar
 import torch
 from torch.func import functional_call
 
+import math
+
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
-from zoo.agents.td3 import TD3Policy
+from zoo.agents.td3 import TD3Policy, redraw_uniform_
 from zoo.agents.td3bc import TD3BC
 from zoo.data.dataset import OfflineDataset
 from zoo.nn.density import DensityRatio
+from zoo.nn.members import MemberRandom, member_rows, per_member
 
 # ---------------------------------------------------------------------------------------------- losses
+
+
+def member_mse(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`ensemble_mse` per population member: sum over the critics of each one's MSE against the target, a
+    scalar for an ordinary agent's (n_critics, batch) q, (P,) for a population's (P, n_critics, batch)."""
+    return (q - target.unsqueeze(-2)).pow(2).mean(dim=-1).sum(dim=-1)
 
 
 def meta_critic_loss(
@@ -61,47 +77,77 @@ def meta_critic_loss(
     offline_target: torch.Tensor,
     online: Batch,
     online_target: torch.Tensor,
-    inner_lr: float,
+    inner_lr: float | torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """OPT's online pre-training objective L_off(psi) + w * L_on(psi - inner_lr * grad L_off(psi)).
 
     Returns (objective, L_off, L_on at the inner-step parameters, w). Its gradient in `params` is the
     meta-gradient grad L_off + w (I - inner_lr H_off) grad L_on(psi'): the inner gradient keeps its graph.
+
+    A population's critic (stacked parameters, batches and targets with a leading member axis) gives
+    L_off, L_on and w per member, (P,), and the objective sum_k [L_off_k + w_k L_on_k(psi'_k)]: member k's
+    losses depend on its own slices psi_k only, so the inner gradient of sum_k L_off_k in psi_k is
+    grad L_off_k(psi_k), the inner step psi'_k = psi_k - inner_lr_k grad L_off_k (inner_lr: a float, or the
+    members' (P,) values) is member k's own, and the objective's gradient in psi_k is member k's meta-gradient.
     """
     # Offline TD loss at psi, and its gradient with the graph kept (second-order term).
-    loss_off = ensemble_mse(
-        functional_call(critic, params, (offline.observations, offline.actions)), offline_target
-    )
-    grads = torch.autograd.grad(loss_off, list(params.values()), create_graph=True, allow_unused=True)
+    loss_off = member_mse(functional_call(critic, params, (offline.observations, offline.actions)), offline_target)
+    grads = torch.autograd.grad(loss_off.sum(), list(params.values()), create_graph=True, allow_unused=True)
+
+    def step(p: torch.Tensor) -> float | torch.Tensor:
+        if isinstance(inner_lr, torch.Tensor) and inner_lr.dim() == 1:  # per member: its rows of the stack
+            return member_rows(inner_lr, p, inner_lr.numel())
+        return inner_lr
+
     # One differentiable SGD step: psi' = psi - inner_lr * grad L_off(psi) (weights off the Q path, e.g. a
     # shared-Q transition head, have no gradient and stay).
-    inner = {name: p if g is None else p - inner_lr * g for (name, p), g in zip(params.items(), grads)}
+    inner = {name: p if g is None else p - step(p) * g for (name, p), g in zip(params.items(), grads)}
     # Online TD loss at psi'.
-    loss_on = ensemble_mse(
-        functional_call(critic, inner, (online.observations, online.actions)), online_target
-    )
-    # Gradient weighting (code-level): scale L_on down to L_off's size when it is larger.
+    loss_on = member_mse(functional_call(critic, inner, (online.observations, online.actions)), online_target)
+    # Gradient weighting (code-level), per member: scale L_on down to L_off's size when it is larger.
     weight = torch.minimum(loss_off, loss_on).detach() / (loss_on.detach() + 1e-10)
-    return loss_off + weight * loss_on, loss_off, loss_on, weight
+    return (loss_off + weight * loss_on).sum(), loss_off, loss_on, weight
 
 
 def density_ratio_loss(w_offline: torch.Tensor, w_online: torch.Tensor) -> torch.Tensor:
     """Off2On's Jensen-Shannon dual for w ~ d_on / d_off:
-    mean[-log(2 / (w_off + 1))] - mean[log(2 w_on / (w_on + 1))] (each log of x + 1e-10)."""
+    mean[-log(2 / (w_off + 1))] - mean[log(2 w_on / (w_on + 1))] (each log of x + 1e-10); a population's
+    (P, batch) values give the sum over members of each member's loss."""
     offline_term = -torch.log(2.0 / (w_offline + 1.0) + 1e-10)
     online_term = torch.log(2.0 * w_online / (w_online + 1.0) + 1e-10)
-    return offline_term.mean() - online_term.mean()
+    return (offline_term.mean(-1) - online_term.mean(-1)).sum()
 
 
-def balanced_priorities(w_batch: torch.Tensor, w_offline: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Balanced-replay priorities: w^(1/T) / mean(w_off^(1/T)), clipped to [1e-3, 1e3]."""
-    normaliser = w_offline.pow(1.0 / temperature).mean()
-    return (w_batch.pow(1.0 / temperature) / (normaliser + 1e-10)).clamp(1e-3, 1e3)
+def balanced_priorities(
+    w_batch: torch.Tensor, w_offline: torch.Tensor, temperature: float | torch.Tensor
+) -> torch.Tensor:
+    """Balanced-replay priorities: w^(1/T) / mean(w_off^(1/T)), clipped to [1e-3, 1e3]. A population's
+    (P, n) and (P, batch) values: member k's rows normalised by its own offline batch, with its own T
+    (`temperature` a float, or the members' (P,) values)."""
+    exponent = 1.0 / temperature
+    if isinstance(exponent, torch.Tensor):
+        exponent = per_member(exponent.to(w_batch.dtype), w_batch)
+    normaliser = w_offline.pow(exponent).mean(-1, keepdim=True)
+    return (w_batch.pow(exponent) / (normaliser + 1e-10)).clamp(1e-3, 1e3)
 
 
 # ---------------------------------------------------------------------------------------------- networks
 
 ONLINE_OPTIMIZER_NAMES = ("online_critic_optimizer", "density_optimizer")
+
+
+def reset_density(density: DensityRatio, random: MemberRandom) -> None:
+    """DensityRatio.reset_parameters' distributions (hidden layers U(±1/sqrt(fan_in)), output weight
+    U(±output_bound), output bias 1: w ≈ 1), drawn from the agent's generator(s) (`redraw_uniform_`): a
+    population's member k from its own, as a population of one with its seed draws."""
+    *hidden, output = density.net.layers
+    for layer in hidden:
+        bound = 1.0 / math.sqrt(layer.in_features)
+        redraw_uniform_(layer.weight, -bound, bound, random)
+        redraw_uniform_(layer.bias, -bound, bound, random)
+    redraw_uniform_(output.weight, -density.output_bound, density.output_bound, random)
+    with torch.no_grad():
+        output.bias.fill_(1.0)
 
 
 def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | list[int]) -> None:
@@ -200,6 +246,21 @@ def check_online_settings(
         raise ValueError(f"online_gamma is a discount in (0, 1] (or None to keep gamma), got {online_gamma}.")
 
 
+def member_values(agent, name: str) -> float | torch.Tensor:
+    """The agent's float setting `name`: a float, or, in a population whose members differ in it, the (P,)
+    float64 tensor of the exact values the members were built with (computed with in float64 and rounded
+    once where a loss uses them, as a population of one rounds its Python float). Read from the members'
+    recorded settings: zoo.agents.population keeps a setting named like a learning rate (inner_lr) out of
+    the population's attributes, as if an optimizer held it, which none does for inner_lr."""
+    recorded = getattr(agent, "member_hyperparameters", None)
+    if not getattr(agent, "is_population", False) or not recorded:
+        return float(getattr(agent, name))
+    exact = [float(settings[name]) for settings in recorded]
+    if all(value == exact[0] for value in exact):
+        return exact[0]
+    return torch.tensor(exact, dtype=torch.float64, device=agent.device)
+
+
 class OnlinePretraining:
     """OPT's online phases (2a, 2b, 3; see the module docstring) for a TD3-family agent.
 
@@ -229,13 +290,17 @@ class OnlinePretraining:
     ):
         if online_actor_loss not in ("q", "own"):
             raise ValueError(f"online_actor_loss is 'q' or 'own', got {online_actor_loss!r}.")
-        self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), float(inner_lr)
+
+        def number(value):  # a float, or a population's (P,) per-member values
+            return value if isinstance(value, torch.Tensor) else float(value)
+
+        self.n_tau, self.n_pretrain, self.inner_lr = int(n_tau), int(n_pretrain), number(inner_lr)
         self.kappa_start, self.kappa_end, self.kappa_steps = (
-            float(kappa_start),
-            float(kappa_end),
+            number(kappa_start),
+            number(kappa_end),
             int(kappa_steps),
         )
-        self.temperature = float(temperature)
+        self.temperature = number(temperature)
         self.reset_optimizers_online, self.online_gamma = reset_optimizers_online, online_gamma
         self.online_actor_loss = online_actor_loss
         # State of the online phase (rebuilt by every finetune call, never saved).
@@ -247,25 +312,34 @@ class OnlinePretraining:
 
     @classmethod
     def of(cls, agent, online_actor_loss: str) -> "OnlinePretraining":
-        """The component with the settings an OPT agent keeps under their constructor names."""
+        """The component with the settings an OPT agent keeps under their constructor names (a population's
+        float settings that differ between members: their (P,) values, see `member_values`)."""
         return cls(
             n_tau=agent.n_tau,
             n_pretrain=agent.n_pretrain,
-            inner_lr=agent.inner_lr,
-            kappa_start=agent.kappa_start,
-            kappa_end=agent.kappa_end,
+            inner_lr=member_values(agent, "inner_lr"),
+            kappa_start=member_values(agent, "kappa_start"),
+            kappa_end=member_values(agent, "kappa_end"),
             kappa_steps=agent.kappa_steps,
-            temperature=agent.temperature,
+            temperature=member_values(agent, "temperature"),
             reset_optimizers_online=agent.reset_optimizers_online,
             online_gamma=agent.online_gamma,
             online_actor_loss=online_actor_loss,
         )
 
+    def read_settings(self, agent) -> None:
+        """The agent's current float settings (a population gets its per-member values after its set-up)."""
+        self.inner_lr = member_values(agent, "inner_lr")
+        self.kappa_start, self.kappa_end = member_values(agent, "kappa_start"), member_values(agent, "kappa_end")
+        self.temperature = member_values(agent, "temperature")
+        self.online_gamma = agent.online_gamma
+
     # ------------------------------------------------------------------ phases
 
-    def kappa_at(self, env_step: int) -> float:
+    def kappa_at(self, env_step: int) -> float | torch.Tensor:
         """kappa at env step t >= n_tau: linear from kappa_start (t = n_tau) to kappa_end
-        (t = n_tau + kappa_steps)."""
+        (t = n_tau + kappa_steps); a population whose members' kappa_start or kappa_end differ: (P,)
+        float64, member k's computed as a population of one computes its float (the same float64 steps)."""
         if self.kappa_steps == 0:
             return self.kappa_end
         progress = min(max((env_step - self.n_tau) / self.kappa_steps, 0.0), 1.0)
@@ -287,6 +361,7 @@ class OnlinePretraining:
         """Phases 2a, 2b and 3 start: priorities over offline ∪ online rows, fresh Adam moments for the actor
         and Q_off (`reset_optimizers_online`), the online discount."""
         policy = agent.policy
+        self.read_settings(agent)
         agent.replay.start_priorities()
         self.active, self.finetuning = True, False
         self.kappa = self.kappa_start
@@ -307,7 +382,8 @@ class OnlinePretraining:
             self.pretrain_online_critic(agent, batch_size)
             self.finetuning = True
         self.kappa = self.kappa_at(step)
-        agent.record(kappa=torch.tensor(self.kappa))  # a host scalar: no device sync
+        # a host scalar (no device sync), or the members' kappas (logged as their mean)
+        agent.record(kappa=self.kappa.float() if isinstance(self.kappa, torch.Tensor) else torch.tensor(self.kappa))
         return True
 
     # ------------------------------------------------------------------ what the actor climbs
@@ -315,11 +391,16 @@ class OnlinePretraining:
     def actor_q(
         self, agent, observations: torch.Tensor, actions: torch.Tensor, q_off: torch.Tensor
     ) -> torch.Tensor:
-        """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: Q_off1."""
+        """Phase 3: Q_mix = (1 - kappa) Q_off1 + kappa Q_on1; before: Q_off1. A population's (P, batch)
+        values mix with each member's kappa."""
         if not self.finetuning:
             return q_off
         q_on = agent.policy.online_critic(observations, actions, members=slice(0, 1)).squeeze(-2)
-        return (1.0 - self.kappa) * q_off + self.kappa * q_on
+        kappa = self.kappa
+        if isinstance(kappa, torch.Tensor):  # float64 per member, each factor rounded once (as a float is)
+            keep = per_member((1.0 - kappa).to(q_off.dtype), q_off)
+            return keep * q_off + per_member(kappa.to(q_on.dtype), q_on) * q_on
+        return (1.0 - kappa) * q_off + kappa * q_on
 
     def actor_objective(self, agent, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Phase 3 with online_actor_loss="q": -mean Q_mix(s, pi(s)); otherwise the agent's actor loss."""
@@ -332,10 +413,11 @@ class OnlinePretraining:
     @torch.no_grad()
     def reset_networks(self, agent) -> None:
         """A new random Q_on (target = copy) and density net, with fresh Adam states. Q_on starts the way
-        the agent's critics start (`agent.initialize_critic`)."""
+        the agent's critics start (`agent.initialize_critic`); both are drawn from the agent's generator(s),
+        a population's member k from its own."""
         policy = agent.policy
         agent.initialize_critic(policy.online_critic)
-        policy.density.reset_parameters()  # Off2On's init: w ≈ 1 at the start
+        reset_density(policy.density, agent.random)  # Off2On's init: w ≈ 1 at the start
         policy.online_critic_target.load_state_dict(policy.online_critic.state_dict())
         policy.online_critic_optimizer.state.clear()
         policy.density_optimizer.state.clear()
@@ -377,7 +459,7 @@ class OnlinePretraining:
             loss.backward()
             policy.online_critic_optimizer.step()
             if k % agent.policy_delay == 0:
-                agent.soft_update(*online_pairs, agent.tau)
+                agent.update_targets(online_pairs)  # Polyak with tau (a population: each member's own)
             agent.record(
                 pretrain_loss=loss,
                 pretrain_offline_loss=loss_off,
@@ -390,7 +472,8 @@ class OnlinePretraining:
     def update_priorities(
         self, agent, indices: torch.Tensor, batch: Batch, w_offline: torch.Tensor
     ) -> torch.Tensor:
-        """Sampled rows' priorities from the (just updated) density net; the running max follows."""
+        """Sampled rows' priorities from the (just updated) density net; the running max follows (a
+        population: member k's rows from its own density net, against its own offline batch)."""
         w = agent.policy.density(batch.observations, batch.actions).float()
         priorities = balanced_priorities(w, w_offline.float(), self.temperature).double()
         agent.replay.set_priorities(indices, priorities)

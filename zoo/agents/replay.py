@@ -12,6 +12,9 @@ Sampling:
 - `sample_prioritized(n)`: from offline ∪ online in proportion to per-row priorities, one draw per
   equal-mass segment (a sum tree's stratified draw), as cumsum + searchsorted on the device. New online rows
   enter at the running maximum priority (`prioritize_new_rows`); `set_priorities` updates sampled rows.
+  A population keeps one row of priorities per member, over the offline rows and that member's own online
+  rows, with its own running maximum: member k's prioritised draws are a population of one's (its uniform
+  offsets from its own generator, its cumsum and search over its own row).
 
 Every draw goes through `_gather(indices)`, whose rows keep any leading shape of `indices` and whose column
 views slice the last axis, so a leading member axis (K independent batches) is a change of index shape here.
@@ -294,7 +297,12 @@ class Replay:
         return self._table[self.random.randint(self._table.shape[0], n, self.device)]
 
     def _uniform_online_rows(self, n: int) -> torch.Tensor:
-        return self._online[self.random.randint(self._online_ready, n, self.device)]
+        if self._member_ready is None:
+            return self._online[self.random.randint(self._online_ready, n, self.device)]
+        # A population's: member k's rows from its own online rows, its indices from its own generator.
+        return torch.stack([
+            self._online[k][self.random.randint_member(k, ready, n)] for k, ready in enumerate(self._member_ready)
+        ])
 
     def sample(self, n: int, offline_share: float = 1.0) -> Batch:
         """n uniform rows; with online rows ready, round(offline_share * n) offline and the rest online."""
@@ -324,39 +332,51 @@ class Replay:
         return torch.stack(rows)
 
     def sample_offline(self, n: int) -> Batch:
+        """n uniform offline rows (a population: (K, n), member k's indices from its own generator)."""
         return self._as_batch(self._uniform_offline_rows(n))
 
     def sample_online(self, n: int) -> Batch:
+        """n uniform sampleable online rows (a population: (K, n), member k's from its own rows)."""
         return self._as_batch(self._uniform_online_rows(n))
 
     def gather(self, indices: torch.Tensor) -> Batch:
-        """Rows by index into offline ∪ online (offline rows first, then the online rows)."""
+        """Rows by index into offline ∪ online (offline rows first, then the online rows); a population's
+        indices are (K, n), row k indexing offline ∪ member k's online rows."""
         return self._as_batch(self._gather(indices))
+
+    def _online_rows(self, online_indices: torch.Tensor) -> torch.Tensor:
+        if self._member_ready is None:
+            return self._online[online_indices]
+        members = torch.arange(self._online.shape[0], device=self.device).view(-1, *[1] * (online_indices.dim() - 1))
+        return self._online[members, online_indices]
 
     def _gather(self, indices: torch.Tensor) -> torch.Tensor:
         n_offline = self.n_offline
         if self._online is None:
             return self._table[indices]
         if self._table is None:
-            return self._online[indices]
+            return self._online_rows(indices)
         offline_rows = self._table[indices.clamp(max=n_offline - 1)]
-        online_rows = self._online[(indices - n_offline).clamp(min=0)]
+        online_rows = self._online_rows((indices - n_offline).clamp(min=0))
         return torch.where((indices < n_offline).unsqueeze(-1), offline_rows, online_rows)
 
     # ------------------------------------------------------------------ prioritised sampling
 
     def start_priorities(self) -> None:
         """Priorities over offline ∪ online rows (float64): offline rows start at 1, the running maximum at
-        1, online rows get it when `prioritize_new_rows` sees them."""
+        1, online rows get it when `prioritize_new_rows` sees them. A population: one row of priorities and
+        one running maximum per member, (K, offline + capacity) and (K,)."""
         size = self.n_offline + self.online_capacity
-        self._priorities = torch.zeros(size, dtype=torch.float64, device=self.device)
-        self._priorities[: self.n_offline] = 1.0
-        self._max_priority = torch.ones((), dtype=torch.float64, device=self.device)
-        self._n_prioritized = 0
+        members = () if self._member_ready is None else (len(self._member_ready),)
+        self._priorities = torch.zeros(*members, size, dtype=torch.float64, device=self.device)
+        self._priorities[..., : self.n_offline] = 1.0
+        self._max_priority = torch.ones(members, dtype=torch.float64, device=self.device)
+        self._n_prioritized = 0 if not members else [0] * members[0]
 
     @property
     def priorities(self) -> torch.Tensor:
-        """Read-only copy of the priorities of offline ∪ online rows (rows not yet stored: 0)."""
+        """Read-only copy of the priorities of offline ∪ online rows (rows not yet stored: 0); a
+        population's: (K, rows), member k's over offline ∪ its own online rows."""
         return self._priorities.clone()
 
     @property
@@ -364,33 +384,59 @@ class Replay:
         return self._max_priority.clone()
 
     @property
-    def n_prioritized(self) -> int:
-        return self._n_prioritized
+    def n_prioritized(self) -> int | list[int]:
+        """Online rows that have their priority (a population: per member)."""
+        return self._n_prioritized if isinstance(self._n_prioritized, int) else list(self._n_prioritized)
 
     def prioritize_new_rows(self) -> None:
-        """Online rows made sampleable since the last call get the running max priority (on the device)."""
-        start, stop = self._n_prioritized, self._online_ready
-        if stop > start:
-            offset = self.n_offline
-            self._priorities[offset + start : offset + stop] = self._max_priority
-            self._n_prioritized = stop
+        """Online rows made sampleable since the last call get the running max priority (on the device; a
+        population's member k: its own new rows, its own maximum)."""
+        offset = self.n_offline
+        if self._member_ready is None:
+            start, stop = self._n_prioritized, self._online_ready
+            if stop > start:
+                self._priorities[offset + start : offset + stop] = self._max_priority
+                self._n_prioritized = stop
+            return
+        starts, stops = self._n_prioritized, self._member_ready
+        if len(set(starts)) == 1 and len(set(stops)) == 1:  # members released together: one write
+            if stops[0] > starts[0]:
+                self._priorities[:, offset + starts[0] : offset + stops[0]] = self._max_priority.unsqueeze(-1)
+        else:
+            for k, (start, stop) in enumerate(zip(starts, stops)):
+                if stop > start:
+                    self._priorities[k, offset + start : offset + stop] = self._max_priority[k]
+        self._n_prioritized = [max(start, stop) for start, stop in zip(starts, stops)]
 
     def set_priorities(self, indices: torch.Tensor, priorities: torch.Tensor) -> None:
-        """New priorities of rows (indices into offline ∪ online); the running maximum follows."""
+        """New priorities of rows (indices into offline ∪ online; a population's (K, n), row k member k's);
+        the running maximum follows (member k's over its own rows)."""
         priorities = priorities.to(self._priorities.dtype)
-        self._priorities[indices] = priorities
-        self._max_priority = torch.maximum(self._max_priority, priorities.max())
+        # A row drawn twice gets the same priority twice (the same row, the same density value).
+        self._priorities.scatter_(-1, indices, priorities)
+        self._max_priority = torch.maximum(self._max_priority, priorities.amax(-1))
 
     def sample_prioritized(self, n: int) -> tuple[torch.Tensor, Batch]:
         """(indices into offline ∪ online, batch): n draws proportional to priority over the sampleable
-        rows, one per equal-mass segment."""
-        size = self.n_offline + self._online_ready
-        cdf = torch.cumsum(self._priorities[:size], dim=0)
+        rows, one per equal-mass segment. A population: (K, n) indices, member k's from its own priorities
+        over offline ∪ its own sampleable online rows, its offsets from its own generator."""
+        if self._member_ready is None:
+            sizes = size = self.n_offline + self._online_ready
+        else:
+            sizes = [self.n_offline + ready for ready in self._member_ready]
+            size = max(sizes)
+        # A member's rows past its sampleable ones have priority 0: they add no mass to its cumsum.
+        cdf = torch.cumsum(self._priorities[..., :size], dim=-1)
         mass = (
             torch.arange(n, device=self.device, dtype=cdf.dtype)
             + self.random.rand(n, device=self.device, dtype=cdf.dtype)
-        ) * (cdf[-1] / n)
-        indices = torch.searchsorted(cdf, mass, right=True).clamp_(max=size - 1)
+        ) * (cdf[..., -1:] / n)
+        indices = torch.searchsorted(cdf, mass, right=True)
+        if isinstance(sizes, int) or len(set(sizes)) == 1:
+            indices = indices.clamp_(max=size - 1)
+        else:
+            last = torch.tensor(sizes, device=self.device).unsqueeze(-1) - 1
+            indices = torch.minimum(indices, last)
         return indices, self._as_batch(self._gather(indices))
 
 

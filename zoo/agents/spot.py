@@ -33,7 +33,8 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from zoo.agents.base import Batch
-from zoo.agents.td3 import TD3, TD3Policy
+from zoo.agents.pretraining import member_setting
+from zoo.agents.td3 import TD3, TD3Policy, redraw_uniform_
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
 from zoo.nn.members import GLOBAL_RANDOM, MemberRandom, per_member
@@ -199,6 +200,7 @@ class SPOT(TD3):
         # Online lambda cooling: the update count at the hand-over (None offline) and the horizon T.
         self._cooling_start: int | None = None
         self._cooling_horizon = 1
+        self._member_lambdas: tuple[torch.Tensor, torch.Tensor] | None = None
         super().__init__(dataset, **kwargs)
 
     def policy_settings(self) -> dict[str, Any]:
@@ -222,17 +224,22 @@ class SPOT(TD3):
             self.freeze_vae()
 
     @torch.no_grad()
-    def _initialize_critic_output(self, critic: nn.Module) -> None:
-        """The critic's output layer from U(±critic_init_w) (AntMaze/Adroit), when that is set."""
+    def _initialize_critic_output(self, critic: nn.Module, random: MemberRandom | None = None) -> None:
+        """The critic's output layer from U(±critic_init_w) (AntMaze/Adroit), when that is set: at set-up
+        from torch's generator (as every network's first draw), or from `random` (the agent's generator(s))."""
         if self.critic_init_w is not None:
             head = critic.q_head if isinstance(critic, SharedQ) else critic.net.layers[-1]
-            nn.init.uniform_(head.weight, -self.critic_init_w, self.critic_init_w)
-            nn.init.uniform_(head.bias, -self.critic_init_w, self.critic_init_w)
+            for tensor in (head.weight, head.bias):
+                if random is None:
+                    nn.init.uniform_(tensor, -self.critic_init_w, self.critic_init_w)
+                else:
+                    redraw_uniform_(tensor, -self.critic_init_w, self.critic_init_w, random)
 
     def initialize_critic(self, critic: nn.Module) -> None:
-        """TD3's default draw, then the output layer from U(±critic_init_w) when that is set."""
+        """TD3's default draw, then the output layer from U(±critic_init_w) when that is set (both from the
+        agent's generator(s))."""
         super().initialize_critic(critic)
-        self._initialize_critic_output(critic)
+        self._initialize_critic_output(critic, self.random)
 
     def freeze_vae(self) -> None:
         """The VAE stops learning: the actor's gradients pass through it to pi(s) but leave no trace on it."""
@@ -255,12 +262,17 @@ class SPOT(TD3):
 
     def current_lambda(self) -> float | torch.Tensor:
         """lambda offline; lambda * max(lambd_end, 1 - t / T) during `finetune` with lambd_cool
-        (host ints). A population's lambda is its (P,) tensor of member values (populations do not
-        fine-tune)."""
+        (host ints). A population's lambda is its (P,) tensor of member values; online, where lambda or
+        lambd_end differ between members, member k's lambda_t is computed in float64 from the exact values it
+        was built with and then rounded once, as a population of one rounds its Python float."""
         if not self.lambd_cool or self._cooling_start is None:
             return self.lambd
         t = self._n_updates - self._cooling_start
-        return self.lambd * max(self.lambd_end, 1.0 - t / self._cooling_horizon)
+        factor = 1.0 - t / self._cooling_horizon
+        if self._member_lambdas is None:
+            return self.lambd * max(self.lambd_end, factor)
+        lambd, lambd_end = self._member_lambdas
+        return (lambd * torch.clamp(lambd_end, min=factor)).float()
 
     def learn(self, *args: Any, **kwargs: Any):
         self._cooling_start = None  # offline, lambda is constant
@@ -277,6 +289,16 @@ class SPOT(TD3):
         # Cooling counts online updates from the hand-over; T = this fine-tuning's env steps x UTD ratio.
         self._cooling_start = self._n_updates
         self._cooling_horizon = max(self._total_timesteps * self.online_utd_ratio, 1)
+        self._member_lambdas = None  # a population whose members' lambda or lambd_end differ: (P,) float64
+        if any(isinstance(getattr(self, name), torch.Tensor) for name in ("lambd", "lambd_end")):
+            self._member_lambdas = tuple(
+                torch.tensor([float(member_setting(self, name, k)) for k in range(self.n_members)],
+                             dtype=torch.float64, device=self.device)
+                for name in ("lambd", "lambd_end")
+            )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_member_lambdas"]  # rebuilt by every finetune call
 
     def density_loss(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """n(s) per state: the frozen VAE's elbo_loss (or IWAE estimate) of -log pi_beta(a|s)."""
