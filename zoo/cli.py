@@ -73,7 +73,7 @@ def _train_population(args: argparse.Namespace, overrides: dict) -> None:
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, population_settings, seeds_label, train_population
 
-    population_settings(  # a run a population cannot do (OPT fine-tuning) is refused before the data loads
+    population_settings(  # settings a population cannot train with are refused before the data loads
         args.algo, args.dataset, args.hyperparams, overrides, args.steps, args.finetune_steps
     )
     dataset = load_dataset(args.dataset, device=args.device)

@@ -6,7 +6,7 @@ normalized score (D4RL convention, 100 = expert) where the task has reference re
 return; each evaluation runs `n_eval_episodes` episodes with the evaluation seeds of `zoo train`.
 
 Populations: the K seeds of a trial train as one population agent (zoo.registry.make_population; offline,
-then online when the study fine-tunes, except OPT's, whose online phases run per agent), and with
+then online when the study fine-tunes), and with
 `batch` B > 1 the worker asks Optuna for B trials at once (study.ask) and trains the K seeds of all B
 trials as one population of B * K members, or one population per group of trials whose structural
 settings (network sizes, numbers of critics, integer, boolean and string settings, the pretraining
@@ -159,7 +159,7 @@ class _Plan:
     run: dict[str, Any]  # resolved run settings: n_timesteps, eval_freq, ... (see zoo.config.RUN_SETTINGS)
     evaluations_per_seed: int
     objective: str  # "normalized score" or "return"
-    online_populations: bool = True  # the agent's populations can fine-tune online (not OPT's)
+    online_populations: bool = True  # the agent's populations can fine-tune online (every key's today)
 
     @property
     def warmup(self) -> int:
@@ -170,7 +170,7 @@ class _Plan:
     def population(self) -> bool:
         """Seeds and trials train as populations, offline and then online when the trials fine-tune: not on a
         --fraction below 1 (seed k trains on its own draw of the data, a population on one), nor when
-        fine-tuning an agent whose populations cannot (OPT, OPT-SPOT: zoo.runs.population_fine_tunes)."""
+        fine-tuning an agent whose populations cannot (none today: zoo.runs.population_fine_tunes)."""
         if self.run["n_finetune_timesteps"] and not self.online_populations:
             return False
         return self.settings.fraction >= 1.0
@@ -286,7 +286,7 @@ def _how_trials_train(the_plan: _Plan) -> str:
         if s.fraction < 1.0:
             why = f"--fraction {s.fraction:g}: populations need offline learning on all the data"
         else:
-            why = f"fine-tuning online: {s.algo}'s online phases run per agent"
+            why = f"fine-tuning online: {s.algo}'s populations cannot"
         return f"{batch}; each seed trains as its own run ({why})"
     members = f"{s.batch} x {s.seeds} members" if s.batch > 1 else f"{s.seeds} members"
     return f"{batch}, trained as one population of {members} (one per group of structurally equal trials)"
@@ -537,7 +537,7 @@ class _Trainer:
       finetune_eval_freq env steps, seed-k/<algo>-finetuned.zip at the end; the final score is the online one.
     - one run per seed (zoo.runs.train_offline), as before populations: a trial of one seed in a batch of
       one, and every trial with --fraction below 1 (seed k trains on its own subset of the data, a population
-      on one dataset) or when fine-tuning OPT / OPT-SPOT online (their online phases run per agent).
+      on one dataset) or when fine-tuning an agent whose populations cannot (zoo.runs.population_fine_tunes).
 
     Reports: after evaluation j, for k = 0..K-1, the mean over seeds 0..k of their j-th score at step
     k * M + j (M = evaluations per seed), exactly the values the sequential runs report (seed after seed),
@@ -1146,9 +1146,8 @@ def write_plots(study, folder: Path) -> list[str]:
 
 def retrain_best(settings: TuneSettings, seeds: list[int] | None = None) -> list[float]:
     """Train the study's best configuration again (seeds 0..K-1, at the budget of this command: --steps, or the
-    YAML's n_timesteps when absent) into <out>/best/seed<k>_<N>, or, for several seeds on the whole dataset
-    (and not fine-tuning OPT), as one population into <out>/best/seeds<A>-<B>_<N>; print and return the
-    final scores."""
+    YAML's n_timesteps when absent) into <out>/best/seed<k>_<N>, or, for several seeds on the whole dataset,
+    as one population into <out>/best/seeds<A>-<B>_<N>; print and return the final scores."""
     optuna = require_optuna()
     from zoo.data import load_dataset
     from zoo.runs import next_run_folder, train_offline
