@@ -72,36 +72,43 @@ def test_member_k_fine_tunes_as_a_population_of_one_with_seed_k(dataset, key, se
     assert not torch.allclose(replay.priorities[0], replay.priorities[1])
 
 
-def test_an_ordinary_opt_agent_fine_tunes_as_member_k(dataset):
+@pytest.mark.parametrize(
+    "key, settings", [("opt", OPT_SETTINGS), ("opt-spot", SPOT_SETTINGS)], ids=["opt", "opt-spot"]
+)
+def test_an_ordinary_agent_fine_tunes_as_member_k(dataset, key, settings):
     """`zoo train --seed k` and member k of `zoo train --seeds ...` fine-tune alike: Q_on and the density net
     are re-drawn from the agent's own generator, as member k draws them from its own."""
-    population = fine_tuned("opt", dataset, [3, 5], OPT_SETTINGS)
-    ordinary = make_agent("opt", dataset, seed=5, **OPT_SETTINGS)
+    population = fine_tuned(key, dataset, [3, 5], settings)
+    ordinary = make_agent(key, dataset, seed=5, **settings)
     ordinary.learn(OFFLINE_STEPS)
     ordinary.finetune(ENV_STEPS)
-    assert max_difference(population.member(1).policy, ordinary.policy) <= 1e-5
+    assert_member_is_alone(population.member(1), ordinary)
 
 
 @pytest.mark.parametrize(
-    "setting, values",
+    "key, setting, values",
     [
-        ("kappa_end", [0.2, 0.9]),
-        ("inner_lr", [1e-2, 3e-4]),
-        ("kappa_start", [0.0, 0.6]),
-        ("online_gamma", [0.9, 0.99]),
+        ("opt", "kappa_end", [0.2, 0.9]),
+        ("opt", "inner_lr", [1e-2, 3e-4]),
+        ("opt", "kappa_start", [0.0, 0.6]),
+        ("opt", "temperature", [1.0, 5.0]),
+        ("opt", "online_gamma", [0.9, 0.99]),
+        ("opt", "density_learning_rate", [1e-3, 3e-4]),
+        ("opt-spot", "lambd_end", [0.2, 0.8]),  # SPOT's online lambda cooling, per member
     ],
 )
-def test_per_member_online_settings_reach_their_member(dataset, setting, values):
+def test_per_member_online_settings_reach_their_member(dataset, key, setting, values):
     """Two members whose online float setting differs train as two populations of one with those values,
     and not as one with its neighbour's value."""
-    population = fine_tuned("opt", dataset, [0, 1], OPT_SETTINGS, members=[{setting: v} for v in values])
+    settings = OPT_SETTINGS if key == "opt" else SPOT_SETTINGS
+    population = fine_tuned(key, dataset, [0, 1], settings, members=[{setting: v} for v in values])
     assert [m[setting] for m in population.member_hyperparameters] == values
     for k, value in enumerate(values):
         member = population.member(k)
         assert getattr(member, setting) == value
-        alone = fine_tuned("opt", dataset, [k], {**OPT_SETTINGS, setting: value})
+        alone = fine_tuned(key, dataset, [k], {**settings, setting: value})
         assert_member_is_alone(member, alone.member(0))
-        swapped = fine_tuned("opt", dataset, [k], {**OPT_SETTINGS, setting: values[1 - k]})
+        swapped = fine_tuned(key, dataset, [k], {**settings, setting: values[1 - k]})
         assert max_difference(member.policy, swapped.member(0).policy) > 1e-4
 
 
