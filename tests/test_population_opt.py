@@ -14,8 +14,8 @@ from zoo.errors import ConfigError
 from zoo.registry import make_agent, make_population
 
 SMALL = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32], density_net_arch=[16, 16]))
-# Phase 2a for 12 env steps, phase 2b (6 meta-updates) at env step 12, then phase 3 with UTD 2 and kappa moving
-# over 10 env steps: 30 env steps reach every phase and the end of the kappa ramp.
+# Phase 2a for 12 env steps, phase 2b (6 meta-updates) at env step 12, then phase 3 with UTD 2 and kappa
+# moving over 10 env steps: 30 env steps reach every phase and the end of the kappa ramp.
 ONLINE = dict(n_tau=12, n_pretrain=6, kappa_steps=10, online_utd_ratio=2)
 OPT_SETTINGS = {**SMALL, **ONLINE}
 SPOT_SETTINGS = {
@@ -48,12 +48,14 @@ def assert_member_is_alone(member, alone) -> None:
 )
 def test_member_k_fine_tunes_as_a_population_of_one_with_seed_k(dataset, key, settings):
     """K = 3 members through offline learning and all online phases equal populations of one with their
-    seeds: weights of actor, Q_off, Q_on, density net and all targets, Adam moments, online rows, priorities."""
+    seeds: weights of actor, Q_off, Q_on, density net and all targets, Adam moments, online rows and
+    priorities."""
     seeds = [3, 5, 8]
     population = fine_tuned(key, dataset, seeds, settings)
     component = population.online_pretraining
     assert component.pretrained_at == ONLINE["n_tau"] and component.n_pretrain_updates == ONLINE["n_pretrain"]
-    assert population.n_updates == OFFLINE_STEPS + (ENV_STEPS - ONLINE["n_tau"] + 1) * ONLINE["online_utd_ratio"]
+    phase_3_steps = ENV_STEPS - ONLINE["n_tau"] + 1
+    assert population.n_updates == OFFLINE_STEPS + phase_3_steps * ONLINE["online_utd_ratio"]
     replay = population.replay
     assert replay.priorities.shape == (3, replay.n_offline + ENV_STEPS)
     for k, seed in enumerate(seeds):
@@ -113,11 +115,12 @@ def test_per_member_online_settings_reach_their_member(dataset, key, setting, va
 
 
 def test_kappa_per_member_mixes_each_members_critics(dataset):
-    """The actor of member k climbs (1 - kappa_k) Q_off1 + kappa_k Q_on1 with its own kappa: checked by hand on
-    constant critics at the end of the ramp (kappa = kappa_end)."""
+    """The actor of member k climbs (1 - kappa_k) Q_off1 + kappa_k Q_on1 with its own kappa: checked by hand
+    on constant critics at the end of the ramp (kappa = kappa_end)."""
     from tests.test_td3bc import set_constant_output
 
-    population = fine_tuned("opt", dataset, [0, 1], OPT_SETTINGS, members=[{"kappa_end": 0.2}, {"kappa_end": 0.9}])
+    members = [{"kappa_end": 0.2}, {"kappa_end": 0.9}]
+    population = fine_tuned("opt", dataset, [0, 1], OPT_SETTINGS, members=members)
     component = population.online_pretraining
     torch.testing.assert_close(component.kappa, torch.tensor([0.2, 0.9], dtype=torch.float64))
     policy = population.policy

@@ -50,16 +50,14 @@ from typing import Any, ClassVar
 import torch
 from torch.func import functional_call
 
-import math
-
 from zoo.agents.losses import ensemble_mse
 from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
-from zoo.agents.td3 import TD3Policy, redraw_uniform_
+from zoo.agents.td3 import TD3Policy
 from zoo.agents.td3bc import TD3BC
 from zoo.data.dataset import OfflineDataset
 from zoo.nn.density import DensityRatio
-from zoo.nn.members import MemberRandom, member_rows, per_member
+from zoo.nn.members import member_rows, per_member
 
 # ---------------------------------------------------------------------------------------------- losses
 
@@ -88,10 +86,12 @@ def meta_critic_loss(
     L_off, L_on and w per member, (P,), and the objective sum_k [L_off_k + w_k L_on_k(psi'_k)]: member k's
     losses depend on its own slices psi_k only, so the inner gradient of sum_k L_off_k in psi_k is
     grad L_off_k(psi_k), the inner step psi'_k = psi_k - inner_lr_k grad L_off_k (inner_lr: a float, or the
-    members' (P,) values) is member k's own, and the objective's gradient in psi_k is member k's meta-gradient.
+    members' (P,) values) is member k's own, and the objective's gradient in psi_k is member k's
+    meta-gradient.
     """
     # Offline TD loss at psi, and its gradient with the graph kept (second-order term).
-    loss_off = member_mse(functional_call(critic, params, (offline.observations, offline.actions)), offline_target)
+    q_off = functional_call(critic, params, (offline.observations, offline.actions))
+    loss_off = member_mse(q_off, offline_target)
     grads = torch.autograd.grad(loss_off.sum(), list(params.values()), create_graph=True, allow_unused=True)
 
     def step(p: torch.Tensor) -> float | torch.Tensor:
@@ -134,20 +134,6 @@ def balanced_priorities(
 # ---------------------------------------------------------------------------------------------- networks
 
 ONLINE_OPTIMIZER_NAMES = ("online_critic_optimizer", "density_optimizer")
-
-
-def reset_density(density: DensityRatio, random: MemberRandom) -> None:
-    """DensityRatio.reset_parameters' distributions (hidden layers U(±1/sqrt(fan_in)), output weight
-    U(±output_bound), output bias 1: w ≈ 1), drawn from the agent's generator(s) (`redraw_uniform_`): a
-    population's member k from its own, as a population of one with its seed draws."""
-    *hidden, output = density.net.layers
-    for layer in hidden:
-        bound = 1.0 / math.sqrt(layer.in_features)
-        redraw_uniform_(layer.weight, -bound, bound, random)
-        redraw_uniform_(layer.bias, -bound, bound, random)
-    redraw_uniform_(output.weight, -density.output_bound, density.output_bound, random)
-    with torch.no_grad():
-        output.bias.fill_(1.0)
 
 
 def add_online_networks(policy: TD3Policy, density_net_arch: tuple[int, ...] | list[int]) -> None:
@@ -330,7 +316,8 @@ class OnlinePretraining:
     def read_settings(self, agent) -> None:
         """The agent's current float settings (a population gets its per-member values after its set-up)."""
         self.inner_lr = member_values(agent, "inner_lr")
-        self.kappa_start, self.kappa_end = member_values(agent, "kappa_start"), member_values(agent, "kappa_end")
+        self.kappa_start = member_values(agent, "kappa_start")
+        self.kappa_end = member_values(agent, "kappa_end")
         self.temperature = member_values(agent, "temperature")
         self.online_gamma = agent.online_gamma
 
@@ -383,7 +370,8 @@ class OnlinePretraining:
             self.finetuning = True
         self.kappa = self.kappa_at(step)
         # a host scalar (no device sync), or the members' kappas (logged as their mean)
-        agent.record(kappa=self.kappa.float() if isinstance(self.kappa, torch.Tensor) else torch.tensor(self.kappa))
+        kappa = self.kappa
+        agent.record(kappa=kappa.float() if isinstance(kappa, torch.Tensor) else torch.tensor(kappa))
         return True
 
     # ------------------------------------------------------------------ what the actor climbs
@@ -417,7 +405,7 @@ class OnlinePretraining:
         a population's member k from its own."""
         policy = agent.policy
         agent.initialize_critic(policy.online_critic)
-        reset_density(policy.density, agent.random)  # Off2On's init: w ≈ 1 at the start
+        policy.density.reset_parameters(agent.random)  # Off2On's init: w ≈ 1 at the start
         policy.online_critic_target.load_state_dict(policy.online_critic.state_dict())
         policy.online_critic_optimizer.state.clear()
         policy.density_optimizer.state.clear()

@@ -301,7 +301,8 @@ class Replay:
             return self._online[self.random.randint(self._online_ready, n, self.device)]
         # A population's: member k's rows from its own online rows, its indices from its own generator.
         return torch.stack([
-            self._online[k][self.random.randint_member(k, ready, n)] for k, ready in enumerate(self._member_ready)
+            self._online[k][self.random.randint_member(k, ready, n)]
+            for k, ready in enumerate(self._member_ready)
         ])
 
     def sample(self, n: int, offline_share: float = 1.0) -> Batch:
@@ -347,8 +348,8 @@ class Replay:
     def _online_rows(self, online_indices: torch.Tensor) -> torch.Tensor:
         if self._member_ready is None:
             return self._online[online_indices]
-        members = torch.arange(self._online.shape[0], device=self.device).view(-1, *[1] * (online_indices.dim() - 1))
-        return self._online[members, online_indices]
+        members = torch.arange(self._online.shape[0], device=self.device)
+        return self._online[members.view(-1, *[1] * (online_indices.dim() - 1)), online_indices]
 
     def _gather(self, indices: torch.Tensor) -> torch.Tensor:
         n_offline = self.n_offline

@@ -34,9 +34,10 @@ from torch import nn
 
 from zoo.agents.base import Batch
 from zoo.agents.pretraining import member_setting
-from zoo.agents.td3 import TD3, TD3Policy, redraw_uniform_
+from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
+from zoo.nn.ensemble import member_uniform_
 from zoo.nn.members import GLOBAL_RANDOM, MemberRandom, per_member
 
 
@@ -226,14 +227,12 @@ class SPOT(TD3):
     @torch.no_grad()
     def _initialize_critic_output(self, critic: nn.Module, random: MemberRandom | None = None) -> None:
         """The critic's output layer from U(±critic_init_w) (AntMaze/Adroit), when that is set: at set-up
-        from torch's generator (as every network's first draw), or from `random` (the agent's generator(s))."""
+        from torch's generator (as every network's first draw), or from `random` (the agent's
+        generator(s))."""
         if self.critic_init_w is not None:
             head = critic.q_head if isinstance(critic, SharedQ) else critic.net.layers[-1]
             for tensor in (head.weight, head.bias):
-                if random is None:
-                    nn.init.uniform_(tensor, -self.critic_init_w, self.critic_init_w)
-                else:
-                    redraw_uniform_(tensor, -self.critic_init_w, self.critic_init_w, random)
+                member_uniform_(tensor, -self.critic_init_w, self.critic_init_w, random)
 
     def initialize_critic(self, critic: nn.Module) -> None:
         """TD3's default draw, then the output layer from U(±critic_init_w) when that is set (both from the

@@ -10,7 +10,6 @@ episode is kept as a bootstrapped transition (Minari keeps its s'), where d4rl.q
 from __future__ import annotations
 
 import copy
-import math
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,21 +22,7 @@ from zoo.agents.losses import ensemble_mse
 from zoo.agents.pretraining import member_setting
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import DeterministicActor, EnsembleLinear, EnsembleQ, SharedQ
-from zoo.nn.members import MemberRandom, per_member
-
-
-@torch.no_grad()
-def redraw_uniform_(tensor: torch.Tensor, low: float, high: float, random: MemberRandom) -> None:
-    """tensor <- U(low, high), drawn from the agent's generator(s): an ordinary agent's whole tensor from its
-    own generator; a population's stacked tensor (member k owning rows k * s0 ... (k + 1) * s0 - 1) slice by
-    slice, member k's from member k's generator, with the shape an ordinary agent's tensor has, so member k
-    draws what a population of one (or the ordinary agent) with its seed draws. low + (high - low) * u, u ~
-    U[0, 1): nn.init.uniform_'s distribution, from the agent's stream instead of torch's global one."""
-    shape = tensor.shape
-    if random.generators is not None and random.stacked:
-        shape = (tensor.shape[0] // random.n_members, *tensor.shape[1:])
-    u = random.rand(*shape, dtype=tensor.dtype, device=tensor.device)
-    tensor.copy_((low + (high - low) * u).view(tensor.shape))
+from zoo.nn.members import per_member
 
 
 class TD3Policy(OfflinePolicy):
@@ -205,13 +190,11 @@ class TD3(OfflineAlgorithm):
 
     def initialize_critic(self, critic: torch.nn.Module) -> None:
         """Draw a new critic's weights the way this agent's critics start (TD3: PyTorch's default,
-        U(±1/sqrt(fan_in)) per layer, EnsembleLinear.reset_parameters' distribution), from the agent's own
-        generator(s) (`redraw_uniform_`: a population's member k from its own); OPT starts its Q_on with it."""
+        U(±1/sqrt(fan_in)) per layer), from the agent's own generator(s) (a population's member k from its
+        own: zoo.nn.ensemble.member_uniform_); OPT starts its Q_on with it."""
         for module in critic.modules():
             if isinstance(module, EnsembleLinear):
-                bound = 1.0 / math.sqrt(module.in_features)
-                redraw_uniform_(module.weight, -bound, bound, self.random)
-                redraw_uniform_(module.bias, -bound, bound, self.random)
+                module.reset_parameters(self.random)
 
     # ------------------------------------------------------------------ losses
 

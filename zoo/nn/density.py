@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.nn.ensemble import EnsembleMLP
+from zoo.nn.ensemble import EnsembleMLP, member_uniform_
+from zoo.nn.members import MemberRandom
 
 
 class DensityRatio(nn.Module):
@@ -36,12 +37,14 @@ class DensityRatio(nn.Module):
         self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self) -> None:
-        """Hidden layers U(±1/sqrt(fan_in)); output weight U(±output_bound), output bias 1 (w ≈ 1)."""
+    def reset_parameters(self, random: MemberRandom | None = None) -> None:
+        """Hidden layers U(±1/sqrt(fan_in)); output weight U(±output_bound), output bias 1 (w ≈ 1). Drawn from
+        torch's global generator, or from an agent's `random` (OPT's online re-draw: a population's member k
+        from its own generator; zoo.nn.ensemble.member_uniform_)."""
         for layer in self.net.layers:
-            layer.reset_parameters()
+            layer.reset_parameters(random)
         output = self.net.layers[-1]
-        nn.init.uniform_(output.weight, -self.output_bound, self.output_bound)
+        member_uniform_(output.weight, -self.output_bound, self.output_bound, random)
         output.bias.fill_(1.0)
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

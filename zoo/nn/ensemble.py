@@ -14,6 +14,28 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.nn.members import MemberRandom
+
+
+@torch.no_grad()
+def member_uniform_(
+    tensor: torch.Tensor, low: float, high: float, random: MemberRandom | None = None
+) -> None:
+    """tensor <- U(low, high): from torch's global generator (nn.init.uniform_) without `random`; with an
+    agent's `random` (zoo.nn.members.MemberRandom) from its generator(s): an ordinary agent's whole tensor
+    from its own generator, a population's stacked tensor (member k owning rows k * s0 ... (k + 1) * s0 - 1)
+    slice by slice, member k's from member k's generator with the shape an ordinary agent's tensor has, so
+    that member k draws what a population of one (or the ordinary agent) with its seed draws:
+    low + (high - low) u, u ~ U[0, 1)."""
+    if random is None:
+        nn.init.uniform_(tensor, low, high)
+        return
+    shape = tensor.shape
+    if random.generators is not None and random.stacked:
+        shape = (tensor.shape[0] // random.n_members, *tensor.shape[1:])
+    u = random.rand(*shape, dtype=tensor.dtype, device=tensor.device)
+    tensor.copy_((low + (high - low) * u).view(tensor.shape))
+
 
 class EnsembleLinear(nn.Module):
     """`n_members` independent linear layers: (E, B, in) or shared (B, in) -> (E, B, out)."""
@@ -25,11 +47,12 @@ class EnsembleLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(n_members, 1, out_features))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        # nn.Linear's default for each member: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
+    def reset_parameters(self, random: MemberRandom | None = None) -> None:
+        """nn.Linear's default for each member: U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias (drawn
+        from torch's global generator, or from an agent's `random`: see member_uniform_)."""
         bound = 1.0 / math.sqrt(self.in_features)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        member_uniform_(self.weight, -bound, bound, random)
+        member_uniform_(self.bias, -bound, bound, random)
 
     def forward(self, x: torch.Tensor, members: slice | None = None, groups: int = 1) -> torch.Tensor:
         """`members` selects members (within each of `groups` equal consecutive groups: a population's
