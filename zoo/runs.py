@@ -578,8 +578,7 @@ def train_population(
 
     Every `eval_freq` gradient steps (online: every `finetune_eval_freq` env steps) all members are
     evaluated in one batched loop on the episodes an ordinary run's EvalCallback uses (seeds 100 + i), so
-    member k's evaluations equal those of a population of one with seed k. Not supported yet: training
-    states (Ctrl-C stops the run without saving; no resume).
+    member k's evaluations equal those of a population of one with seed k.
     """
     from zoo.registry import make_population
 
