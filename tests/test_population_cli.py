@@ -72,8 +72,8 @@ def test_seeds_grammar():
     (["--seeds", "0-x"], "'0-x' is not a seed or a range of seeds"),
     (["--seeds", "0-3", "--seed", "1"], "--seed does not go with --seeds"),
     (["--seeds", "0-3", "--fraction", "0.5"], "--fraction does not go with --seeds"),
-    (["--seeds", "0-3", "--save-freq", "10"], "--save-freq does not go with --seeds"),
-    (["--seeds", "0-3", "--resume", "runs/x"], "--resume does not go with --seeds"),
+    (["--seeds", "0-3", "--subset", "trajectories"], "--subset does not go with --seeds"),
+    (["--seeds", "0-3", "--save-freq", "-1"], "--save-freq is a number of gradient steps >= 0"),
     (["--seeds", "0-3", "--algo", "opt"], "opt fine-tunes online for 300000 env steps (n_finetune_timesteps), "
      "which an opt population cannot do yet (its online phases run per agent): train the seeds separately with "
      "zoo train --seed K, or pass --finetune-steps 0"),
@@ -284,9 +284,11 @@ def test_zoo_train_seeds_writes_ordinary_seed_runs_and_their_aggregate(tiny, tmp
     assert "4 run(s) (seeds 0, 2, 5, 2), step 200" in capsys.readouterr().out
     assert main(["plot", str(out), "--out", str(tmp_path / "plot.png")]) == 0  # a population folder: its seeds
     assert f"3 run(s) (seeds 0, 2, 5), step 200: normalized score {mean:.1f}" in capsys.readouterr().out
-    # Resuming the population, or training into its folder again, is refused with the way out.
+    # The population finished (its mark, its states dropped): resuming it says so; training into its folder
+    # again is refused with the ways out.
+    assert sorted(p.name for p in (out / "training_state").iterdir()) == ["finished.json"]
     assert main(["train", "--resume", str(out)]) == 2
-    assert "resuming a population is not supported yet" in capsys.readouterr().err
+    assert f"{out} finished already (200 steps, seeds 0,2,5): there is nothing to resume" in capsys.readouterr().err
     assert main([*TRAIN, "--seeds", "0-1", "--out", str(out)]) == 2
     assert "already holds a population run" in capsys.readouterr().err
 

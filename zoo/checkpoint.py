@@ -434,6 +434,13 @@ def load_checkpoint(
         the optimizers start fresh, as after construction
     """
     config, tensors = _read(path)
+    population = config["run_info"].get("population") if isinstance(config["run_info"], dict) else None
+    if population is not None:
+        raise DataError(
+            f"{path} is the training state of a population (several agents in one), not one agent: continue "
+            "it with `zoo train --resume` of its population folder; a member's own checkpoint is the <algo>.zip "
+            "in the population's seed<k>/ folder."
+        )
     agent_config = config["agent"]
     cls = _agent_class(agent_config, path)
     if load_optimizer and config["optimizers"] is None:
@@ -479,6 +486,29 @@ def load_checkpoint(
     if load_optimizer:
         _load_optimizers(agent, tensors, config["optimizers"], path)
     return agent
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(config.json, every tensor of model.safetensors) of a checkpoint, validated and checksummed."""
+    return _read(path)
+
+
+def load_checkpoint_tensors(
+    agent: "OfflineAlgorithm", config: dict[str, Any], tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+    *, load_optimizer: bool = True,
+) -> None:
+    """Put a checkpoint's weights (and optimizer moments) into `agent`, an agent already built as the one
+    saved (a population rebuilt from its population.json, whose tensors carry the member axis): every name,
+    shape and dtype is checked against `agent` as `load_checkpoint` checks the agent it rebuilds."""
+    if config["agent"]["class"] != type(agent).__name__:
+        raise DataError(
+            f"{path} holds a {config['agent']['class']}, not the {type(agent).__name__} it is loaded into."
+        )
+    _load_policy_tensors(agent, tensors, config, path)
+    if load_optimizer:
+        if config["optimizers"] is None:
+            raise DataError(f"{path} holds no optimizer state: it is not a training state.")
+        _load_optimizers(agent, tensors, config["optimizers"], path)
 
 
 def load_agent(

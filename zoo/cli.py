@@ -37,14 +37,27 @@ def _train(args: argparse.Namespace) -> None:
     from zoo.config import load_hyperparams, parse_assignments
     from zoo.data import load_dataset
     from zoo.errors import UserError
-    from zoo.runs import next_run_folder, resume_run, train_offline
+    from zoo.runs import (
+        POPULATION_CONFIG, next_run_folder, read_population_config, resume_population, resume_run, train_offline,
+    )
 
     if args.resume is not None:
+        population = (Path(args.resume) / POPULATION_CONFIG).is_file()
+        settings = f"{args.resume}/{POPULATION_CONFIG if population else 'config.json'}"
         given = [flag for flag, value, default in _RESUME_IGNORES if getattr(args, value) != default]
         if given:
             raise UserError(
-                f"--resume continues a run with the settings in {args.resume}/config.json; drop {', '.join(given)} "
+                f"--resume continues a run with the settings in {settings}; drop {', '.join(given)} "
                 "(or start a new run without --resume)."
+            )
+        if population:  # --seeds, if given, must name the population's own seeds (resume_population checks)
+            result = resume_population(args.resume, seeds=args.seed_list)
+            _print_population(result, read_population_config(args.resume)["algo"])
+            return
+        if args.seed_list is not None:
+            raise UserError(
+                f"--seeds does not go with --resume {args.resume}: it is one run, not a population folder "
+                f"(no {POPULATION_CONFIG}); drop --seeds."
             )
         _print_result(resume_run(args.resume))
         return
@@ -82,8 +95,13 @@ def _train_population(args: argparse.Namespace, overrides: dict) -> None:
     result = train_population(
         args.algo, dataset, out, args.seed_list, n_timesteps=args.steps, hyperparams_path=args.hyperparams,
         overrides=overrides, n_finetune_timesteps=args.finetune_steps, evaluate_initial=True,
-        command=args.command_line, overwrite=args.overwrite,
+        command=args.command_line, save_freq=args.save_freq, overwrite=args.overwrite,
     )
+    _print_population(result, args.algo)
+
+
+def _print_population(result, algo: str) -> None:
+    """A population run's table (per seed: untrained, offline, online) and its aggregates."""
     metric = result.aggregate.metric
     stages = [("untrained", result.initial), (f"offline ({result.offline[0].step} steps)", result.offline)]
     if result.online_evaluations is not None:
@@ -96,24 +114,21 @@ def _train_population(args: argparse.Namespace, overrides: dict) -> None:
     print(f"offline: {result.aggregate.summary()}")
     if result.online_aggregate is not None:
         print(f"online: {result.online_aggregate.summary()}")
-    files = f"{args.algo}.zip, evaluations.csv, learning_curve.png"
+    files = f"{algo}.zip, evaluations.csv, learning_curve.png"
     if result.online_evaluations is not None:
-        files += f", {args.algo}-finetuned.zip, finetune/evaluations.csv"
+        files += f", {algo}-finetuned.zip, finetune/evaluations.csv"
     print(f"seed runs: {result.folder}/seed<k> ({files} in each)")
     online = ", finetune/aggregate.csv, finetune/aggregate.png" if result.online_aggregate is not None else ""
     print(f"aggregate: {result.files['aggregate.json']}, aggregate.csv, aggregate.png{online}")
 
 
 # `zoo train --seeds` refuses these (flag, attribute, default, why/what instead); a population trains
-# on the whole dataset and writes no training states yet.
+# on the whole dataset. (--resume of a population folder takes --seeds when they are the population's own.)
 _SEEDS_REFUSES = (
     ("--seed", "seed", None, "--seed trains one seed, --seeds a population: give one of them"),
-    ("--resume", "resume", None, "resuming a population is not supported yet: train the missing seeds "
-     "separately with zoo train --seed K"),
     ("--fraction", "fraction", 1.0, "each seed draws its own share of the dataset, one population shares one "
      "dataset: train the seeds separately with zoo train --seed K --fraction F"),
     ("--subset", "subset", "transitions", "it only matters with --fraction, which --seeds does not take"),
-    ("--save-freq", "save_freq", None, "a population writes no training states yet (no resume): drop it"),
 )
 
 
@@ -336,11 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--save-freq", type=int, default=None, metavar="N",
-        help="write a training state every N gradient steps (default: at every evaluation; 0: only on Ctrl-C)",
+        help="write a training state every N gradient steps (default: at every evaluation; 0: only on Ctrl-C); "
+        "with --seeds one state holds the whole population",
     )
     train.add_argument(
         "--resume", default=None, metavar="RUN_DIR",
-        help="continue an interrupted run from its last training state, with the settings in its config.json",
+        help="continue an interrupted run from its last training state, with the settings in its config.json; "
+        "a population folder (zoo train --seeds, with population.json) continues as one population",
     )
     train.set_defaults(func=_train)
 
@@ -557,6 +574,10 @@ def _check_arguments(args: argparse.Namespace) -> None:
     from zoo.validation import validate_flag
 
     _check_seeds(args)
+    if getattr(args, "save_freq", None) is not None:
+        from zoo.runs import checked_save_freq
+
+        checked_save_freq(args.save_freq, None)
     for attribute, (setting, flag) in _FLAG_SETTINGS.items():
         value = getattr(args, attribute, None)
         if value is not None:

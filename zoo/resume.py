@@ -14,6 +14,13 @@ state, the episode's time limit) cannot be restored exactly, so the state writte
 ended is the one a fine-tuning run resumes from, and fine-tuning starts again from its first env step;
 the resumed run then equals an uninterrupted one, at the cost of the online steps done before the stop.
 
+A population (`zoo train --seeds`, zoo.agents.population) is saved the same way, as one state in the
+population folder: its stacked weights (member k's slices), the MemberAdam moments, each optimizer's
+per-member learning rates, every member's generator (the agent's MemberRandom, which its networks draw from
+too), the counters, and the run's history (each member's evaluations, from which the seed runs' files and
+the aggregate are written). It is loaded into the population rebuilt from population.json
+(`load_population_state`), so member k resumes exactly as a population of one with seed k would.
+
 Stop requests (SIGINT, SIGTERM) set a flag that is read after each whole update, never inside one; a second
 Ctrl-C raises at once (zoo.runs raises Interrupted naming the last state; a state being written then is
 abandoned in its staging folder, so the last periodic state stays valid).
@@ -36,7 +43,11 @@ from typing import Any, Callable, Iterator
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from zoo.checkpoint import STAGING_SUFFIX, load_checkpoint, read_checkpoint_extras, save_checkpoint
+from zoo.agents.population import member_learning_rates, set_member_learning_rates, set_population_counters
+from zoo.checkpoint import (
+    STAGING_SUFFIX, load_checkpoint, load_checkpoint_tensors, read_checkpoint, read_checkpoint_extras,
+    save_checkpoint,
+)
 from zoo.errors import UserError
 from zoo.evaluation import Evaluation
 from zoo.io import atomic_write_json, atomic_write_text, remove_stale_temporaries
@@ -53,7 +64,8 @@ def save_training_state(
     agent, run_dir: str | os.PathLike, run_info: dict[str, Any], *, key: str, base: str | None = None
 ) -> Path:
     """Write the agent's full training state and `run_info` (JSON) as RUN/training_state/state-<seq>/, a
-    zoo checkpoint with optimizer states whose extra tensors are the RNG states.
+    zoo checkpoint with optimizer states whose extra tensors are the RNG states (a population's: one
+    generator state per member, and its seeds and per-member learning rates under run_info "population").
 
     The folder is complete before it appears under its (new) name: zoo.checkpoint stages it and renames it
     into place; only then is every older state removed, so a kill at any point leaves a whole state.
@@ -64,9 +76,14 @@ def save_training_state(
     previous = _state_folders(states)
     seq = (int(previous[-1].name.split("-")[1]) + 1) if previous else 1
     tensors, info = agent.training_state()
+    record = {"format": FORMAT, "training_state": info, "run": run_info}
+    if getattr(agent, "is_population", False):
+        record["population"] = {
+            "seeds": [int(s) for s in agent.member_seeds], "learning_rates": member_learning_rates(agent)
+        }
     final = save_checkpoint(
-        agent, states / f"state-{seq:06d}", include_optimizer=True, extra_tensors=tensors,
-        run_info={"format": FORMAT, "training_state": info, "run": run_info}, key=key, base=base,
+        agent, states / f"state-{seq:06d}", include_optimizer=True, extra_tensors=tensors, run_info=record,
+        key=key, base=base,
     )
     for old in previous:
         shutil.rmtree(old, ignore_errors=True)
@@ -94,9 +111,80 @@ def load_training_state(folder: str | os.PathLike, dataset, device: str = "auto"
         ) from None
     if not isinstance(run_info, dict) or run_info.get("format") != FORMAT:
         raise UserError(f"{folder} is a checkpoint but not a zoo training state (no {FORMAT!r} run_info).")
+    if "population" in run_info:
+        raise UserError(
+            f"{folder} is the training state of a population: resume its population folder (the one with "
+            "population.json) with zoo train --resume."
+        )
     agent = load_checkpoint(folder, dataset=dataset, device=device, load_optimizer=True)
     agent.restore_training_state(extras, run_info["training_state"])
     return agent, run_info["run"]
+
+
+def load_population_state(folder: str | os.PathLike, population) -> dict[str, Any]:
+    """Load the training state in `folder` into `population`, a population freshly built from its run's
+    population.json (zoo.registry.make_population): counters first (the model set up again at them:
+    set_population_counters), then the stacked weights and MemberAdam moments (names, shapes and dtypes
+    checked), the members' learning rates, and every RNG state (each member's generator, torch's, numpy's,
+    Python's). Returns the run's history (`run_info` given to save_training_state).
+
+    A damaged state, one of another population (other seeds) or of an ordinary agent is a UserError naming
+    the folder and what to do, raised before any training (the population is then to be discarded).
+    """
+    folder = Path(folder)
+    try:
+        config, tensors = read_checkpoint(folder)
+    except UserError as error:
+        raise UserError(f"{error} (the training state cannot be used: {_remove_hint(folder)})") from None
+    except Exception as error:  # OSError, safetensors' SafetensorError (an Exception)
+        raise UserError(f"The training state {folder} cannot be read ({error}): {_remove_hint(folder)}.") from None
+    record = config["run_info"]
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise UserError(f"{folder} is a checkpoint but not a zoo training state (no {FORMAT!r} run_info).")
+    described = record.get("population")
+    if not isinstance(described, dict):
+        raise UserError(
+            f"{folder} is the training state of one agent, not of a population: resume its own run folder "
+            "with zoo train --resume."
+        )
+    seeds = [int(s) for s in population.member_seeds]
+    if described.get("seeds") != seeds:
+        raise UserError(
+            f"{folder} is the state of a population of seeds {described.get('seeds')}, the population.json "
+            f"beside it has seeds {seeds}: the folder's files were mixed; {_remove_hint(folder)}."
+        )
+    rates = described.get("learning_rates")
+    names = list(population.policy.optimizer_names)
+    if not isinstance(rates, dict) or sorted(rates) != sorted(names) or any(
+        not isinstance(rates[n], list) or len(rates[n]) != len(seeds) for n in names
+    ):
+        raise UserError(
+            f"{folder}: config.json run_info 'population.learning_rates' is not one rate per member for each "
+            f"of the optimizers {names}: {_remove_hint(folder)}."
+        )
+    prefix = "extra."
+    extras = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
+    missing = [f"rng/member/{k}" for k in range(len(seeds)) if f"rng/member/{k}" not in extras]
+    if missing:
+        raise UserError(f"{folder} lacks the generator state {missing[0]}: {_remove_hint(folder)}.")
+    info = record.get("training_state")
+    try:
+        set_population_counters(population, info)
+        load_checkpoint_tensors(population, config, tensors, folder)
+        set_member_learning_rates(population, rates)
+        population.restore_training_state(extras, info)
+    except UserError as error:
+        raise UserError(f"{error} (the training state cannot be used: {_remove_hint(folder)})") from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise UserError(
+            f"{folder}: config.json run_info 'training_state' does not restore this population ({error!r}): "
+            f"{_remove_hint(folder)}."
+        ) from None
+    return record["run"]
+
+
+def _remove_hint(folder: Path) -> str:
+    return "remove that folder to resume from an earlier state (or from the start, if it is the only one)"
 
 
 def mark_finished(run_dir: str | os.PathLike, info: dict[str, Any]) -> None:

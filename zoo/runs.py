@@ -31,8 +31,8 @@ from zoo.plots import plot_learning_curve, plot_seed_aggregate
 from zoo.registry import make_agent
 from zoo.resume import (
     StopCallback, StopRequest, TrainingStateCallback, continue_progress_csv, evaluations_from_json,
-    evaluations_to_json, finished_info, kept_csv_text, latest_training_state, load_training_state,
-    mark_finished, remove_stale_states, stop_on_signals, truncate_csv,
+    evaluations_to_json, finished_info, kept_csv_text, latest_training_state, load_population_state,
+    load_training_state, mark_finished, remove_stale_states, stop_on_signals, truncate_csv,
 )
 
 
@@ -98,6 +98,16 @@ def train_offline(
         )
 
 
+def checked_save_freq(save_freq: int | None, default: int | None) -> int | None:
+    """A run's save_freq: `save_freq` (gradient steps >= 0; 0: states only on Ctrl-C), else `default`
+    (the run's eval_freq); anything else is refused (ConfigError), by `zoo train` before any work."""
+    if save_freq is not None and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 0):
+        raise ConfigError(
+            f"--save-freq is a number of gradient steps >= 0 (0: states only on Ctrl-C), got {save_freq!r}."
+        )
+    return default if save_freq is None else save_freq
+
+
 def _stop_notice() -> str:
     return "zoo: stopping after this update to save a training state (Ctrl-C again quits without saving)"
 
@@ -135,11 +145,7 @@ def _train(
             run["n_timesteps"] = n_timesteps
         if n_finetune_timesteps is not None:
             run["n_finetune_timesteps"] = n_finetune_timesteps
-        if save_freq is not None and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 0):
-            raise ConfigError(
-                f"--save-freq is a number of gradient steps >= 0 (0: states only on Ctrl-C), got {save_freq!r}."
-            )
-        run["save_freq"] = run["eval_freq"] if save_freq is None else save_freq
+        run["save_freq"] = checked_save_freq(save_freq, run["eval_freq"])
         check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
         config = {
             "algo": algo, "dataset": dataset.dataset_id, "fraction": fraction, "subset": subset, "seed": seed,
@@ -298,13 +304,9 @@ def check_run_folder(out_dir: Path, overwrite: bool) -> None:
         raise ConfigError(f"--out {out_dir} is a file, not a folder: choose another --out.")
     if not overwrite and out_dir.is_dir() and any(out_dir.iterdir()):
         shown = ", ".join(sorted(p.name for p in out_dir.iterdir())[:4])
-        if (out_dir / POPULATION_CONFIG).is_file():  # no --resume for populations yet
-            raise ConfigError(
-                f"--out {out_dir} already holds a population run ({shown}, ...): pass --overwrite to replace "
-                "it, or choose another --out (without --out, a new numbered folder is picked)."
-            )
+        kind = "a population run" if (out_dir / POPULATION_CONFIG).is_file() else "a run"
         raise ConfigError(
-            f"--out {out_dir} already holds a run ({shown}, ...): pass --overwrite to replace it, continue "
+            f"--out {out_dir} already holds {kind} ({shown}, ...): pass --overwrite to replace it, continue "
             f"it with `zoo train --resume {out_dir}`, or choose another --out (without --out, a new "
             "numbered folder is picked)."
         )
@@ -344,9 +346,10 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int = 1,
-               on_evaluation: Callable[[Evaluation, str], None] | None = None) -> RunResult:
+               on_evaluation: Callable[[Evaluation, str], None] | None = None) -> RunResult | PopulationResult:
     """Continue the `zoo train` run in `run_dir` from its last training state, to the total its config.json
-    records, with the settings recorded there (the YAML is not read again).
+    records, with the settings recorded there (the YAML is not read again); a population folder (with
+    population.json) is resumed as a population (`resume_population`, a PopulationResult).
 
     Offline learning continues at the update after the state's: on CPU the final weights equal those of the
     run had it never stopped. A run stopped during online fine-tuning starts fine-tuning again from the end
@@ -355,10 +358,9 @@ def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int =
     """
     run_dir = Path(run_dir)
     if (run_dir / POPULATION_CONFIG).is_file():
-        raise UserError(
-            f"{run_dir} is a population run (zoo train --seeds): resuming a population is not supported yet; "
-            "train the missing seeds separately with zoo train --seed K."
-        )
+        if on_evaluation is not None:
+            raise UserError(f"{run_dir} is a population run: resume it with resume_population (no on_evaluation).")
+        return resume_population(run_dir, progress_bar=progress_bar, verbose=verbose)
     config = read_run_config(run_dir)
     done = finished_info(run_dir)
     if done is not None:
@@ -367,9 +369,10 @@ def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int =
             "there is nothing to resume; train a new run with another --out."
         )
     if "population" in config:
+        folder = run_dir.parent if (run_dir.parent / POPULATION_CONFIG).is_file() else config["population"]["folder"]
         raise UserError(
-            f"{run_dir} is seed {config['seed']} of a population run that did not finish: resuming a "
-            f"population is not supported yet; train this seed again with zoo train --seed {config['seed']}."
+            f"{run_dir} is seed {config['seed']} of a population run that did not finish: its training state is "
+            f"the population's; resume the whole population with zoo train --resume {folder}."
         )
     dataset = load_dataset(
         config["dataset"], fraction=config.get("fraction", 1.0), subset=config.get("subset", "transitions"),
@@ -556,6 +559,8 @@ def train_population(
     progress_bar: bool = True,
     verbose: int = 1,
     command: str | None = None,
+    save_freq: int | None = None,
+    resume: bool = False,
     overwrite: bool = False,
 ) -> PopulationResult:
     """Train one population (zoo.registry.make_population: member k is the agent `train_offline` would
@@ -567,8 +572,9 @@ def train_population(
       seed k, evaluations.csv, `<algo>.zip` from `agent.member(k)` after offline learning,
       learning_curve.png, the finished mark; after fine-tuning also finetune/evaluations.csv, counted in env
       steps, and `<algo>-finetuned.zip`, which the finished mark names), so `zoo eval`, `zoo export`,
-      `zoo plot [--online]` and `zoo train --resume` (which says it finished) treat it as one; config.json
-      adds "population" (the folder's seeds), which `zoo plot` ignores when grouping;
+      `zoo plot [--online]` treat it as one (`zoo train --resume` of a seed folder points to the
+      population folder); config.json adds "population" (the folder's seeds), which `zoo plot` ignores when
+      grouping;
     * `out_dir/`: population.json (the command, seeds, settings), progress.csv and TensorBoard logs of the
       population (training statistics are member means), aggregate.json and aggregate.csv (per-seed
       values, mean and 95% percentile-bootstrap CI at every offline evaluation step; aggregate.json also
@@ -579,43 +585,121 @@ def train_population(
     Every `eval_freq` gradient steps (online: every `finetune_eval_freq` env steps) all members are
     evaluated in one batched loop on the episodes an ordinary run's EvalCallback uses (seeds 100 + i), so
     member k's evaluations equal those of a population of one with seed k.
+
+    Training states as `train_offline` writes them (zoo.resume), one for the whole population in
+    `out_dir/training_state/`: every `save_freq` gradient steps (default: at every evaluation), after the
+    evaluation of that step, and on SIGINT (Ctrl-C) or SIGTERM after the current update, which then raises
+    zoo.errors.Interrupted saying how to resume; a state holds every member's weights, MemberAdam moments
+    and learning rates, every member's generator, the counters and each member's evaluations. `resume=True`
+    (`zoo train --resume out_dir`, see `resume_population`) continues from the last state with the settings
+    population.json records: offline learning exactly where it stopped (on CPU, the weights and Adam moments
+    of the run that never stopped), seed<k>/evaluations.csv and progress.csv cut back to the state's update
+    and continued, so the seed folders and the aggregate files end as the uninterrupted run's; fine-tuning
+    starts again from the end of offline learning (an env mid-episode cannot be restored). When everything
+    is written the population folder gets its finished mark (training_state/finished.json) and its states
+    are dropped.
     """
+    out_dir = Path(out_dir)
+    with stop_on_signals(_stop_notice, lambda: _interrupted_again(out_dir)) as stop:
+        return _train_population(
+            algo, dataset, out_dir, seeds, stop, n_timesteps=n_timesteps, hyperparams_path=hyperparams_path,
+            overrides=overrides, n_finetune_timesteps=n_finetune_timesteps, evaluate_initial=evaluate_initial,
+            progress_bar=progress_bar, verbose=verbose, command=command, save_freq=save_freq, resume=resume,
+            overwrite=overwrite,
+        )
+
+
+def _train_population(
+    algo: str, dataset: OfflineDataset, out_dir: Path, seeds: list[int], stop: StopRequest, *,
+    n_timesteps: int | None, hyperparams_path: str | Path | None, overrides: dict[str, Any] | None,
+    n_finetune_timesteps: int | None, evaluate_initial: bool, progress_bar: bool, verbose: int,
+    command: str | None, save_freq: int | None, resume: bool, overwrite: bool,
+) -> PopulationResult:
     from zoo.registry import make_population
 
-    out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise UserError(f"A population needs distinct seeds >= 0, got {seeds}.")
-    kwargs, run = population_settings(
-        algo, dataset.dataset_id, hyperparams_path, overrides, n_timesteps, n_finetune_timesteps
-    )
-    check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
-    agent = make_population(algo, dataset, seeds, **kwargs)
-    replaced = claim_run_folder(out_dir, overwrite)
+    state = None
+    if resume:
+        config = read_population_config(out_dir)
+        if config["seeds"] != seeds or config["algo"] != algo or config["dataset"] != dataset.dataset_id:
+            raise UserError(
+                f"{out_dir}/{POPULATION_CONFIG} is a population of {config['algo']} on {config['dataset']} with "
+                f"seeds {seeds_label(config['seeds'])}, not of {algo} on {dataset.dataset_id} with seeds "
+                f"{seeds_label(seeds)}: resume it with its own settings (zoo train --resume {out_dir})."
+            )
+        _refuse_finished_population(out_dir, config)
+        kwargs, run, evaluate_initial = config["kwargs"], config["run"], config.get("evaluate_initial", False)
+        command = config.get("command")
+        remove_stale_states(out_dir)
+        state = latest_training_state(out_dir)
+    else:
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise UserError(f"A population needs distinct seeds >= 0, got {seeds}.")
+        kwargs, run = population_settings(
+            algo, dataset.dataset_id, hyperparams_path, overrides, n_timesteps, n_finetune_timesteps
+        )
+        run["save_freq"] = checked_save_freq(save_freq, run["eval_freq"])
+        check_run_folder(out_dir, overwrite)  # before any work; the folder is claimed once the agent is built
     runs = [out_dir / f"seed{s}" for s in seeds]
-    population = {"folder": str(out_dir), "seeds": seeds}
-    atomic_write_json(out_dir / POPULATION_CONFIG, {
-        "algo": algo, "dataset": dataset.dataset_id, "seeds": seeds, "runs": [p.name for p in runs],
-        "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
-    })
-    for seed, run_dir in zip(seeds, runs):
-        run_dir.mkdir()
-        atomic_write_json(run_dir / "config.json", {
-            "algo": algo, "dataset": dataset.dataset_id, "fraction": 1.0, "subset": "transitions", "seed": seed,
-            "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
-            "population": population,
-        })
 
+    agent = make_population(algo, dataset, seeds, **kwargs)
+    history: dict[str, Any] = {}
+    if state is not None:
+        history = load_population_state(state, agent)
+    replaced = None
+    if not resume:
+        replaced = claim_run_folder(out_dir, overwrite)
+        atomic_write_json(out_dir / POPULATION_CONFIG, {
+            "algo": algo, "dataset": dataset.dataset_id, "seeds": seeds, "runs": [p.name for p in runs],
+            "kwargs": kwargs, "run": run, "command": command, "evaluate_initial": evaluate_initial,
+        })
+    population = {"folder": str(out_dir), "seeds": seeds}
+    for seed, run_dir in zip(seeds, runs):
+        if not (run_dir / "config.json").is_file():  # (a resumed run killed while it wrote these: again)
+            run_dir.mkdir(exist_ok=True)
+            atomic_write_json(run_dir / "config.json", {
+                "algo": algo, "dataset": dataset.dataset_id, "fraction": 1.0, "subset": "transitions",
+                "seed": seed, "kwargs": kwargs, "run": run, "command": command,
+                "evaluate_initial": evaluate_initial, "population": population,
+            })
+
+    progress = out_dir / "progress.csv"
+    # A resumed run keeps the rows up to its state's update and writes the later ones again.
+    kept = kept_csv_text(progress, "train/n_updates", agent.training_counters["n_updates"]) if resume else None
     agent.set_logger(run_logger(out_dir, verbose))
+    if kept:
+        continue_progress_csv(agent.logger, progress, kept)
     labels = [f"seed{s}" for s in seeds]
     callback = PopulationEvalCallback(
         eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_paths=runs, labels=labels,
         verbose=verbose,
     )
+    if resume:
+        for run_dir in runs:
+            truncate_csv(run_dir / "evaluations.csv", "step", agent.num_timesteps)
+        if history:
+            callback.evaluations = [evaluations_from_json(rows) for rows in history["evaluations"]]
     initial = None
-    if evaluate_initial:
+    if "initial" in history:
+        initial = evaluations_from_json(history["initial"]) if history["initial"] else None
+    elif evaluate_initial:
         initial = evaluate_population(agent, run["n_eval_episodes"], callback.seed, step=0)
-    agent.learn(run["n_timesteps"], callback=callback, progress_bar=progress_bar)
+
+    def run_info(phase: str = "offline") -> dict[str, Any]:
+        return {
+            "phase": phase, "evaluations": [evaluations_to_json(e) for e in callback.evaluations],
+            "initial": evaluations_to_json(initial) if initial is not None else None,
+        }
+
+    states = TrainingStateCallback(
+        out_dir, run.get("save_freq", run["eval_freq"]), run_info, stop, key=algo, base=kwargs.get("base")
+    )
+    agent.learn(
+        run["n_timesteps"] - agent.num_timesteps, callback=CallbackList([callback, states]),
+        progress_bar=progress_bar, reset_num_timesteps=agent.num_timesteps == 0,
+    )
+    if stop:
+        raise _interrupted(states, out_dir, run["n_timesteps"])
     final = offline = _final_population_evaluation(callback, agent)
 
     behavior = None
@@ -630,20 +714,34 @@ def train_population(
         )
     online = online_aggregate = None
     if run["n_finetune_timesteps"] > 0:
+        # Fine-tuning resumes from here, from its first env step (an env mid-episode cannot be restored).
+        if history.get("phase") != "offline-done":
+            states.save(run_info("offline-done"))
+        if stop:
+            raise _interrupted(states, out_dir, run["n_timesteps"])
+        if resume:
+            for run_dir in runs:
+                (run_dir / "finetune" / "evaluations.csv").unlink(missing_ok=True)  # the interrupted attempt's
         online_callback = PopulationEvalCallback(
             eval_freq=run["finetune_eval_freq"], n_eval_episodes=run["n_eval_episodes"],
             log_paths=[run_dir / "finetune" for run_dir in runs], labels=labels, verbose=verbose,
         )
-        agent.finetune(run["n_finetune_timesteps"], callback=online_callback, progress_bar=progress_bar)
+        agent.finetune(
+            run["n_finetune_timesteps"], callback=CallbackList([online_callback, StopCallback(stop)]),
+            progress_bar=progress_bar,
+        )
+        if stop:
+            raise Interrupted(
+                f"zoo: interrupted at env step {agent.num_timesteps} of {run['n_finetune_timesteps']} of "
+                f"online fine-tuning; `zoo train --resume {out_dir}` restarts fine-tuning from the end of "
+                "offline learning (an env mid-episode cannot be restored)", stop.signal,
+            )
         final = _final_population_evaluation(online_callback, agent)
         online = online_callback.evaluations
         checkpoints = [run_dir / f"{algo}-finetuned.zip" for run_dir in runs]
         for k in range(len(seeds)):
             agent.member(k).save(checkpoints[k])
         online_aggregate = aggregate_seeds(seeds, online, online=True)
-    for k, run_dir in enumerate(runs):
-        mark_finished(run_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoints[k]),
-                                "final": evaluations_to_json([final[k]])[0]})
 
     aggregate = aggregate_seeds(seeds, callback.evaluations)
     files = {name: out_dir / name for name in ("aggregate.json", "aggregate.csv", "aggregate.png")}
@@ -662,11 +760,85 @@ def train_population(
     })
     atomic_write_text(files["aggregate.csv"], aggregate.csv_text())
     plot_seed_aggregate(aggregate, files["aggregate.png"], title=title, reference=behavior)
+    # The finished marks come last (seed runs, then the population, whose states go with its mark): a run
+    # killed before them resumes from its last state and writes every file above again.
+    for k, run_dir in enumerate(runs):
+        mark_finished(run_dir, {"num_timesteps": agent.num_timesteps, "checkpoint": str(checkpoints[k]),
+                                "final": evaluations_to_json([final[k]])[0]})
+    mark_finished(out_dir, {"num_timesteps": agent.num_timesteps, "seeds": seeds,
+                            "checkpoints": [str(c) for c in checkpoints]})
     if replaced is not None:
         shutil.rmtree(replaced, ignore_errors=True)  # the run --overwrite replaced, kept until now
     return PopulationResult(
         agent, seeds, out_dir, runs, callback.evaluations, initial, final, aggregate, behavior, files, offline,
         online, online_aggregate, checkpoints,
+    )
+
+
+def read_population_config(folder: str | Path) -> dict[str, Any]:
+    """The population.json `zoo train --seeds` wrote in a population folder, checked for what resuming
+    reads (algo, dataset, seeds, kwargs, run); anything else is a UserError naming the file."""
+    path = Path(folder) / POPULATION_CONFIG
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{folder} has no {POPULATION_CONFIG}: it is not a `zoo train --seeds` folder.") from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({error}): resuming a population needs its own config.") from None
+    missing = [key for key in ("algo", "dataset", "seeds", "kwargs", "run") if key not in config]
+    seeds = config.get("seeds")
+    if missing or not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        problem = f"lacks {', '.join(missing)}" if missing else f"has no list of seeds ({seeds!r})"
+        raise UserError(
+            f"{path} {problem}: it was not written by `zoo train --seeds`, so the population cannot be resumed."
+        )
+    return config
+
+
+def population_finished(folder: str | Path) -> dict[str, Any] | None:
+    """The finished mark of a population folder; for a folder written before populations had one, a mark
+    built from its seed runs' marks when every seed run has one (they were written last)."""
+    folder = Path(folder)
+    done = finished_info(folder)
+    if done is not None:
+        return done
+    config = read_population_config(folder)
+    marks = [finished_info(folder / f"seed{s}") for s in config["seeds"]]
+    if latest_training_state(folder) is None and all(mark is not None for mark in marks):
+        return {"num_timesteps": marks[0]["num_timesteps"], "seeds": config["seeds"],
+                "checkpoints": [mark["checkpoint"] for mark in marks]}
+    return None
+
+
+def _refuse_finished_population(folder: Path, config: dict[str, Any]) -> None:
+    done = population_finished(folder)
+    if done is not None:
+        raise UserError(
+            f"{folder} finished already ({done['num_timesteps']} steps, seeds {seeds_label(config['seeds'])}): "
+            "there is nothing to resume; train a new run with another --out."
+        )
+
+
+def resume_population(
+    folder: str | Path, *, seeds: list[int] | None = None, progress_bar: bool = True, verbose: int = 1
+) -> PopulationResult:
+    """Continue the `zoo train --seeds` population in `folder` (the one with population.json) from its last
+    training state, with the settings population.json records (see `train_population`). `seeds`, when
+    given (`zoo train --resume F --seeds S`), must be the population's own. Refused before any work: a
+    finished population, other seeds, a damaged population.json or state."""
+    folder = Path(folder)
+    config = read_population_config(folder)
+    if seeds is not None and [int(s) for s in seeds] != config["seeds"]:
+        raise UserError(
+            f"--seeds {seeds_label(list(seeds))} is not the population in {folder}, whose seeds are "
+            f"{seeds_label(config['seeds'])}: drop --seeds (--resume continues the population with its own "
+            "seeds), or train the other seeds as a new population with another --out."
+        )
+    _refuse_finished_population(folder, config)
+    dataset = load_dataset(config["dataset"], device=config["kwargs"].get("device", "auto"))
+    return train_population(
+        config["algo"], dataset, folder, config["seeds"], progress_bar=progress_bar, verbose=verbose,
+        resume=True,
     )
 
 

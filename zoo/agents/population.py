@@ -167,7 +167,47 @@ def build_population(
         setattr(population, name, torch.tensor(values, dtype=torch.float32, device=device))
     for name, values in recipe_varying.items():
         setattr(population.pretraining, name, torch.tensor(values, dtype=torch.float32, device=device))
+    population._member_varying = (tuple(varying), tuple(recipe_varying))  # set again by set_population_counters
     return population
+
+
+def member_learning_rates(population: "OfflineAlgorithm") -> dict[str, list[float]]:
+    """Each optimizer's per-member learning rates (MemberAdam.member_lr), by optimizer name."""
+    return {name: getattr(population.policy, name).member_lr.tolist() for name in population.policy.optimizer_names}
+
+
+def set_member_learning_rates(population: "OfflineAlgorithm", rates: Mapping[str, Sequence[float]]) -> None:
+    """Give every optimizer its members' learning rates (`member_learning_rates`' mapping)."""
+    for name in population.policy.optimizer_names:
+        getattr(population.policy, name).set_member_lr(torch.tensor(list(rates[name]), dtype=torch.float32))
+
+
+def set_population_counters(population: "OfflineAlgorithm", counters: Mapping[str, int]) -> None:
+    """Put a freshly built population at `counters` (num_timesteps, n_updates, pretrain_budget) before a
+    training state's weights and optimizer moments are loaded into it.
+
+    As zoo.checkpoint's load of an ordinary agent does (counters set before its set-up), the model is set up
+    again with the counters in place, so that phase switches already passed apply (a recipe's `finish`, e.g.
+    PSQN's frozen backbone; SPOT's frozen VAE) and the optimizers hold the parameter groups of that phase. What
+    build_population put on top of the set-up survives it: the members' learning rates and the per-member
+    (K,) settings of the agent and of its recipe. The weights are the set-up's fresh ones until the state's
+    are loaded.
+    """
+    counters = {name: int(counters[name]) for name in ("num_timesteps", "n_updates", "pretrain_budget")}
+    if counters == population.training_counters:
+        return
+    rates = member_learning_rates(population)
+    agent_names, recipe_names = getattr(population, "_member_varying", ((), ()))
+    agent_values = {name: getattr(population, name) for name in agent_names}
+    recipe_values = {name: getattr(population.pretraining, name) for name in recipe_names}
+    population.num_timesteps, population._n_updates = counters["num_timesteps"], counters["n_updates"]
+    population._pretrain_budget = counters["pretrain_budget"]
+    population._setup_model()
+    for name, value in agent_values.items():
+        setattr(population, name, value)
+    for name, value in recipe_values.items():
+        setattr(population.pretraining, name, value)
+    set_member_learning_rates(population, rates)
 
 
 def member_settings(agent: "OfflineAlgorithm") -> dict[str, Any]:
