@@ -374,18 +374,46 @@ def test_a_fine_tuning_study_trains_its_seeds_as_one_population_offline_then_onl
     )
 
 
-def test_opt_studies_that_fine_tune_train_each_seed_as_its_own_run(tiny, tmp_path):
+def test_opt_studies_that_fine_tune_train_as_populations(tiny, tmp_path, capsys):
+    """OPT's populations fine-tune online (per-member Q_on, density net, priorities and kappa): a batch of two
+    OPT trials fine-tunes as one population when their structural settings agree (kappa_steps is a whole
+    number: trials that differ in it train as separate populations), each recording its own draw."""
+    from dataclasses import replace
+
     from zoo.tune.tuner import _how_trials_train, plan
 
     def the_plan(algo, finetune_steps):
         return plan(TuneSettings(algo, TINY_ID, seeds=2, out=str(tmp_path / "s"), finetune_steps=finetune_steps))
 
-    # OPT's online phases run per agent: its fine-tuning trials run seed after seed; offline it is a population
-    assert not the_plan("opt", 30).population and the_plan("opt", 0).population
-    assert the_plan("cql", 30).population and the_plan("td3bc", 30).population
+    assert the_plan("opt", 30).population and the_plan("cql", 30).population
     assert _how_trials_train(the_plan("opt", 30)) == (
-        "one trial at a time; each seed trains as its own run (fine-tuning online: opt's online phases run per agent)"
+        "one trial at a time, trained as one population of 2 members (one per group of structurally equal trials)"
     )
+    # the sequential fallback's wording, for an agent whose populations could not fine-tune
+    assert _how_trials_train(replace(the_plan("opt", 30), online_populations=False)) == (
+        "one trial at a time; each seed trains as its own run (fine-tuning online: opt's populations cannot)"
+    )
+
+    folder = tmp_path / "study"
+    settings = TuneSettings(
+        "opt", TINY_ID, n_trials=2, batch=2, seeds=1, out=str(folder), sampler_seed=7, finetune_steps=20,
+        overrides={"n_tau": 8, "n_pretrain": 3, "batch_size": 8, "online_utd_ratio": 1},
+        **{**FAST, "steps": 10, "n_evaluations": 1},
+    )
+    trials = tune(settings).get_trials()
+    assert "2 trials asked at once, trained as one population of 2 x 1 members" in capsys.readouterr().out
+    assert [t.state.name for t in trials] == ["COMPLETE"] * 2
+    # sampler seed 7: kappa 0.3 -> 0.9 over 150k env steps and kappa 1.0 (kappa_steps: the YAML's 150k) -- the
+    # same structure, other floats: one population whose members each have their own kappa schedule and alpha
+    assert [t.params["kappa_start"] for t in trials] == [0.3, 1.0]
+    for trial in trials:
+        kappa_end = 1.0 if trial.params["kappa_start"] == 1.0 else 0.9  # Given("kappa_start", ...)
+        assert trial.user_attrs["trained_with"] == [{**trial.params, "kappa_end": kappa_end}]
+        assert trial.user_attrs["population"] == [0, 1]
+        run = folder / f"trial-{trial.number:04d}" / "seed-0"
+        assert [r["step"] for r in evaluations(run / "finetune")] == [20]  # env steps of fine-tuning
+        finetuned = load_agent(run / "opt-finetuned.zip", "opt", device="cpu")
+        assert finetuned.kappa_start == trial.params["kappa_start"] and finetuned.num_timesteps == 20
 
 
 def test_a_population_pruned_while_fine_tuning_stops_online_and_keeps_its_offline_checkpoints(tiny, tmp_path, capsys):
