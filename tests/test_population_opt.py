@@ -163,3 +163,61 @@ def test_a_population_fine_tunes_with_per_member_priorities(dataset):
     expected = torch.where((indices[0] == 7).unsqueeze(-1), offline[7], online[0][3])
     torch.testing.assert_close(batch.observations[0], expected)
     assert not torch.equal(online[0][1], online[1][1])  # the members' rows are their own env steps
+
+
+def test_the_meta_objective_is_each_members_own():
+    """A population's meta-objective: per member L_off, L_on at its own inner step (its own inner_lr) and its
+    own w; the gradient in member k's slices is the meta-gradient of member k's critic alone (float64)."""
+    from zoo.agents.opt import meta_critic_loss
+    from zoo.agents.replay import Batch
+    from zoo.nn import EnsembleQ
+
+    torch.manual_seed(0)
+    population = EnsembleQ(11, 3, 2, (8, 8), n_members=2).double()
+    inner_lr = torch.tensor([0.05, 0.01], dtype=torch.float64)
+
+    def batch(n, shift):
+        rows = Batch(observations=torch.randn(2, n, 11, dtype=torch.float64),
+                     actions=torch.rand(2, n, 3, dtype=torch.float64) * 2 - 1)
+        return rows, torch.randn(2, n, dtype=torch.float64) + shift
+
+    (offline, y_off), (online, y_on) = batch(16, 0.0), batch(12, 3.0)
+    y_on[1] -= 6.0  # member 1's online loss differs in size from member 0's: their weights differ
+    params = dict(population.named_parameters())
+    objective, loss_off, loss_on, weight = meta_critic_loss(
+        population, params, offline, y_off, online, y_on, inner_lr
+    )
+    assert loss_off.shape == loss_on.shape == weight.shape == (2,)
+    grads = torch.autograd.grad(objective, list(params.values()))
+    for k in range(2):
+        alone = EnsembleQ(11, 3, 2, (8, 8)).double()
+        with torch.no_grad():
+            for p, stacked in zip(alone.parameters(), params.values()):
+                p.copy_(stacked.view(2, *p.shape)[k])
+        mine = dict(alone.named_parameters())
+        member = [Batch(observations=b.observations[k], actions=b.actions[k]) for b in (offline, online)]
+        result = meta_critic_loss(alone, mine, member[0], y_off[k], member[1], y_on[k], float(inner_lr[k]))
+        torch.testing.assert_close(torch.stack(result[1:]), torch.stack([loss_off[k], loss_on[k], weight[k]]))
+        expected = torch.autograd.grad(result[0], list(mine.values()))
+        for g, e in zip(grads, expected):
+            torch.testing.assert_close(g.view(2, *e.shape)[k], e, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(weight[0], weight[1])
+
+
+def test_density_loss_and_priorities_per_member():
+    """Off2On's loss of a population is the sum of its members' losses; priorities normalise each member's rows
+    by its own offline batch with its own temperature."""
+    from zoo.agents.opt import balanced_priorities, density_ratio_loss
+
+    w_off = torch.tensor([[1.0, 32.0], [2.0, 4.0]])
+    w_on = torch.tensor([[1.0, 0.5], [3.0, 1.0]])
+    together = density_ratio_loss(w_off, w_on)
+    assert together.item() == pytest.approx(sum(density_ratio_loss(w_off[k], w_on[k]).item() for k in range(2)))
+    w = torch.tensor([[1.0, 32.0, 0.0], [4.0, 16.0, 1e20]])
+    temperature = torch.tensor([5.0, 2.0], dtype=torch.float64)
+    priorities = balanced_priorities(w, w_off, temperature)
+    for k in range(2):
+        torch.testing.assert_close(priorities[k], balanced_priorities(w[k], w_off[k], float(temperature[k])))
+    # member 0 (T = 5): w^(1/5) / mean(1, 2); member 1 (T = 2): w^(1/2) / mean(sqrt 2, 2), clipped to 1e3
+    expected = [[1 / 1.5, 2 / 1.5, 1e-3], [2 / 1.7071068, 4 / 1.7071068, 1e3]]
+    np.testing.assert_allclose(priorities.numpy(), expected, rtol=1e-6)
