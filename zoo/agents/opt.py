@@ -257,7 +257,8 @@ class OnlinePretraining:
 
     :param online_actor_loss: the actor's objective in phase 3: "q" (-mean Q_mix: OPT on TD3+BC drops the
         BC term) or "own" (the agent's actor loss on Q_mix: OPT on SPOT)
-    Other arguments: see OPT.
+    Other arguments: see OPT; in a population, the float settings its members differ in are (P,) float64
+    tensors of their exact values (`member_values`), read again when fine-tuning starts (`read_settings`).
     """
 
     def __init__(
@@ -265,13 +266,13 @@ class OnlinePretraining:
         *,
         n_tau: int,
         n_pretrain: int,
-        inner_lr: float,
-        kappa_start: float,
-        kappa_end: float,
+        inner_lr: float | torch.Tensor,
+        kappa_start: float | torch.Tensor,
+        kappa_end: float | torch.Tensor,
         kappa_steps: int,
-        temperature: float,
+        temperature: float | torch.Tensor,
         reset_optimizers_online: bool,
-        online_gamma: float | None,
+        online_gamma: float | torch.Tensor | None,
         online_actor_loss: str,
     ):
         if online_actor_loss not in ("q", "own"):
