@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from tests.conftest import TINY_ID, tiny_episodes
 from zoo.checkpoint import load_checkpoint
@@ -29,22 +30,27 @@ from zoo.cli import main
 from zoo.data import load_dataset, write_dataset
 from zoo.errors import DataError, UserError
 from zoo.registry import make_population
-from zoo.resume import STATE_DIR, latest_training_state, load_population_state, load_training_state
+from zoo.resume import (
+    STATE_DIR, latest_training_state, load_population_state, load_training_state, save_training_state,
+)
 from zoo.runs import resume_run, train_population
 
 SEEDS = [0, 3]
-AGENT = {"device": "cpu", "batch_size": 8}
-SETTINGS = {**AGENT, "eval_freq": 100, "n_eval_episodes": 1}
-# 200 gradient steps, evaluations every 100, a state every 50 (the CLI's spelling of SETTINGS).
+AGENT = {"device": "cpu", "batch_size": 8, "policy_kwargs": {"net_arch": [32, 32]}}
+SETTINGS = {**AGENT, "eval_freq": 100, "n_eval_episodes": 1, "finetune_eval_freq": 40}
+# 200 gradient steps (evaluations every 100, a state every 50), then 160 env steps of fine-tuning (evaluations
+# every 40): the CLI's spelling of SETTINGS.
 TRAIN = [
-    "train", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", "200", "--set", "eval_freq=100",
-    "--set", "n_eval_episodes=1", "--set", "batch_size=8", "--device", "cpu", "--save-freq", "50",
-    "--seeds", "0,3",
+    "train", "--algo", "td3bc", "--dataset", TINY_ID, "--steps", "200", "--finetune-steps", "160",
+    "--set", "eval_freq=100", "--set", "finetune_eval_freq=40", "--set", "n_eval_episodes=1",
+    "--set", "batch_size=8", "--set", "policy_kwargs={net_arch: [32, 32]}", "--device", "cpu",
+    "--save-freq", "50", "--seeds", "0,3",
 ]
-# Fine-tuning: 100 gradient steps, then 200 env steps evaluated every 50.
-FINETUNE = {"n_timesteps": 100, "n_finetune_timesteps": 200, "finetune_eval_freq": 50}
 # Files of a finished population that must be the same, byte for byte, however it got there.
-SAME_FILES = ["aggregate.csv", "aggregate.json", *[f"seed{s}/evaluations.csv" for s in SEEDS]]
+SAME_FILES = [
+    "aggregate.csv", "aggregate.json", "finetune/aggregate.csv", "progress.csv",
+    *[f"seed{s}/{name}" for s in SEEDS for name in ("evaluations.csv", "finetune/evaluations.csv")],
+]
 
 
 def zoo_process(*args: str, root: Path) -> subprocess.Popen:
@@ -71,15 +77,7 @@ def interrupted_line(err: str) -> str:
     return line
 
 
-def train_in_process(out: Path, **settings) -> object:
-    overrides = {**SETTINGS, **{k: settings.pop(k) for k in ("finetune_eval_freq",) if k in settings}}
-    return train_population(
-        "td3bc", load_dataset(TINY_ID, device="cpu"), out, SEEDS, overrides=overrides, evaluate_initial=True,
-        progress_bar=False, verbose=0, **settings,
-    )
-
-
-def zip_tensors(path: Path) -> dict[str, dict[str, torch.Tensor]]:
+def zip_tensors(path: Path) -> dict[str, dict]:
     """Every .pth of SB3's zip (policy weights, each optimizer's Adam moments), read with weights_only."""
     with zipfile.ZipFile(path) as archive:
         return {
@@ -92,6 +90,17 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
     assert a.keys() == b.keys()
     different = [name for name in a if not torch.equal(a[name], b[name])]
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def assert_same_zips(a: Path, b: Path) -> None:
+    """Two members' SB3 zips: weights and both optimizers' Adam moments and steps, bitwise."""
+    ours, theirs = zip_tensors(a), zip_tensors(b)
+    assert ours.keys() == theirs.keys() == {"policy.pth", "policy.actor_optimizer.pth", "policy.critic_optimizer.pth"}
+    assert_same_tensors(ours["policy.pth"], theirs["policy.pth"])
+    for name in ("policy.actor_optimizer.pth", "policy.critic_optimizer.pth"):
+        assert ours[name]["state"].keys() == theirs[name]["state"].keys() and ours[name]["state"]
+        for index, values in ours[name]["state"].items():
+            assert_same_tensors(values, theirs[name]["state"][index])
 
 
 def assert_same_optimizers(a, b) -> None:
@@ -107,36 +116,50 @@ def hidden_files(folder: Path) -> list[Path]:
     return list(folder.rglob(".*"))
 
 
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """The uninterrupted population (in this process, one torch thread as the subprocesses have)."""
+def root(tmp_path_factory) -> Path:
+    """A Minari root with the tiny dataset, for the module's runs (tests get their own root from conftest)."""
     root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
+    return root
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory, root):
+    """The uninterrupted population, offline then online (in this process, one torch thread, as the
+    subprocesses have; `zoo train` runs train_population with the same settings)."""
     out = tmp_path_factory.mktemp("reference") / "population"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root))
-        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
-        result = train_in_process(out, n_timesteps=200, save_freq=50)
-    return result
+        return train_population(
+            "td3bc", load_dataset(TINY_ID, device="cpu"), out, SEEDS, n_timesteps=200, n_finetune_timesteps=160,
+            overrides=SETTINGS, evaluate_initial=True, progress_bar=False, verbose=0, save_freq=50,
+        )
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory, reference):
+def reference(whole) -> Path:
+    return whole.folder
+
+
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory, root) -> tuple[Path, str]:
     """A real `zoo train --seeds 0,3` stopped by Ctrl-C once its first state is written: (folder, stderr)."""
-    root = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
     out = tmp_path_factory.mktemp("interrupted") / "population"
     process = zoo_process(*TRAIN, "--out", str(out), root=root)
     _, err = stop_when(lambda: latest_training_state(out) is not None, process, signal.SIGINT)
     assert process.returncode == 130, err
-    return out, err, root
+    return out, err
 
 
-def test_ctrl_c_saves_the_population_and_resume_ends_as_the_run_that_never_stopped(
-    interrupted, reference, tmp_path, capsys, monkeypatch
-):
-    folder, err, root = interrupted
+def test_ctrl_c_saves_one_state_of_the_whole_population(interrupted):
+    folder, err = interrupted
     assert "Traceback" not in err
     state = latest_training_state(folder)
     line = interrupted_line(err)
@@ -157,79 +180,70 @@ def test_ctrl_c_saves_the_population_and_resume_ends_as_the_run_that_never_stopp
         "seeds": SEEDS, "learning_rates": {"actor_optimizer": rates, "critic_optimizer": rates},
     }
     assert config["training"]["num_timesteps"] == config["training"]["gradient_steps"] == step
+    assert sorted(config["tensors"]["extra"]) == sorted(["rng/member/0", "rng/member/1", "rng/numpy", "rng/python", "rng/torch"])
     history = config["run_info"]["run"]
-    assert [[e["step"] for e in member] for member in history["evaluations"]] == [
-        [s for s in (100,) if s <= step]
-    ] * 2
+    assert history["phase"] == "offline"
+    assert [[e["step"] for e in member] for member in history["evaluations"]] == [[s for s in (100,) if s <= step]] * 2
     assert len(history["initial"]) == 2  # the untrained members' evaluations, for aggregate.json
 
-    # Resumed through the CLI (in this process; the population's own seeds may be given again), on a copy.
-    copy = tmp_path / "copy"
-    shutil.copytree(folder, copy)
-    capsys.readouterr()
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
-    assert main(["train", "--resume", str(copy), "--seeds", "0,3"]) == 0
-    out = capsys.readouterr().out
-    assert "offline (200 steps)" in out and f"seed runs: {copy}/seed<k>" in out
-    for seed in SEEDS:  # weights and both optimizers' Adam moments of every member, bitwise
-        ours = zip_tensors(copy / f"seed{seed}" / "td3bc.zip")
-        theirs = zip_tensors(reference.folder / f"seed{seed}" / "td3bc.zip")
-        assert ours.keys() == theirs.keys() == {"policy.pth", "policy.actor_optimizer.pth", "policy.critic_optimizer.pth"}
-        assert_same_tensors(ours["policy.pth"], theirs["policy.pth"])
-        for name in ("policy.actor_optimizer.pth", "policy.critic_optimizer.pth"):
-            for index, values in ours[name]["state"].items():
-                assert_same_tensors(values, theirs[name]["state"][index])
-    for name in SAME_FILES:  # evaluations continue (no row twice), the aggregate is the uninterrupted one's
-        assert (copy / name).read_text() == (reference.folder / name).read_text(), name
-    with (copy / "seed3" / "evaluations.csv").open() as handle:
-        assert [int(row["step"]) for row in csv.DictReader(handle)] == [100, 200]
-    # Finished: the population says so, its states are gone, every seed run has its mark.
-    assert sorted(p.name for p in (copy / STATE_DIR).iterdir()) == ["finished.json"]
-    assert json.loads((copy / STATE_DIR / "finished.json").read_text())["num_timesteps"] == 200
-    assert all((copy / f"seed{s}" / STATE_DIR / "finished.json").is_file() for s in SEEDS)
-    assert hidden_files(copy) == []
-    assert main(["train", "--resume", str(copy)]) == 2
 
-
-def test_a_finished_population_says_so(reference, capsys):
-    assert main(["train", "--resume", str(reference.folder)]) == 2
-    err = capsys.readouterr().err
-    assert err == (
-        f"zoo: error: {reference.folder} finished already (200 steps, seeds 0,3): there is nothing to resume; "
-        "train a new run with another --out.\n"
-    )
-
-
-def test_fine_tuning_stopped_by_sigterm_restarts_from_the_end_of_offline_learning(tiny, tmp_path):
-    """SIGTERM during online fine-tuning: the state written when offline learning ended is the one resumed,
-    fine-tuning starts again from its first env step, and the population ends as the uninterrupted one."""
-    whole = train_in_process(tmp_path / "whole", **FINETUNE)
-    out = tmp_path / "cut"
-    process = zoo_process(
-        *TRAIN[:6], "100", *TRAIN[7:], "--finetune-steps", "200", "--set", "finetune_eval_freq=50",
-        "--out", str(out), root=tiny_root(),
-    )
-    _, err = stop_when(lambda: (out / "seed0" / "finetune" / "evaluations.csv").exists(), process, signal.SIGTERM)
+def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interrupted, whole, reference, root, tmp_path):
+    """Ctrl-C during offline learning; `zoo train --resume` (a real process) continues it exactly and is
+    stopped by SIGTERM during fine-tuning; the second resume restarts fine-tuning from the state written when
+    offline learning ended. Offline checkpoints, the final weights and Adam moments, the seed runs' files and
+    the aggregate are the uninterrupted run's."""
+    folder = tmp_path / "population"
+    shutil.copytree(interrupted[0], folder)
+    process = zoo_process("train", "--resume", str(folder), "--seeds", "0,3", root=root)  # its own seeds: fine
+    _, err = stop_when(lambda: (folder / "seed3" / "finetune" / "evaluations.csv").exists(), process, signal.SIGTERM)
     assert process.returncode == 143, err
     line = interrupted_line(err)
     assert line.startswith("zoo: interrupted at env step ") and line.endswith(
-        f"of 200 of online fine-tuning; `zoo train --resume {out}` restarts fine-tuning from the end of offline "
+        f"of 160 of online fine-tuning; `zoo train --resume {folder}` restarts fine-tuning from the end of offline "
         "learning (an env mid-episode cannot be restored)"
     )
-    state = latest_training_state(out)
+    # Offline learning went on exactly where it stopped: every member's weights and Adam moments, bitwise.
+    for seed in SEEDS:
+        assert_same_zips(folder / f"seed{seed}" / "td3bc.zip", reference / f"seed{seed}" / "td3bc.zip")
+        for name in ("evaluations.csv", "learning_curve.png"):
+            assert (folder / f"seed{seed}" / name).read_bytes() == (reference / f"seed{seed}" / name).read_bytes()
+    state = latest_training_state(folder)
     assert json.loads((state / "config.json").read_text())["run_info"]["run"]["phase"] == "offline-done"
 
-    resumed = resume_run(out, progress_bar=False, verbose=0)  # the population folder: resumed as a population
-    assert resumed.seeds == SEEDS and resumed.agent.num_timesteps == 200
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        resumed = resume_run(folder, progress_bar=False, verbose=0)  # a population folder: as a population
+    assert resumed.seeds == SEEDS and resumed.agent.num_timesteps == 160
     assert_same_tensors(whole.agent.policy.state_dict(), resumed.agent.policy.state_dict())
     assert_same_optimizers(whole.agent, resumed.agent)
-    assert resumed.online_evaluations == whole.online_evaluations and resumed.evaluations == whole.evaluations
-    for name in [*SAME_FILES, "finetune/aggregate.csv", *[f"seed{s}/finetune/evaluations.csv" for s in SEEDS]]:
-        assert (out / name).read_text() == (whole.folder / name).read_text(), name
+    assert resumed.evaluations == whole.evaluations and resumed.initial == whole.initial
+    assert resumed.online_evaluations == whole.online_evaluations
+    assert [e.step for e in resumed.online_evaluations[1]] == [40, 80, 120, 160]
+    for name in SAME_FILES:  # evaluations continue (no row twice), the aggregate is the uninterrupted one's
+        assert (folder / name).read_text() == (reference / name).read_text(), name
+    with (folder / "seed3" / "evaluations.csv").open() as handle:
+        assert [int(row["step"]) for row in csv.DictReader(handle)] == [100, 200]
+    for seed in SEEDS:
+        finetuned = folder / f"seed{seed}" / "td3bc-finetuned.zip"
+        assert_same_zips(finetuned, reference / f"seed{seed}" / "td3bc-finetuned.zip")
+    # (the zips are the members of the resumed population: member(k) carries its slices of every tensor)
+    member = resumed.agent.member(1)
+    assert_same_tensors(
+        {k: v.cpu() for k, v in member.policy.state_dict().items()}, zip_tensors(finetuned)["policy.pth"]
+    )
+    # Finished: the population says so, its states are gone, every seed run has its mark.
+    assert sorted(p.name for p in (folder / STATE_DIR).iterdir()) == ["finished.json"]
+    assert json.loads((folder / STATE_DIR / "finished.json").read_text())["num_timesteps"] == 160
+    assert all((folder / f"seed{s}" / STATE_DIR / "finished.json").is_file() for s in SEEDS)
+    assert hidden_files(folder) == []
 
 
-def tiny_root() -> Path:
-    return Path(os.environ["MINARI_DATASETS_PATH"])
+def test_a_finished_population_says_so(reference, capsys):
+    assert main(["train", "--resume", str(reference)]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: {reference} finished already (160 steps, seeds 0,3): there is nothing to resume; "
+        "train a new run with another --out.\n"
+    )
 
 
 # ------------------------------------------------------------------------------------------- bad input
@@ -238,7 +252,7 @@ def tiny_root() -> Path:
 def test_resume_refuses_other_seeds_and_a_seed_folder_in_one_line(interrupted, tmp_path, capsys):
     folder = tmp_path / "population"
     shutil.copytree(interrupted[0], folder)
-    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    before = files_of(folder)
     assert main(["train", "--resume", str(folder), "--seeds", "0-2"]) == 2
     assert capsys.readouterr().err == (
         f"zoo: error: --seeds 0-2 is not the population in {folder}, whose seeds are 0,3: drop --seeds "
@@ -257,10 +271,16 @@ def test_resume_refuses_other_seeds_and_a_seed_folder_in_one_line(interrupted, t
     )
     assert main(["train", *TRAIN[1:], "--out", str(folder)]) == 2  # a new run into it: the way out is named
     assert f"continue it with `zoo train --resume {folder}`" in capsys.readouterr().err
-    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before  # nothing touched
+    assert files_of(folder) == before  # nothing touched
+    (folder / "population.json").write_text('{"algo": "td3bc"')  # cut short
+    assert main(["train", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"zoo: error: {folder / 'population.json'} cannot be read (") and err.endswith(
+        "): resuming a population needs its own config.\n"
+    )
 
 
-def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, tiny, tmp_path, capsys):
+def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, write_tiny, tmp_path, capsys):
     folder = tmp_path / "population"
     shutil.copytree(interrupted[0], folder)
     state = latest_training_state(folder)
@@ -268,17 +288,18 @@ def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, tin
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    before = {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    before = files_of(folder)
     assert main(["train", "--resume", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"zoo: error: {state}: model.safetensors does not match")
     assert "remove that folder to resume from an earlier state (or from the start, if it is the only one)" in err
-    assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before
+    assert files_of(folder) == before  # (refused before the data loads: this test's Minari root is empty)
 
     # A population state is not one agent's, and the other way round: each loader says where it belongs.
     shutil.rmtree(folder)
     shutil.copytree(interrupted[0], folder)
     state = latest_training_state(folder)
+    write_tiny()
     dataset = load_dataset(TINY_ID, device="cpu")
     with pytest.raises(UserError, match="is the training state of a population: resume its population folder"):
         load_training_state(state, dataset, "cpu")
@@ -292,3 +313,57 @@ def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, tin
     history = load_population_state(state, population)
     step = json.loads((state / "config.json").read_text())["training"]["num_timesteps"]
     assert population.training_counters["num_timesteps"] == step and len(history["evaluations"]) == 2
+
+
+# ------------------------------------------------------------------------- the state itself, in process
+
+
+class SaveAt(BaseCallback):
+    """Writes a training state of the agent at gradient step `step` (as TrainingStateCallback does)."""
+
+    def __init__(self, step: int, folder: Path, key: str):
+        super().__init__()
+        self.step, self.folder, self.key = step, folder, key
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps == self.step:
+            save_training_state(self.model, self.folder, {"evaluations": []}, key=self.key)
+        return True
+
+
+SMALL = {"device": "cpu", "batch_size": 8, "policy_kwargs": {"net_arch": [32, 32], "actor_net_arch": [32, 32]}}
+
+
+@pytest.mark.parametrize(
+    "algo, settings, members, at",
+    [
+        # The state is after the switch at update 10: the population is set up again at the state's counters
+        # (set_population_counters) and keeps its per-member gamma (agent) and td_weight (recipe).
+        ("td3bc-mc", {"pretrain_steps": 10}, [{"gamma": 0.99, "pretrain_kwargs": {"td_weight": 0.2}},
+                                              {"gamma": 0.9, "pretrain_kwargs": {"td_weight": 0.7}}], 25),
+        # PSQN's backbone frozen at the switch (16 = 40% of 40): the optimizers of that phase; per-member rates.
+        ("psqn", {"pretrain_steps": 0.4, "pretrain_kwargs": {"freeze_backbone": True}},
+         [{"learning_rate": 1e-3}, {"learning_rate": 3e-4}], 20),
+    ],
+)
+def test_a_population_state_resumes_bitwise_across_a_phase_switch(tiny, tmp_path, algo, settings, members, at):
+    dataset = load_dataset(TINY_ID, device="cpu")
+    kwargs = {**SMALL, **settings}
+    if algo == "psqn":
+        kwargs["policy_kwargs"] = {"net_arch": [32, 32]}
+    whole = make_population(algo, dataset, SEEDS, members=members, **kwargs)
+    whole.learn(40, callback=SaveAt(at, tmp_path, algo), progress_bar=False)
+    state = latest_training_state(tmp_path)
+
+    resumed = make_population(algo, dataset, SEEDS, members=members, **kwargs)
+    assert load_population_state(state, resumed) == {"evaluations": []}
+    assert resumed.training_counters == {**whole.training_counters, "num_timesteps": at, "n_updates": at}
+    resumed.learn(40 - resumed.num_timesteps, reset_num_timesteps=False, progress_bar=False)
+    assert resumed.training_counters == whole.training_counters
+    assert_same_tensors(whole.policy.state_dict(), resumed.policy.state_dict())
+    assert_same_optimizers(whole, resumed)
+    for name in whole.policy.optimizer_names:
+        assert torch.equal(getattr(whole.policy, name).member_lr, getattr(resumed.policy, name).member_lr)
+    if algo == "td3bc-mc":
+        assert resumed.gamma.tolist() == pytest.approx([0.99, 0.9])
+        assert resumed.pretraining.td_weight.tolist() == pytest.approx([0.2, 0.7])

@@ -265,8 +265,16 @@ def constructor_arguments(agent: "OfflineAlgorithm") -> dict[str, Any]:
             "format "
             "stores registry agents only (use agent.save for SB3's pickled format)."
         )
+    population = getattr(agent, "is_population", False)
+
+    def value(name: str) -> Any:
+        setting = getattr(agent, name)
+        if population and torch.is_tensor(setting) and setting.dim() == 1:
+            return setting.tolist()  # a population's setting that differs per member: one value per member
+        return setting
+
     return {
-        name: _jsonable(getattr(agent, name), f"setting '{name}'")
+        name: _jsonable(value(name), f"setting '{name}'")
         for name in constructor_parameters(cls)
         if name not in NOT_RECORDED
     }

@@ -19,7 +19,9 @@ population folder: its stacked weights (member k's slices), the MemberAdam momen
 per-member learning rates, every member's generator (the agent's MemberRandom, which its networks draw from
 too), the counters, and the run's history (each member's evaluations, from which the seed runs' files and
 the aggregate are written). It is loaded into the population rebuilt from population.json
-(`load_population_state`), so member k resumes exactly as a population of one with seed k would.
+(`load_population_state`), so member k resumes exactly as a population of one with seed k would. No state
+is written during online fine-tuning, so the members' exploration generators (made when fine-tuning starts,
+seeded with the members' seeds) are never part of one: fine-tuning starts again with them fresh.
 
 Stop requests (SIGINT, SIGTERM) set a flag that is read after each whole update, never inside one; a second
 Ctrl-C raises at once (zoo.runs raises Interrupted naming the last state; a state being written then is
@@ -41,6 +43,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from zoo.agents.population import member_learning_rates, set_member_learning_rates, set_population_counters
@@ -121,16 +124,14 @@ def load_training_state(folder: str | os.PathLike, dataset, device: str = "auto"
     return agent, run_info["run"]
 
 
-def load_population_state(folder: str | os.PathLike, population) -> dict[str, Any]:
-    """Load the training state in `folder` into `population`, a population freshly built from its run's
-    population.json (zoo.registry.make_population): counters first (the model set up again at them:
-    set_population_counters), then the stacked weights and MemberAdam moments (names, shapes and dtypes
-    checked), the members' learning rates, and every RNG state (each member's generator, torch's, numpy's,
-    Python's). Returns the run's history (`run_info` given to save_training_state).
-
-    A damaged state, one of another population (other seeds) or of an ordinary agent is a UserError naming
-    the folder and what to do, raised before any training (the population is then to be discarded).
-    """
+def read_population_state(
+    folder: str | os.PathLike, seeds: list[int]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, Any]]:
+    """(config.json, tensors, run_info) of the training state in `folder`, checked to be whole (checksum) and
+    to be the state of the population of `seeds` (its seeds, one learning rate per member and optimizer,
+    one generator state per member). Needs no agent: `zoo train --resume` checks the state before the data
+    loads. A damaged state, one of another population or of an ordinary agent is a UserError naming the
+    folder and what to do."""
     folder = Path(folder)
     try:
         config, tensors = read_checkpoint(folder)
@@ -147,27 +148,51 @@ def load_population_state(folder: str | os.PathLike, population) -> dict[str, An
             f"{folder} is the training state of one agent, not of a population: resume its own run folder "
             "with zoo train --resume."
         )
-    seeds = [int(s) for s in population.member_seeds]
+    seeds = [int(s) for s in seeds]
     if described.get("seeds") != seeds:
         raise UserError(
             f"{folder} is the state of a population of seeds {described.get('seeds')}, the population.json "
             f"beside it has seeds {seeds}: the folder's files were mixed; {_remove_hint(folder)}."
         )
     rates = described.get("learning_rates")
-    names = list(population.policy.optimizer_names)
-    if not isinstance(rates, dict) or sorted(rates) != sorted(names) or any(
-        not isinstance(rates[n], list) or len(rates[n]) != len(seeds) for n in names
+    if not isinstance(rates, dict) or not rates or any(
+        not isinstance(r, list) or len(r) != len(seeds) or not all(isinstance(v, float) for v in r)
+        for r in rates.values()
     ):
         raise UserError(
             f"{folder}: config.json run_info 'population.learning_rates' is not one rate per member for each "
-            f"of the optimizers {names}: {_remove_hint(folder)}."
+            f"optimizer: {_remove_hint(folder)}."
+        )
+    missing = [f"extra.rng/member/{k}" for k in range(len(seeds)) if f"extra.rng/member/{k}" not in tensors]
+    if missing or not isinstance(record.get("training_state"), dict) or not isinstance(record.get("run"), dict):
+        what = f"the generator state {missing[0]}" if missing else "its counters or its run history"
+        raise UserError(f"{folder} lacks {what}: {_remove_hint(folder)}.")
+    return config, tensors, record
+
+
+def load_population_state(folder: str | os.PathLike, population) -> dict[str, Any]:
+    """Load the training state in `folder` into `population`, a population freshly built from its run's
+    population.json (zoo.registry.make_population): counters first (the model set up again at them:
+    set_population_counters), then the stacked weights and MemberAdam moments (names, shapes and dtypes
+    checked), the members' learning rates, and every RNG state (each member's generator, torch's, numpy's,
+    Python's). Returns the run's history (`run_info` given to save_training_state).
+
+    Anything that does not fit (`read_population_state`'s checks, then the tensors against the population)
+    is a UserError naming the folder and what to do, raised before any training (the population is then to
+    be discarded).
+    """
+    folder = Path(folder)
+    config, tensors, record = read_population_state(folder, population.member_seeds)
+    rates = record["population"]["learning_rates"]
+    names = list(population.policy.optimizer_names)
+    if sorted(rates) != sorted(names):
+        raise UserError(
+            f"{folder} holds learning rates for the optimizers {sorted(rates)}, the population has "
+            f"{sorted(names)}: {_remove_hint(folder)}."
         )
     prefix = "extra."
     extras = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
-    missing = [f"rng/member/{k}" for k in range(len(seeds)) if f"rng/member/{k}" not in extras]
-    if missing:
-        raise UserError(f"{folder} lacks the generator state {missing[0]}: {_remove_hint(folder)}.")
-    info = record.get("training_state")
+    info = record["training_state"]
     try:
         set_population_counters(population, info)
         load_checkpoint_tensors(population, config, tensors, folder)

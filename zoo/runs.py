@@ -32,7 +32,7 @@ from zoo.registry import make_agent
 from zoo.resume import (
     StopCallback, StopRequest, TrainingStateCallback, continue_progress_csv, evaluations_from_json,
     evaluations_to_json, finished_info, kept_csv_text, latest_training_state, load_population_state,
-    load_training_state, mark_finished, remove_stale_states, stop_on_signals, truncate_csv,
+    load_training_state, mark_finished, read_population_state, remove_stale_states, stop_on_signals, truncate_csv,
 )
 
 
@@ -835,6 +835,9 @@ def resume_population(
             "seeds), or train the other seeds as a new population with another --out."
         )
     _refuse_finished_population(folder, config)
+    state = latest_training_state(folder)
+    if state is not None:  # a damaged state is refused before the data loads (train_population loads it)
+        read_population_state(state, config["seeds"])
     dataset = load_dataset(config["dataset"], device=config["kwargs"].get("device", "auto"))
     return train_population(
         config["algo"], dataset, folder, config["seeds"], progress_bar=progress_bar, verbose=verbose,
