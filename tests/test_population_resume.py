@@ -48,7 +48,7 @@ TRAIN = [
 ]
 # Files of a finished population that must be the same, byte for byte, however it got there.
 SAME_FILES = [
-    "aggregate.csv", "aggregate.json", "finetune/aggregate.csv", "progress.csv",
+    "aggregate.csv", "aggregate.json", "finetune/aggregate.csv",
     *[f"seed{s}/{name}" for s in SEEDS for name in ("evaluations.csv", "finetune/evaluations.csv")],
 ]
 
@@ -194,6 +194,11 @@ def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interru
     the aggregate are the uninterrupted run's."""
     folder = tmp_path / "population"
     shutil.copytree(interrupted[0], folder)
+    # progress.csv rows as a run logging every 10 updates would have left them when killed after update 210
+    # (the interrupted run logged none: SB3 logs every 1000): the rows after the state's update go.
+    progress = "train/actor_loss,train/n_updates\n" + "".join(f"0.5,{n}\n" for n in range(10, 211, 10))
+    (folder / "progress.csv").write_text(progress)
+    step = json.loads((latest_training_state(folder) / "config.json").read_text())["training"]["gradient_steps"]
     process = zoo_process("train", "--resume", str(folder), "--seeds", "0,3", root=root)  # its own seeds: fine
     _, err = stop_when(lambda: (folder / "seed3" / "finetune" / "evaluations.csv").exists(), process, signal.SIGTERM)
     assert process.returncode == 143, err
@@ -209,6 +214,8 @@ def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interru
             assert (folder / f"seed{seed}" / name).read_bytes() == (reference / f"seed{seed}" / name).read_bytes()
     state = latest_training_state(folder)
     assert json.loads((state / "config.json").read_text())["run_info"]["run"]["phase"] == "offline-done"
+    kept = "train/actor_loss,train/n_updates\n" + "".join(f"0.5,{n}\n" for n in range(10, step + 1, 10))
+    assert (folder / "progress.csv").read_text() == kept  # cut back to the state's update at once
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root))
@@ -223,6 +230,7 @@ def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interru
         assert (folder / name).read_text() == (reference / name).read_text(), name
     with (folder / "seed3" / "evaluations.csv").open() as handle:
         assert [int(row["step"]) for row in csv.DictReader(handle)] == [100, 200]
+    assert (folder / "progress.csv").read_text() == kept  # (no row logged after: SB3 logs every 1000 updates)
     for seed in SEEDS:
         finetuned = folder / f"seed{seed}" / "td3bc-finetuned.zip"
         assert_same_zips(finetuned, reference / f"seed{seed}" / "td3bc-finetuned.zip")

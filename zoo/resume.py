@@ -285,11 +285,14 @@ def continue_progress_csv(logger, rows_path: str | os.PathLike, kept_text: str) 
     if not lines:
         return
     target = Path(rows_path).resolve()
+    text = kept_text if kept_text.endswith("\n") else kept_text + "\n"
     for output in logger.output_formats:
         if isinstance(output, CSVOutputFormat) and Path(output.file.name).resolve() == target:
             output.keys = next(csv.reader([lines[0]]))
-            output.file.write(kept_text if kept_text.endswith("\n") else kept_text + "\n")
+            output.file.write(text)
             output.file.flush()
+            if isinstance(output.file, io.StringIO):  # zoo.runs' writer keeps the rows in memory and rewrites
+                atomic_write_text(target, text)  # the file at each dump: the rows after the state go now
 
 
 # ---------------------------------------------------------------------------------------------- stopping
