@@ -95,7 +95,8 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 def assert_same_zips(a: Path, b: Path) -> None:
     """Two members' SB3 zips: weights and both optimizers' Adam moments and steps, bitwise."""
     ours, theirs = zip_tensors(a), zip_tensors(b)
-    assert ours.keys() == theirs.keys() == {"policy.pth", "policy.actor_optimizer.pth", "policy.critic_optimizer.pth"}
+    names = {"policy.pth", "policy.actor_optimizer.pth", "policy.critic_optimizer.pth"}
+    assert ours.keys() == theirs.keys() == names
     assert_same_tensors(ours["policy.pth"], theirs["policy.pth"])
     for name in ("policy.actor_optimizer.pth", "policy.critic_optimizer.pth"):
         assert ours[name]["state"].keys() == theirs[name]["state"].keys() and ours[name]["state"]
@@ -138,8 +139,9 @@ def whole(tmp_path_factory, root):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root))
         return train_population(
-            "td3bc", load_dataset(TINY_ID, device="cpu"), out, SEEDS, n_timesteps=200, n_finetune_timesteps=160,
-            overrides=SETTINGS, evaluate_initial=True, progress_bar=False, verbose=0, save_freq=50,
+            "td3bc", load_dataset(TINY_ID, device="cpu"), out, SEEDS, n_timesteps=200,
+            n_finetune_timesteps=160, overrides=SETTINGS, evaluate_initial=True, progress_bar=False, verbose=0,
+            save_freq=50,
         )
 
 
@@ -180,14 +182,18 @@ def test_ctrl_c_saves_one_state_of_the_whole_population(interrupted):
         "seeds": SEEDS, "learning_rates": {"actor_optimizer": rates, "critic_optimizer": rates},
     }
     assert config["training"]["num_timesteps"] == config["training"]["gradient_steps"] == step
-    assert sorted(config["tensors"]["extra"]) == sorted(["rng/member/0", "rng/member/1", "rng/numpy", "rng/python", "rng/torch"])
+    generators = ["rng/member/0", "rng/member/1", "rng/numpy", "rng/python", "rng/torch"]
+    assert sorted(config["tensors"]["extra"]) == sorted(generators)
     history = config["run_info"]["run"]
     assert history["phase"] == "offline"
-    assert [[e["step"] for e in member] for member in history["evaluations"]] == [[s for s in (100,) if s <= step]] * 2
+    steps = [[e["step"] for e in member] for member in history["evaluations"]]
+    assert steps == [[s for s in (100,) if s <= step]] * 2
     assert len(history["initial"]) == 2  # the untrained members' evaluations, for aggregate.json
 
 
-def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interrupted, whole, reference, root, tmp_path):
+def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(
+    interrupted, whole, reference, root, tmp_path
+):
     """Ctrl-C during offline learning; `zoo train --resume` (a real process) continues it exactly and is
     stopped by SIGTERM during fine-tuning; the second resume restarts fine-tuning from the state written when
     offline learning ended. Offline checkpoints, the final weights and Adam moments, the seed runs' files and
@@ -198,20 +204,23 @@ def test_resumed_twice_the_population_ends_as_the_run_that_never_stopped(interru
     # (the interrupted run logged none: SB3 logs every 1000): the rows after the state's update go.
     progress = "train/actor_loss,train/n_updates\n" + "".join(f"0.5,{n}\n" for n in range(10, 211, 10))
     (folder / "progress.csv").write_text(progress)
-    step = json.loads((latest_training_state(folder) / "config.json").read_text())["training"]["gradient_steps"]
-    process = zoo_process("train", "--resume", str(folder), "--seeds", "0,3", root=root)  # its own seeds: fine
-    _, err = stop_when(lambda: (folder / "seed3" / "finetune" / "evaluations.csv").exists(), process, signal.SIGTERM)
+    config = json.loads((latest_training_state(folder) / "config.json").read_text())
+    step = config["training"]["gradient_steps"]
+    process = zoo_process("train", "--resume", str(folder), "--seeds", "0,3", root=root)  # its own seeds
+    online = folder / "seed3" / "finetune" / "evaluations.csv"
+    _, err = stop_when(online.exists, process, signal.SIGTERM)
     assert process.returncode == 143, err
     line = interrupted_line(err)
     assert line.startswith("zoo: interrupted at env step ") and line.endswith(
-        f"of 160 of online fine-tuning; `zoo train --resume {folder}` restarts fine-tuning from the end of offline "
-        "learning (an env mid-episode cannot be restored)"
+        f"of 160 of online fine-tuning; `zoo train --resume {folder}` restarts fine-tuning from the end of "
+        "offline learning (an env mid-episode cannot be restored)"
     )
     # Offline learning went on exactly where it stopped: every member's weights and Adam moments, bitwise.
     for seed in SEEDS:
         assert_same_zips(folder / f"seed{seed}" / "td3bc.zip", reference / f"seed{seed}" / "td3bc.zip")
         for name in ("evaluations.csv", "learning_curve.png"):
-            assert (folder / f"seed{seed}" / name).read_bytes() == (reference / f"seed{seed}" / name).read_bytes()
+            ours, theirs = folder / f"seed{seed}" / name, reference / f"seed{seed}" / name
+            assert ours.read_bytes() == theirs.read_bytes(), name
     state = latest_training_state(folder)
     assert json.loads((state / "config.json").read_text())["run_info"]["run"]["phase"] == "offline-done"
     kept = "train/actor_loss,train/n_updates\n" + "".join(f"0.5,{n}\n" for n in range(10, step + 1, 10))
@@ -264,18 +273,18 @@ def test_resume_refuses_other_seeds_and_a_seed_folder_in_one_line(interrupted, t
     assert main(["train", "--resume", str(folder), "--seeds", "0-2"]) == 2
     assert capsys.readouterr().err == (
         f"zoo: error: --seeds 0-2 is not the population in {folder}, whose seeds are 0,3: drop --seeds "
-        "(--resume continues the population with its own seeds), or train the other seeds as a new population "
-        "with another --out.\n"
+        "(--resume continues the population with its own seeds), or train the other seeds as a new "
+        "population with another --out.\n"
     )
     assert main(["train", "--resume", str(folder), "--save-freq", "10"]) == 2
     assert capsys.readouterr().err == (
-        f"zoo: error: --resume continues a run with the settings in {folder}/population.json; drop --save-freq "
-        "(or start a new run without --resume).\n"
+        f"zoo: error: --resume continues a run with the settings in {folder}/population.json; drop "
+        "--save-freq (or start a new run without --resume).\n"
     )
     assert main(["train", "--resume", str(folder / "seed3")]) == 2
     assert capsys.readouterr().err == (
-        f"zoo: error: {folder / 'seed3'} is seed 3 of a population run that did not finish: its training state "
-        f"is the population's; resume the whole population with zoo train --resume {folder}.\n"
+        f"zoo: error: {folder / 'seed3'} is seed 3 of a population run that did not finish: its training "
+        f"state is the population's; resume the whole population with zoo train --resume {folder}.\n"
     )
     assert main(["train", *TRAIN[1:], "--out", str(folder)]) == 2  # a new run into it: the way out is named
     assert f"continue it with `zoo train --resume {folder}`" in capsys.readouterr().err
@@ -300,7 +309,7 @@ def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, wri
     assert main(["train", "--resume", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"zoo: error: {state}: model.safetensors does not match")
-    assert "remove that folder to resume from an earlier state (or from the start, if it is the only one)" in err
+    assert "remove that folder to resume from an earlier state (or from the start, if it is the only" in err
     assert files_of(folder) == before  # (refused before the data loads: this test's Minari root is empty)
 
     # A population state is not one agent's, and the other way round: each loader says where it belongs.
@@ -309,12 +318,13 @@ def test_a_damaged_population_state_is_one_line_before_any_work(interrupted, wri
     state = latest_training_state(folder)
     write_tiny()
     dataset = load_dataset(TINY_ID, device="cpu")
-    with pytest.raises(UserError, match="is the training state of a population: resume its population folder"):
+    with pytest.raises(UserError, match="is the training state of a population: resume its population"):
         load_training_state(state, dataset, "cpu")
     with pytest.raises(DataError, match="is the training state of a population .* `zoo train --resume`"):
         load_checkpoint(state)
     other = make_population("td3bc", dataset, [0, 4], **AGENT)
-    with pytest.raises(UserError, match=r"population of seeds \[0, 3\], the population.json beside it has seeds \[0, 4\]"):
+    mixed = r"population of seeds \[0, 3\], the population.json beside it has seeds \[0, 4\]"
+    with pytest.raises(UserError, match=mixed):
         load_population_state(state, other)
     # The state loads into the population its population.json builds, at the state's counters.
     population = make_population("td3bc", dataset, SEEDS, **AGENT)
@@ -339,7 +349,9 @@ class SaveAt(BaseCallback):
         return True
 
 
-SMALL = {"device": "cpu", "batch_size": 8, "policy_kwargs": {"net_arch": [32, 32], "actor_net_arch": [32, 32]}}
+SMALL = {
+    "device": "cpu", "batch_size": 8, "policy_kwargs": {"net_arch": [32, 32], "actor_net_arch": [32, 32]},
+}
 
 
 @pytest.mark.parametrize(
@@ -349,12 +361,15 @@ SMALL = {"device": "cpu", "batch_size": 8, "policy_kwargs": {"net_arch": [32, 32
         # (set_population_counters) and keeps its per-member gamma (agent) and td_weight (recipe).
         ("td3bc-mc", {"pretrain_steps": 10}, [{"gamma": 0.99, "pretrain_kwargs": {"td_weight": 0.2}},
                                               {"gamma": 0.9, "pretrain_kwargs": {"td_weight": 0.7}}], 25),
-        # PSQN's backbone frozen at the switch (16 = 40% of 40): the optimizers of that phase; per-member rates.
+        # PSQN's backbone frozen at the switch (16 = 40% of 40): the optimizers of that phase; per-member
+        # learning rates.
         ("psqn", {"pretrain_steps": 0.4, "pretrain_kwargs": {"freeze_backbone": True}},
          [{"learning_rate": 1e-3}, {"learning_rate": 3e-4}], 20),
     ],
 )
-def test_a_population_state_resumes_bitwise_across_a_phase_switch(tiny, tmp_path, algo, settings, members, at):
+def test_a_population_state_resumes_bitwise_across_a_phase_switch(
+    tiny, tmp_path, algo, settings, members, at
+):
     dataset = load_dataset(TINY_ID, device="cpu")
     kwargs = {**SMALL, **settings}
     if algo == "psqn":

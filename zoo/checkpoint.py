@@ -446,8 +446,8 @@ def load_checkpoint(
     if population is not None:
         raise DataError(
             f"{path} is the training state of a population (several agents in one), not one agent: continue "
-            "it with `zoo train --resume` of its population folder; a member's own checkpoint is the <algo>.zip "
-            "in the population's seed<k>/ folder."
+            "it with `zoo train --resume` of its population folder; a member's own checkpoint is the "
+            "<algo>.zip in the population's seed<k>/ folder."
         )
     agent_config = config["agent"]
     cls = _agent_class(agent_config, path)
@@ -502,8 +502,8 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
 
 
 def load_checkpoint_tensors(
-    agent: "OfflineAlgorithm", config: dict[str, Any], tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-    *, load_optimizer: bool = True,
+    agent: "OfflineAlgorithm", config: dict[str, Any], tensors: dict[str, torch.Tensor],
+    path: str | os.PathLike, *, load_optimizer: bool = True,
 ) -> None:
     """Put a checkpoint's weights (and optimizer moments) into `agent`, an agent already built as the one
     saved (a population rebuilt from its population.json, whose tensors carry the member axis): every name,

@@ -38,7 +38,8 @@ def _train(args: argparse.Namespace) -> None:
     from zoo.data import load_dataset
     from zoo.errors import UserError
     from zoo.runs import (
-        POPULATION_CONFIG, next_run_folder, read_population_config, resume_population, resume_run, train_offline,
+        POPULATION_CONFIG, next_run_folder, read_population_config, resume_population, resume_run,
+        train_offline,
     )
 
     if args.resume is not None:
@@ -351,13 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--save-freq", type=int, default=None, metavar="N",
-        help="write a training state every N gradient steps (default: at every evaluation; 0: only on Ctrl-C); "
-        "with --seeds one state holds the whole population",
+        help="write a training state every N gradient steps (default: at every evaluation; 0: only on "
+        "Ctrl-C); with --seeds one state holds the whole population",
     )
     train.add_argument(
         "--resume", default=None, metavar="RUN_DIR",
-        help="continue an interrupted run from its last training state, with the settings in its config.json; "
-        "a population folder (zoo train --seeds, with population.json) continues as one population",
+        help="continue an interrupted run from its last training state, with the settings in its "
+        "config.json; a population folder (zoo train --seeds, with population.json) continues as one "
+        "population",
     )
     train.set_defaults(func=_train)
 

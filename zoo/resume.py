@@ -138,7 +138,9 @@ def read_population_state(
     except UserError as error:
         raise UserError(f"{error} (the training state cannot be used: {_remove_hint(folder)})") from None
     except Exception as error:  # OSError, safetensors' SafetensorError (an Exception)
-        raise UserError(f"The training state {folder} cannot be read ({error}): {_remove_hint(folder)}.") from None
+        raise UserError(
+            f"The training state {folder} cannot be read ({error}): {_remove_hint(folder)}."
+        ) from None
     record = config["run_info"]
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise UserError(f"{folder} is a checkpoint but not a zoo training state (no {FORMAT!r} run_info).")
@@ -164,7 +166,8 @@ def read_population_state(
             f"optimizer: {_remove_hint(folder)}."
         )
     missing = [f"extra.rng/member/{k}" for k in range(len(seeds)) if f"extra.rng/member/{k}" not in tensors]
-    if missing or not isinstance(record.get("training_state"), dict) or not isinstance(record.get("run"), dict):
+    whole = isinstance(record.get("training_state"), dict) and isinstance(record.get("run"), dict)
+    if missing or not whole:
         what = f"the generator state {missing[0]}" if missing else "its counters or its run history"
         raise UserError(f"{folder} lacks {what}: {_remove_hint(folder)}.")
     return config, tensors, record

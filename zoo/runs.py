@@ -32,7 +32,8 @@ from zoo.registry import make_agent
 from zoo.resume import (
     StopCallback, StopRequest, TrainingStateCallback, continue_progress_csv, evaluations_from_json,
     evaluations_to_json, finished_info, kept_csv_text, latest_training_state, load_population_state,
-    load_training_state, mark_finished, read_population_state, remove_stale_states, stop_on_signals, truncate_csv,
+    load_training_state, mark_finished, read_population_state, remove_stale_states, stop_on_signals,
+    truncate_csv,
 )
 
 
@@ -101,7 +102,9 @@ def train_offline(
 def checked_save_freq(save_freq: int | None, default: int | None) -> int | None:
     """A run's save_freq: `save_freq` (gradient steps >= 0; 0: states only on Ctrl-C), else `default`
     (the run's eval_freq); anything else is refused (ConfigError), by `zoo train` before any work."""
-    if save_freq is not None and (isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 0):
+    if save_freq is not None and (
+        isinstance(save_freq, bool) or not isinstance(save_freq, int) or save_freq < 0
+    ):
         raise ConfigError(
             f"--save-freq is a number of gradient steps >= 0 (0: states only on Ctrl-C), got {save_freq!r}."
         )
@@ -345,8 +348,10 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return config
 
 
-def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int = 1,
-               on_evaluation: Callable[[Evaluation, str], None] | None = None) -> RunResult | PopulationResult:
+def resume_run(
+    run_dir: str | Path, *, progress_bar: bool = True, verbose: int = 1,
+    on_evaluation: Callable[[Evaluation, str], None] | None = None,
+) -> RunResult | PopulationResult:
     """Continue the `zoo train` run in `run_dir` from its last training state, to the total its config.json
     records, with the settings recorded there (the YAML is not read again); a population folder (with
     population.json) is resumed as a population (`resume_population`, a PopulationResult).
@@ -359,7 +364,9 @@ def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int =
     run_dir = Path(run_dir)
     if (run_dir / POPULATION_CONFIG).is_file():
         if on_evaluation is not None:
-            raise UserError(f"{run_dir} is a population run: resume it with resume_population (no on_evaluation).")
+            raise UserError(
+                f"{run_dir} is a population run: resume it with resume_population (no on_evaluation)."
+            )
         return resume_population(run_dir, progress_bar=progress_bar, verbose=verbose)
     config = read_run_config(run_dir)
     done = finished_info(run_dir)
@@ -369,10 +376,12 @@ def resume_run(run_dir: str | Path, *, progress_bar: bool = True, verbose: int =
             "there is nothing to resume; train a new run with another --out."
         )
     if "population" in config:
-        folder = run_dir.parent if (run_dir.parent / POPULATION_CONFIG).is_file() else config["population"]["folder"]
+        folder = run_dir.parent
+        if not (folder / POPULATION_CONFIG).is_file():
+            folder = config["population"]["folder"]
         raise UserError(
-            f"{run_dir} is seed {config['seed']} of a population run that did not finish: its training state is "
-            f"the population's; resume the whole population with zoo train --resume {folder}."
+            f"{run_dir} is seed {config['seed']} of a population run that did not finish: its training state "
+            f"is the population's; resume the whole population with zoo train --resume {folder}."
         )
     dataset = load_dataset(
         config["dataset"], fraction=config.get("fraction", 1.0), subset=config.get("subset", "transitions"),
@@ -623,9 +632,9 @@ def _train_population(
         config = read_population_config(out_dir)
         if config["seeds"] != seeds or config["algo"] != algo or config["dataset"] != dataset.dataset_id:
             raise UserError(
-                f"{out_dir}/{POPULATION_CONFIG} is a population of {config['algo']} on {config['dataset']} with "
-                f"seeds {seeds_label(config['seeds'])}, not of {algo} on {dataset.dataset_id} with seeds "
-                f"{seeds_label(seeds)}: resume it with its own settings (zoo train --resume {out_dir})."
+                f"{out_dir}/{POPULATION_CONFIG} is a population of {config['algo']} on {config['dataset']} "
+                f"with seeds {seeds_label(config['seeds'])}, not of {algo} on {dataset.dataset_id} with "
+                f"seeds {seeds_label(seeds)}: resume it with its own settings (zoo train --resume {out_dir})."
             )
         _refuse_finished_population(out_dir, config)
         kwargs, run, evaluate_initial = config["kwargs"], config["run"], config.get("evaluate_initial", False)
@@ -665,7 +674,8 @@ def _train_population(
 
     progress = out_dir / "progress.csv"
     # A resumed run keeps the rows up to its state's update and writes the later ones again.
-    kept = kept_csv_text(progress, "train/n_updates", agent.training_counters["n_updates"]) if resume else None
+    n_updates = agent.training_counters["n_updates"]
+    kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
     agent.set_logger(run_logger(out_dir, verbose))
     if kept:
         continue_progress_csv(agent.logger, progress, kept)
@@ -720,8 +730,8 @@ def _train_population(
         if stop:
             raise _interrupted(states, out_dir, run["n_timesteps"])
         if resume:
-            for run_dir in runs:
-                (run_dir / "finetune" / "evaluations.csv").unlink(missing_ok=True)  # the interrupted attempt's
+            for run_dir in runs:  # the interrupted attempt's
+                (run_dir / "finetune" / "evaluations.csv").unlink(missing_ok=True)
         online_callback = PopulationEvalCallback(
             eval_freq=run["finetune_eval_freq"], n_eval_episodes=run["n_eval_episodes"],
             log_paths=[run_dir / "finetune" for run_dir in runs], labels=labels, verbose=verbose,
@@ -782,15 +792,20 @@ def read_population_config(folder: str | Path) -> dict[str, Any]:
     try:
         config = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{folder} has no {POPULATION_CONFIG}: it is not a `zoo train --seeds` folder.") from None
+        raise UserError(
+            f"{folder} has no {POPULATION_CONFIG}: it is not a `zoo train --seeds` folder."
+        ) from None
     except (OSError, ValueError) as error:
-        raise UserError(f"{path} cannot be read ({error}): resuming a population needs its own config.") from None
+        raise UserError(
+            f"{path} cannot be read ({error}): resuming a population needs its own config."
+        ) from None
     missing = [key for key in ("algo", "dataset", "seeds", "kwargs", "run") if key not in config]
     seeds = config.get("seeds")
     if missing or not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         problem = f"lacks {', '.join(missing)}" if missing else f"has no list of seeds ({seeds!r})"
         raise UserError(
-            f"{path} {problem}: it was not written by `zoo train --seeds`, so the population cannot be resumed."
+            f"{path} {problem}: it was not written by `zoo train --seeds`, so the population cannot be "
+            "resumed."
         )
     return config
 
@@ -814,8 +829,9 @@ def _refuse_finished_population(folder: Path, config: dict[str, Any]) -> None:
     done = population_finished(folder)
     if done is not None:
         raise UserError(
-            f"{folder} finished already ({done['num_timesteps']} steps, seeds {seeds_label(config['seeds'])}): "
-            "there is nothing to resume; train a new run with another --out."
+            f"{folder} finished already ({done['num_timesteps']} steps, seeds "
+            f"{seeds_label(config['seeds'])}): there is nothing to resume; train a new run with another "
+            "--out."
         )
 
 

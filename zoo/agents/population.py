@@ -167,13 +167,15 @@ def build_population(
         setattr(population, name, torch.tensor(values, dtype=torch.float32, device=device))
     for name, values in recipe_varying.items():
         setattr(population.pretraining, name, torch.tensor(values, dtype=torch.float32, device=device))
-    population._member_varying = (tuple(varying), tuple(recipe_varying))  # set again by set_population_counters
+    # (set again by set_population_counters, which sets the model up anew)
+    population._member_varying = (tuple(varying), tuple(recipe_varying))
     return population
 
 
 def member_learning_rates(population: "OfflineAlgorithm") -> dict[str, list[float]]:
     """Each optimizer's per-member learning rates (MemberAdam.member_lr), by optimizer name."""
-    return {name: getattr(population.policy, name).member_lr.tolist() for name in population.policy.optimizer_names}
+    policy = population.policy
+    return {name: getattr(policy, name).member_lr.tolist() for name in policy.optimizer_names}
 
 
 def set_member_learning_rates(population: "OfflineAlgorithm", rates: Mapping[str, Sequence[float]]) -> None:
@@ -187,11 +189,11 @@ def set_population_counters(population: "OfflineAlgorithm", counters: Mapping[st
     training state's weights and optimizer moments are loaded into it.
 
     As zoo.checkpoint's load of an ordinary agent does (counters set before its set-up), the model is set up
-    again with the counters in place, so that phase switches already passed apply (a recipe's `finish`, e.g.
-    PSQN's frozen backbone; SPOT's frozen VAE) and the optimizers hold the parameter groups of that phase. What
-    build_population put on top of the set-up survives it: the members' learning rates and the per-member
-    (K,) settings of the agent and of its recipe. The weights are the set-up's fresh ones until the state's
-    are loaded.
+    again with the counters in place, so that phase switches already passed apply (a recipe's `finish`,
+    e.g. PSQN's frozen backbone; SPOT's frozen VAE) and the optimizers hold the parameter groups of that
+    phase. What build_population put on top of the set-up survives it: the members' learning rates and the
+    per-member (K,) settings of the agent and of its recipe. The weights are the set-up's fresh ones until
+    the state's are loaded.
     """
     counters = {name: int(counters[name]) for name in ("num_timesteps", "n_updates", "pretrain_budget")}
     if counters == population.training_counters:
