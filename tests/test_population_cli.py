@@ -74,9 +74,6 @@ def test_seeds_grammar():
     (["--seeds", "0-3", "--fraction", "0.5"], "--fraction does not go with --seeds"),
     (["--seeds", "0-3", "--subset", "trajectories"], "--subset does not go with --seeds"),
     (["--seeds", "0-3", "--save-freq", "-1"], "--save-freq is a number of gradient steps >= 0"),
-    (["--seeds", "0-3", "--algo", "opt"], "opt fine-tunes online for 300000 env steps (n_finetune_timesteps), "
-     "which an opt population cannot do yet (its online phases run per agent): train the seeds separately with "
-     "zoo train --seed K, or pass --finetune-steps 0"),
 ])
 def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_path):
     # The dataset does not exist: the flags are refused before anything is loaded.
@@ -84,18 +81,6 @@ def test_bad_seeds_flags_are_one_line_before_any_work(flags, words, capsys, tmp_
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("zoo: error: ") and words in err, err
     assert not (tmp_path / "x").exists()
-
-
-def test_which_populations_fine_tune_online():
-    from zoo.registry import AGENTS
-    from zoo.runs import population_fine_tunes
-
-    # OPT's and OPT-SPOT's online phases run per agent (the key, or OPT built on SPOT); every other agent's
-    # population fine-tunes, on any base
-    refused = {(key, base) for key, spec in AGENTS.items() for base in (None, *spec.bases)
-               if not population_fine_tunes(key, {"base": base} if base else {})}
-    assert refused == {("opt", None), ("opt", "td3bc"), ("opt", "spot"), ("opt-spot", None)}
-    assert population_fine_tunes("psqn", {"base": "calql"}) and population_fine_tunes("td3bc", {})
 
 
 def test_a_bad_seeds_string_from_a_real_process(tmp_path):
@@ -384,15 +369,29 @@ def test_zoo_train_seeds_fine_tunes_online_and_writes_ordinary_fine_tuning_runs(
     assert f"2 run(s) (seeds 0, 1), step 30: normalized score {mean:.1f}" in capsys.readouterr().out
 
 
-def test_opt_population_fine_tuning_is_refused_from_a_real_process(tiny, tmp_path):
+def test_opt_population_fine_tunes_online_from_a_real_process(tiny, tmp_path):
+    """`zoo train --algo opt --seeds 0,1 --finetune-steps 30`: OPT's online phases (collection until n_tau,
+    Q_on's meta-pretraining, then prioritised updates) run for both members side by side; each seed folder
+    holds an ordinary OPT fine-tuning run whose policy moved online, and the online aggregate is their mean."""
+    from zoo.checkpoint import load_agent
+
     out = tmp_path / "opt"
+    opt = ["--set", "n_tau=8", "--set", "n_pretrain=3", "--set", "online_utd_ratio=1"]
     done = subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *FINETUNE[:2], "opt", *FINETUNE[3:], "--seeds", "0,1", "--out", str(out)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
+        [sys.executable, "-m", "zoo.cli", *FINETUNE[:2], "opt", *FINETUNE[3:], *opt, "--seeds", "0,1",
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=180, env={**os.environ, "OMP_NUM_THREADS": "1"}, cwd=tmp_path,
     )
-    assert done.returncode == 2 and done.stdout == "" and not out.exists()
-    assert done.stderr == (
-        "zoo: error: opt fine-tunes online for 30 env steps (n_finetune_timesteps), which an opt population cannot "
-        "do yet (its online phases run per agent): train the seeds separately with zoo train --seed K, or pass "
-        "--finetune-steps 0 for offline learning only.\n"
-    )
+    assert done.returncode == 0, done.stderr
+    aggregate = json.loads((out / "aggregate.json").read_text())["online"]
+    finals = {}
+    for seed in (0, 1):
+        online = rows_of(out / f"seed{seed}" / "finetune" / "evaluations.csv")
+        assert [row["step"] for row in online] == [15, 30]
+        finals[str(seed)] = online[-1]["normalized_score"]
+        offline = policy_tensors(load_agent(out / f"seed{seed}" / "opt.zip", "opt", device="cpu"))
+        tuned = policy_tensors(load_agent(out / f"seed{seed}" / "opt-finetuned.zip", "opt", device="cpu"))
+        actor = [name for name in offline if name.startswith("actor.")]
+        assert actor and max((tuned[n] - offline[n]).abs().max().item() for n in actor) > 0  # phase 3 ran
+    assert aggregate["final"]["step"] == 30 and aggregate["final"]["per_seed"] == finals
+    assert aggregate["final"]["mean"] == pytest.approx(np.mean(list(finals.values())), abs=1e-9)

@@ -389,10 +389,6 @@ def test_opt_studies_that_fine_tune_train_as_populations(tiny, tmp_path, capsys)
     assert _how_trials_train(the_plan("opt", 30)) == (
         "one trial at a time, trained as one population of 2 members (one per group of structurally equal trials)"
     )
-    # the sequential fallback's wording, for an agent whose populations could not fine-tune
-    assert _how_trials_train(replace(the_plan("opt", 30), online_populations=False)) == (
-        "one trial at a time; each seed trains as its own run (fine-tuning online: opt's populations cannot)"
-    )
 
     folder = tmp_path / "study"
     settings = TuneSettings(

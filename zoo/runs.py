@@ -524,33 +524,18 @@ class PopulationResult:
         return self.online_aggregate if self.online_aggregate is not None else self.aggregate
 
 
-def population_fine_tunes(algo: str, kwargs: dict[str, Any]) -> bool:
-    """Whether a population of `algo` (built on `kwargs["base"]`) can fine-tune online: every agent's can,
-    OPT's and OPT-SPOT's included (their online phases run per member: zoo.agents.opt). Kept as the one
-    place where a key whose populations could not would be named (population_settings and the tuner ask)."""
-    return True
-
-
 def population_settings(
     algo: str, dataset_id: str, hyperparams_path: str | Path | None = None,
     overrides: dict[str, Any] | None = None, n_timesteps: int | None = None,
     n_finetune_timesteps: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(agent kwargs, run settings) of a population run, resolved as `train_offline` resolves them; a run
-    that would fine-tune online (YAML n_finetune_timesteps or `n_finetune_timesteps` > 0) with a key whose
-    populations cannot (population_fine_tunes: OPT, OPT-SPOT) is refused. Needs no data: `zoo train
-    --seeds` calls it before loading any."""
+    """(agent kwargs, run settings) of a population run, resolved as `train_offline` resolves them. Needs no
+    data: `zoo train --seeds` calls it before loading any."""
     kwargs, run = load_hyperparams(algo, dataset_id, hyperparams_path, overrides)
     if n_timesteps is not None:
         run["n_timesteps"] = n_timesteps
     if n_finetune_timesteps is not None:
         run["n_finetune_timesteps"] = n_finetune_timesteps
-    if run["n_finetune_timesteps"] > 0 and not population_fine_tunes(algo, kwargs):
-        raise UserError(
-            f"{algo} fine-tunes online for {run['n_finetune_timesteps']} env steps (n_finetune_timesteps), "
-            f"which an {algo} population cannot do yet (its online phases run per agent): train the seeds "
-            "separately with zoo train --seed K, or pass --finetune-steps 0 for offline learning only."
-        )
     return kwargs, run
 
 

@@ -159,7 +159,6 @@ class _Plan:
     run: dict[str, Any]  # resolved run settings: n_timesteps, eval_freq, ... (see zoo.config.RUN_SETTINGS)
     evaluations_per_seed: int
     objective: str  # "normalized score" or "return"
-    online_populations: bool = True  # the agent's populations can fine-tune online (every key's today)
 
     @property
     def warmup(self) -> int:
@@ -169,10 +168,7 @@ class _Plan:
     @property
     def population(self) -> bool:
         """Seeds and trials train as populations, offline and then online when the trials fine-tune: not on a
-        --fraction below 1 (seed k trains on its own draw of the data, a population on one), nor when
-        fine-tuning an agent whose populations cannot (none today: zoo.runs.population_fine_tunes)."""
-        if self.run["n_finetune_timesteps"] and not self.online_populations:
-            return False
+        --fraction below 1 (seed k trains on its own draw of the data, a population on one)."""
         return self.settings.fraction >= 1.0
 
     @property
@@ -217,7 +213,6 @@ def plan(settings: TuneSettings) -> _Plan:
     """Check everything a trial needs before any work: the space, the YAML and --set, the dataset."""
     from zoo.config import load_hyperparams
     from zoo.data import load_dataset
-    from zoo.runs import population_fine_tunes
 
     search_space(settings.algo)
     dataset = load_dataset(settings.dataset, fraction=settings.fraction, seed=0, device="cpu")
@@ -237,7 +232,7 @@ def plan(settings: TuneSettings) -> _Plan:
         )
         evaluations += run["n_finetune_timesteps"] // run["finetune_eval_freq"]
     objective = "normalized score" if dataset.task.has_reference else "return"
-    return _Plan(settings, run, evaluations, objective, population_fine_tunes(settings.algo, kwargs))
+    return _Plan(settings, run, evaluations, objective)
 
 
 def _eval_freq(total: int, freq: int, n_evaluations: int | None) -> int:
@@ -282,11 +277,8 @@ def tune(settings: TuneSettings):
 def _how_trials_train(the_plan: _Plan) -> str:
     s = the_plan.settings
     batch = f"{s.batch} trials asked at once" if s.batch > 1 else "one trial at a time"
-    if not the_plan.population:
-        if s.fraction < 1.0:
-            why = f"--fraction {s.fraction:g}: populations need offline learning on all the data"
-        else:
-            why = f"fine-tuning online: {s.algo}'s populations cannot"
+    if not the_plan.population:  # --fraction below 1
+        why = f"--fraction {s.fraction:g}: populations need offline learning on all the data"
         return f"{batch}; each seed trains as its own run ({why})"
     members = f"{s.batch} x {s.seeds} members" if s.batch > 1 else f"{s.seeds} members"
     return f"{batch}, trained as one population of {members} (one per group of structurally equal trials)"
@@ -537,7 +529,7 @@ class _Trainer:
       finetune_eval_freq env steps, seed-k/<algo>-finetuned.zip at the end; the final score is the online one.
     - one run per seed (zoo.runs.train_offline), as before populations: a trial of one seed in a batch of
       one, and every trial with --fraction below 1 (seed k trains on its own subset of the data, a population
-      on one dataset) or when fine-tuning an agent whose populations cannot (zoo.runs.population_fine_tunes).
+      on one dataset).
 
     Reports: after evaluation j, for k = 0..K-1, the mean over seeds 0..k of their j-th score at step
     k * M + j (M = evaluations per seed), exactly the values the sequential runs report (seed after seed),
