@@ -236,8 +236,7 @@ def member_values(agent, name: str) -> float | torch.Tensor:
     """The agent's float setting `name`: a float, or, in a population whose members differ in it, the (P,)
     float64 tensor of the exact values the members were built with (computed with in float64 and rounded
     once where a loss uses them, as a population of one rounds its Python float). Read from the members'
-    recorded settings: zoo.agents.population keeps a setting named like a learning rate (inner_lr) out of
-    the population's attributes, as if an optimizer held it, which none does for inner_lr."""
+    recorded settings (the population's own attribute holds them as float32)."""
     recorded = getattr(agent, "member_hyperparameters", None)
     if not getattr(agent, "is_population", False) or not recorded:
         return float(getattr(agent, name))

@@ -49,7 +49,10 @@ _PER_MEMBER_ELSEWHERE = frozenset({"seed", "_explore_rng"})
 
 
 def _is_learning_rate(name: str) -> bool:
-    return "learning_rate" in name or name.endswith("_lr")
+    """An agent's optimizer learning-rate setting (learning_rate, actor_learning_rate, density_learning_rate,
+    ...): its per-member values live in the optimizers. (OPT's inner_lr is a step size inside a loss, an
+    ordinary per-member float; the policies' actor_lr/critic_lr/... sit in policy_kwargs.)"""
+    return "learning_rate" in name
 
 
 def _is_float(value: Any) -> bool:
