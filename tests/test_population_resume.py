@@ -289,6 +289,11 @@ def test_resume_refuses_other_seeds_and_a_seed_folder_in_one_line(interrupted, t
         f"zoo: error: {folder / 'seed3'} is seed 3 of a population run that did not finish: its training "
         f"state is the population's; resume the whole population with zoo train --resume {folder}.\n"
     )
+    assert main(["train", "--resume", str(folder / "seed3"), "--seeds", "3-3"]) == 2
+    assert capsys.readouterr().err == (
+        f"zoo: error: --seeds does not go with --resume {folder / 'seed3'}: it is one run, not a population "
+        "folder (no population.json); drop --seeds.\n"
+    )
     assert main(["train", *TRAIN[1:], "--out", str(folder)]) == 2  # a new run into it: the way out is named
     assert f"continue it with `zoo train --resume {folder}`" in capsys.readouterr().err
     assert files_of(folder) == before  # nothing touched
