@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds", default=None, metavar="SEEDS",
         help="train these seeds as one population in one process, e.g. 0-7 or 0,3,5: a run folder per seed "
         "(seed<k>/) and their aggregate (mean, 95%% bootstrap CI, curve with its band) in "
-        "runs/<algo>/<dataset>/seeds<SEEDS>_N (or --out)",
+        "runs/<algo>/<dataset>/seeds<SEEDS>_N (or --out); --save-freq and --resume as for one run",
     )
     train.add_argument("--steps", type=int, default=None, help="gradient steps (default: from the YAML)")
     train.add_argument(
