@@ -164,13 +164,7 @@ def _train(
     if not resume:
         replaced = claim_run_folder(out_dir, overwrite)
         atomic_write_json(out_dir / "config.json", config)
-    progress = out_dir / "progress.csv"
-    # A resumed run keeps the rows up to its state's update and writes the later ones again.
-    n_updates = agent.training_counters["n_updates"]
-    kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
-    agent.set_logger(run_logger(out_dir, verbose))
-    if kept:
-        continue_progress_csv(agent.logger, progress, kept)
+    _set_run_logger(agent, out_dir, verbose, resume)
     eval_callback = EvalCallback(
         eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_path=out_dir, verbose=verbose
     )
@@ -231,11 +225,7 @@ def _train(
             progress_bar=progress_bar,
         )
         if stop:
-            raise Interrupted(
-                f"zoo: interrupted at env step {agent.num_timesteps} of {run['n_finetune_timesteps']} of "
-                f"online fine-tuning; `zoo train --resume {out_dir}` restarts fine-tuning from the end of "
-                "offline learning (an env mid-episode cannot be restored)", stop.signal,
-            )
+            raise _interrupted_online(agent, run, out_dir, stop)
         final = _final_evaluation(online_callback, agent)
         online = online_callback.evaluations
         checkpoint = out_dir / f"{algo}-finetuned.zip"
@@ -392,6 +382,28 @@ def resume_run(
         evaluate_initial=config.get("evaluate_initial", False), progress_bar=progress_bar, verbose=verbose,
         command=config.get("command"), fraction=config.get("fraction", 1.0), on_evaluation=on_evaluation,
         subset=config.get("subset", "transitions"), resume=True,
+    )
+
+
+def _set_run_logger(agent: OfflineAlgorithm, out_dir: Path, verbose: int, resume: bool) -> None:
+    """Give the agent its run's logger; a resumed run keeps the progress.csv rows up to its state's update
+    and writes the later ones again."""
+    progress = out_dir / "progress.csv"
+    n_updates = agent.training_counters["n_updates"]
+    kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
+    agent.set_logger(run_logger(out_dir, verbose))
+    if kept:
+        continue_progress_csv(agent.logger, progress, kept)
+
+
+def _interrupted_online(
+    agent: OfflineAlgorithm, run: dict[str, Any], out_dir: Path, stop: StopRequest
+) -> Interrupted:
+    """A stop during online fine-tuning, which saves nothing: the resume starts fine-tuning again."""
+    return Interrupted(
+        f"zoo: interrupted at env step {agent.num_timesteps} of {run['n_finetune_timesteps']} of online "
+        f"fine-tuning; `zoo train --resume {out_dir}` restarts fine-tuning from the end of offline learning "
+        "(an env mid-episode cannot be restored)", stop.signal,
     )
 
 
@@ -657,13 +669,7 @@ def _train_population(
                 "evaluate_initial": evaluate_initial, "population": population,
             })
 
-    progress = out_dir / "progress.csv"
-    # A resumed run keeps the rows up to its state's update and writes the later ones again.
-    n_updates = agent.training_counters["n_updates"]
-    kept = kept_csv_text(progress, "train/n_updates", n_updates) if resume else None
-    agent.set_logger(run_logger(out_dir, verbose))
-    if kept:
-        continue_progress_csv(agent.logger, progress, kept)
+    _set_run_logger(agent, out_dir, verbose, resume)
     labels = [f"seed{s}" for s in seeds]
     callback = PopulationEvalCallback(
         eval_freq=run["eval_freq"], n_eval_episodes=run["n_eval_episodes"], log_paths=runs, labels=labels,
@@ -726,11 +732,7 @@ def _train_population(
             progress_bar=progress_bar,
         )
         if stop:
-            raise Interrupted(
-                f"zoo: interrupted at env step {agent.num_timesteps} of {run['n_finetune_timesteps']} of "
-                f"online fine-tuning; `zoo train --resume {out_dir}` restarts fine-tuning from the end of "
-                "offline learning (an env mid-episode cannot be restored)", stop.signal,
-            )
+            raise _interrupted_online(agent, run, out_dir, stop)
         final = _final_population_evaluation(online_callback, agent)
         online = online_callback.evaluations
         checkpoints = [run_dir / f"{algo}-finetuned.zip" for run_dir in runs]
