@@ -90,6 +90,16 @@ def tiny_episodes() -> list[Episode]:
     ]
 
 
+def tiny_root(tmp_path_factory) -> Path:
+    """A new Minari root holding the tiny dataset at TINY_ID, for a module's runs (each test still gets its
+    own root from `minari_root_per_test`; give this one to subprocesses as MINARI_DATASETS_PATH)."""
+    root = tmp_path_factory.mktemp("minari")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
+    return root
+
+
 @pytest.fixture
 def make_episode():
     """The `hand_episode` builder, for tests that need their own episodes."""

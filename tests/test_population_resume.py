@@ -24,10 +24,10 @@ import pytest
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
-from tests.conftest import TINY_ID, tiny_episodes
+from tests.conftest import TINY_ID, tiny_root
 from zoo.checkpoint import load_checkpoint
 from zoo.cli import main
-from zoo.data import load_dataset, write_dataset
+from zoo.data import load_dataset
 from zoo.errors import DataError, UserError
 from zoo.registry import make_population
 from zoo.resume import (
@@ -127,11 +127,7 @@ def files_of(folder: Path) -> dict[Path, bytes]:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory) -> Path:
     """A Minari root with the tiny dataset, for the module's runs (tests get their own root from conftest)."""
-    root = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
-    return root
+    return tiny_root(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

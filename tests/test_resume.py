@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import TINY_ID, tiny_episodes
+from tests.conftest import TINY_ID, tiny_root
 from zoo.cli import main
-from zoo.data import load_dataset, write_dataset
+from zoo.data import load_dataset
 from zoo.evaluation import bootstrap_mean_ci
 from zoo.plots import group_runs
 from zoo.registry import make_agent
@@ -79,10 +79,7 @@ def hidden_files(run_dir: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     """The uninterrupted run, through the same CLI."""
-    root = tmp_path_factory.mktemp("minari")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MINARI_DATASETS_PATH", str(root))
-        write_dataset(TINY_ID, tiny_episodes(), env_id="Hopper-v5")
+    root = tiny_root(tmp_path_factory)
     out = tmp_path_factory.mktemp("reference") / "run"
     done = run_zoo(*TRAIN, "--out", str(out), root=root)
     assert done.returncode == 0, done.stderr

@@ -318,18 +318,25 @@ def claim_run_folder(out_dir: Path, overwrite: bool) -> Path | None:
     return replaced
 
 
+def _read_config(path: Path, absent: str, needed_for: str) -> dict[str, Any]:
+    """A run's JSON config; UserError `absent` when the file does not exist, and one naming the file and
+    `needed_for` when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(absent) from None
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} cannot be read ({error}): {needed_for}.") from None
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """The config.json `zoo train` wrote in a run folder (algo, dataset, fraction, seed, kwargs, run,
     command)."""
     path = Path(run_dir) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{run_dir} has no config.json: it is not a `zoo train` run folder (or it was never started)."
-        ) from None
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path} cannot be read ({error}): resume needs the run's own config.") from None
+    config = _read_config(
+        path, f"{run_dir} has no config.json: it is not a `zoo train` run folder (or it was never started).",
+        "resume needs the run's own config",
+    )
     missing = [key for key in ("algo", "dataset", "seed", "kwargs", "run") if key not in config]
     if missing:
         raise UserError(
@@ -776,16 +783,10 @@ def read_population_config(folder: str | Path) -> dict[str, Any]:
     """The population.json `zoo train --seeds` wrote in a population folder, checked for what resuming
     reads (algo, dataset, seeds, kwargs, run); anything else is a UserError naming the file."""
     path = Path(folder) / POPULATION_CONFIG
-    try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(
-            f"{folder} has no {POPULATION_CONFIG}: it is not a `zoo train --seeds` folder."
-        ) from None
-    except (OSError, ValueError) as error:
-        raise UserError(
-            f"{path} cannot be read ({error}): resuming a population needs its own config."
-        ) from None
+    config = _read_config(
+        path, f"{folder} has no {POPULATION_CONFIG}: it is not a `zoo train --seeds` folder.",
+        "resuming a population needs its own config",
+    )
     missing = [key for key in ("algo", "dataset", "seeds", "kwargs", "run") if key not in config]
     seeds = config.get("seeds")
     if missing or not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
