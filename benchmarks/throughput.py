@@ -9,8 +9,12 @@ batched agent, K = 1, 4, 8, 16, fp32 and bf16) are timed in aggregate member-upd
 sequential runs of the eager reference, with each configuration's peak memory; `--score-steps N` adds
 fp32-vs-bf16 normalized scores of TD3+BC populations after N updates (same seeds, same data).
 All timings are interleaved rounds in one process (medians; ratios are medians of per-round ratios).
+On a CPU without bf16 instructions (AVX2 only) the bf16 population rows are skipped: bf16 products are
+emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost). The CQL pair is timed again in a
+child process on glibc's default allocator (see `default_allocator_cql`).
 The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
-population of 8, aggregate / eager TD3+BC>` and `cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
+population of 8, aggregate / eager TD3+BC>` (float32 where bf16 is emulated, said on the line before) and
+`cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
 
     python benchmarks/throughput.py [--device cuda] [--steps 2000] [--score-steps 20000]
 """
@@ -529,6 +533,16 @@ def population_step(key: str, settings: dict, dataset, device, k: int, precision
     return lambda: agent.train(gradient_steps=1, batch_size=BATCH)
 
 
+def population_precisions(device: torch.device) -> tuple[str, ...]:
+    """The precisions the population rows time: bf16 too, except on a CPU without bf16 instructions, which
+    emulates bf16 products (zoo warns; the "zoo TD3BC, bf16 matmuls" row shows the cost)."""
+    from zoo.agents.base import cpu_multiplies_bf16
+
+    if device.type == "cpu" and not cpu_multiplies_bf16():
+        return ("float32",)
+    return ("float32", "bfloat16")
+
+
 def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL")) -> dict[str, float]:
     """Aggregate member-updates/s of populations (K = --population-k, fp32 and bf16) against the eager
     reference run K times in sequence (whose aggregate is its own rate), for TD3+BC and CQL.
@@ -539,6 +553,7 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
     memory per configuration: see PeakMemory. Returns {"<algo> K=<k> <precision>": ratio}.
     """
     ks = [int(k) for k in args.population_k.split(",")]
+    precisions = population_precisions(device)
     ratios: dict[str, float] = {}
     for label, (key, settings, reference_cls) in POPULATION_ALGOS.items():
         if label not in labels:
@@ -556,7 +571,7 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
                 (f"K={k} {precision}", lambda k=k, p=precision: population_step(key, settings, dataset, device, k, p),
                  max(per_round // k, 2))
                 for k in ks
-                for precision in ("float32", "bfloat16")
+                for precision in precisions
             ),
         ]:
             gc.collect()
@@ -577,6 +592,9 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
             cells = []
             for precision in ("float32", "bfloat16"):
                 name = f"K={k} {precision}"
+                if precision not in precisions:
+                    cells.append(f"{'skipped':>10} {'':6} {'':>9}")
+                    continue
                 aggregate = [k * r for r in rates[name]]
                 ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
                 ratios[f"{label} {name}"] = ratio
@@ -761,6 +779,9 @@ def main() -> None:
     print(f"ratio_vs_reference={ratio('zoo TD3BC', 'reference eager TD3+BC'):.2f}")
     if "TD3+BC K=8 bfloat16" in population:
         print(f"population_ratio_k8={population['TD3+BC K=8 bfloat16']:.2f}")
+    elif "TD3+BC K=8 float32" in population:  # no bf16 instructions here: the float32 population
+        print("population_ratio_k8 below: float32 (this CPU has no bf16 instructions; bf16 rows skipped)")
+        print(f"population_ratio_k8={population['TD3+BC K=8 float32']:.2f}")
     if args.cql:
         print(f"cql_ratio_vs_reference={ratio('zoo CQL', 'reference eager CQL'):.2f}")
 

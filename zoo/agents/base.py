@@ -11,6 +11,7 @@ import atexit
 import os
 import time
 import uuid
+import warnings
 import weakref
 from collections import deque
 from pathlib import Path
@@ -76,6 +77,15 @@ class GradientStepProgressBar(ProgressBarCallback):
     def _on_training_end(self) -> None:
         GradientStepProgressBar.open_bars.discard(self)
         super()._on_training_end()
+
+
+def cpu_multiplies_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices with bf16 instructions (AVX512 with BF16, or AMX: oneDNN's
+    own check). Without them PyTorch emulates bf16 products, far slower than float32 ones."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def close_progress_bars() -> None:
@@ -171,7 +181,8 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         (Cal-QL/CQL on AntMaze: 10, -5; SPOT/OPT on AntMaze: 1, -1)
     :param reward_bias: see reward_scale
     :param precision: "float32" (default, exact) or "bfloat16": matrix products under bf16 autocast with
-        fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, GPUs)
+        fp32 weights, optimizer and losses; faster where the hardware has bf16 units (AMX, AVX512-BF16,
+        GPUs), far slower where it has not (a CPU without them emulates bf16 products: a warning says so)
     :param compile: False (eager), True/"default", "reduce-overhead" (CUDA graphs), "max-autotune",
         "max-autotune-no-cudagraphs" or "aot_eager": the loss computations of each update run through
         torch.compile with that mode (backend), with the same random draws (zoo.agents.compiled)
@@ -250,6 +261,13 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         )
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}.")
+        if precision == "bfloat16" and self.device.type == "cpu" and not cpu_multiplies_bf16():
+            warnings.warn(
+                "precision='bfloat16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): its bf16 matrix "
+                "products are emulated (TD3+BC ran 26x slower than in float32 on an AVX2 CPU, "
+                "benchmarks/throughput.py); use precision='float32' unless you need bf16's rounding.",
+                stacklevel=2,
+            )
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
