@@ -5,8 +5,10 @@ transitions under uniform random actions, written as a Minari dataset), and prin
 size (VmHWM) and current RSS at checkpoints of 100, 300, 600, 1000, 2000, ... updates.
 
 Configurations (`--configs`):
-- `zoo`:     what `import zoo` does by itself (zoo.allocator: a fixed glibc mmap threshold and PyTorch's
-             transparent huge pages for large tensors; see there).
+- `zoo`:     what zoo does by itself: nothing for float32 EnsembleQ critics on the CPU (CQL's large
+             temporaries are scratch tensors, zoo.nn.scratch); where they are fresh tensors (bf16, LayerNorm or
+             shared critics, compiled losses) a fixed glibc mmap threshold and PyTorch's transparent huge
+             pages for large tensors (zoo.allocator).
 - `default`: glibc's own behaviour (ZOO_MALLOC_DEFAULT=1 in the environment turns zoo's setting off).
 - `env`:     zoo's setting off, MALLOC_MMAP_THRESHOLD_=131072 in the environment (the manual fix).
 - `mmap=<bytes>[,trim=<bytes>][,arenas=<n>][,thp=0]`: explicit settings, through ZOO_MALLOC_* variables

@@ -10,8 +10,7 @@ sequential runs of the eager reference, with each configuration's peak memory; `
 fp32-vs-bf16 normalized scores of TD3+BC populations after N updates (same seeds, same data).
 All timings are interleaved rounds in one process (medians; ratios are medians of per-round ratios).
 On a CPU without bf16 instructions (AVX2 only) the bf16 population rows are skipped: bf16 products are
-emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost). The CQL pair is timed again in a
-child process on glibc's default allocator (see `default_allocator_cql`).
+emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost).
 The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
 population of 8, aggregate / eager TD3+BC>` (float32 where bf16 is emulated, said on the line before) and
 `cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
@@ -487,8 +486,8 @@ def rss_mib() -> float | None:
 class PeakMemory:
     """Peak memory of one configuration: on cuda, torch.cuda.max_memory_allocated over the window; on CPU,
     the peak RSS (VmHWM, reset by writing 5 to /proc/self/clear_refs) minus the RSS when the window opened:
-    the configuration's weights, optimizer state, replay and its largest update's temporaries. zoo's
-    allocator setting returns large freed blocks to the system, so earlier configurations do not hide it."""
+    the configuration's weights, optimizer state, replay and its largest update's temporaries (after an
+    earlier, larger configuration, memory the heap kept may hide part of it: then 0)."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -636,30 +635,6 @@ def score_section(args, device) -> None:
     print(f"  bf16 - fp32: {means['bfloat16'] - means['float32']:+.1f} points")
 
 
-def default_allocator_cql(args) -> None:
-    """The CQL pair again, in a child process where zoo leaves glibc's allocator as it is (ZOO_MALLOC_DEFAULT=1).
-
-    In this process the first zoo CQL agent fixed glibc's mmap threshold (zoo.allocator), and the reference
-    runs under that setting too: every large temporary it allocates is then fresh pages (page faults), which
-    glibc's default allocator avoids by reusing heap memory (at the price of a heap that fragments over long
-    runs). The child shows the ratio against a reference run as a standalone script would run."""
-    import os
-    import subprocess
-
-    command = [sys.executable, __file__, "--only-cql", "--device", args.device, "--steps", str(args.steps),
-               "--rounds", str(args.rounds), "--transitions", str(args.transitions)]
-    if args.threads is not None:
-        command += ["--threads", str(args.threads)]
-    child = subprocess.run(command, env={**os.environ, "ZOO_MALLOC_DEFAULT": "1"}, capture_output=True, text=True)
-    lines = [line for line in child.stdout.splitlines() if "CQL:" in line or line.startswith("cql_ratio")]
-    if child.returncode != 0 or not lines:
-        print(f"glibc default allocator (child process): failed ({child.stderr.strip().splitlines()[-1:]})")
-        return
-    print("glibc default allocator in both (child process, ZOO_MALLOC_DEFAULT=1):")
-    for line in lines:
-        print("    " + line.replace("cql_ratio_vs_reference=", "zoo CQL / eager CQL: "))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -669,11 +644,6 @@ def main() -> None:
     parser.add_argument("--peers", action=argparse.BooleanOptionalAction, default=True, help="also time d3rlpy and SB3")
     parser.add_argument("--cql", action=argparse.BooleanOptionalAction, default=True,
                         help="also time zoo's CQL against the plain eager CQL reference")
-    parser.add_argument("--only-cql", action="store_true",
-                        help="time only zoo's CQL against the eager CQL reference (no TD3+BC, peers, agents, populations)")
-    parser.add_argument("--default-allocator-cql", action=argparse.BooleanOptionalAction, default=True,
-                        help="also time the CQL pair in a child process with glibc's default allocator for both "
-                        "(ZOO_MALLOC_DEFAULT=1)")
     parser.add_argument("--agents", action=argparse.BooleanOptionalAction, default=True,
                         help="also time every registry agent (pretraining and RL phases) and online fine-tuning")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -712,8 +682,9 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {device}, "
           f"threads {torch.get_num_threads()}, batch {BATCH}, {HIDDEN}x{HIDDEN}, obs {OBS_DIM}, act {ACT_DIM}")
-    # The TD3+BC rows first, before any CQL-family agent exists: the first one fixes glibc's mmap threshold
-    # for the rest of the process (zoo.allocator), as in a user's CQL run, which a TD3+BC run never pays.
+    # The TD3+BC rows first, then the CQL pair (zoo's float32 CQL leaves the allocator alone: its large
+    # temporaries are scratch tensors), then the CQL populations, whose bf16 ones (on a CPU with bf16
+    # instructions) fix glibc's mmap threshold for the rest of the process (zoo.allocator).
     # Warm up once, then rounds in which the contenders take turns (interleaved_rates): rates are medians
     # over rounds, ratios medians of per-round ratios. A CQL update costs ~10-15x a TD3+BC one (31 actions
     # per state through both critics): a tenth as many of them, at least 10 per round.
@@ -723,19 +694,14 @@ def main() -> None:
         counts = {name: max(args.steps // args.rounds // (10 if "CQL" in name else 1), 10) for name in contenders}
         return interleaved_rates(contenders, counts, args.rounds, device)
 
-    if args.only_cql:
-        args.peers = args.agents = args.population = False
-        args.score_steps = 0
-        results = {}
-    else:
-        reference = ReferenceTD3BC(tensors, device)
-        results = interleaved({
-            "reference eager TD3+BC": reference.update,
-            "zoo TD3BC": zoo_td3bc(dataset, device),
-            "zoo TD3BC, bf16 matmuls": zoo_td3bc(dataset, device, precision="bfloat16"),
-        })
+    reference = ReferenceTD3BC(tensors, device)
+    results = interleaved({
+        "reference eager TD3+BC": reference.update,
+        "zoo TD3BC": zoo_td3bc(dataset, device),
+        "zoo TD3BC, bf16 matmuls": zoo_td3bc(dataset, device, precision="bfloat16"),
+    })
     population = population_section(args, dataset, tensors, device, ("TD3+BC",)) if args.population else {}
-    if args.cql or args.only_cql:
+    if args.cql:
         results.update(interleaved({
             "reference eager CQL": ReferenceCQL(tensors, device).update, "zoo CQL": zoo_cql(dataset, device)
         }))
@@ -771,11 +737,6 @@ def main() -> None:
         population.update(population_section(args, dataset, tensors, device, ("CQL",)))
     if args.score_steps:
         score_section(args, device)
-    if args.only_cql:
-        print(f"cql_ratio_vs_reference={ratio('zoo CQL', 'reference eager CQL'):.2f}")
-        return
-    if args.cql and args.default_allocator_cql:
-        default_allocator_cql(args)
     print(f"ratio_vs_reference={ratio('zoo TD3BC', 'reference eager TD3+BC'):.2f}")
     if "TD3+BC K=8 bfloat16" in population:
         print(f"population_ratio_k8={population['TD3+BC K=8 bfloat16']:.2f}")

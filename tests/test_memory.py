@@ -1,11 +1,11 @@
-"""Memory stays bounded on long CQL-family runs: zoo.allocator's settings, applied when the first CQL-family
-agent is set up (not at `import zoo`: they would slow the TD3 family down for nothing).
+"""Memory stays bounded on long CQL-family runs. CQL's sampled-action evaluation keeps its multi-MiB
+temporaries in reused scratch tensors (zoo.nn.scratch) in the default case; where they are fresh tensors
+(bf16 autocast, LayerNorm or shared critics, compiled losses), zoo.allocator fixes glibc's mmap threshold
+when the first such agent is set up (not at `import zoo`: it would slow the TD3 family down for nothing).
 
-glibc's dynamic mmap threshold moves CQL's multi-MiB temporaries onto a heap that fragments (calql: 0.6 GB
-after 100 updates, 4 GB after 300 at batch 256); zoo fixes the threshold then. The run test trains
-calql in a real subprocess and reads its peak RSS (VmHWM) as it goes; with ZOO_MALLOC_DEFAULT=1 (the
-allocator left alone) the same run grows by hundreds of MiB and fails the bound (checked by hand: see the
-closing note of the issue).
+glibc's dynamic mmap threshold moves such temporaries onto a heap that fragments (calql before the scratch
+tensors: 0.6 GB after 100 updates, 4 GB after 300 at batch 256). The run test trains calql in a real
+subprocess and reads its peak RSS (VmHWM) as it goes.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ libc.free.argtypes = [ctypes.c_void_p]
 libc.mallinfo2.restype = MallInfo2
 big = libc.malloc(8 << 20)
 libc.free(big)  # glibc's dynamic rule now raises its threshold to 8 MiB
-make_agent("cql", load_dataset(sys.argv[1]), seed=0, policy_kwargs=dict(net_arch=[16, 16]))
+make_agent("cql", load_dataset(sys.argv[1]), seed=0, **json.loads(sys.argv[2]))
 before = libc.mallinfo2().hblkhd
 block = libc.malloc(1 << 20)
 mapped = libc.mallinfo2().hblkhd - before  # bytes in mmapped chunks: the 1 MiB block's own mapping or 0
@@ -107,21 +107,25 @@ print(json.dumps({"at_import": at_import, "settings": allocator_settings(), "map
 
 @needs_glibc
 @pytest.mark.skipif(not HAS_MALLINFO2, reason="mallinfo2 needs glibc >= 2.33")
-def test_a_cql_agent_fixes_glibcs_threshold(write_tiny):
-    """`import zoo` leaves the allocator alone; once a CQL agent is set up, a 1 MiB block allocated past a
-    freed 8 MiB block still gets its own mapping (fixed 128 KiB threshold); with ZOO_MALLOC_DEFAULT=1 glibc's
-    dynamic rule puts it on the heap."""
+def test_a_cql_agent_whose_temporaries_are_fresh_fixes_glibcs_threshold(write_tiny):
+    """`import zoo` leaves the allocator alone, and so does a float32 CQL agent with EnsembleQ critics on the
+    CPU (its sampled-action temporaries are scratch tensors). One with LayerNorm critics (the batched path:
+    fresh temporaries) fixes the threshold: a 1 MiB block allocated past a freed 8 MiB block still gets its
+    own mapping (fixed 128 KiB threshold); with ZOO_MALLOC_DEFAULT=1 glibc's dynamic rule puts it on the heap."""
     tiny = write_tiny().dataset_id
-    (fixed,) = run_python(AFTER_A_LARGE_FREE, clean_env(), tiny)
+    layer_norm = json.dumps({"policy_kwargs": {"net_arch": [16, 16], "critic_layer_norm": True}})
+    (plain,) = run_python(AFTER_A_LARGE_FREE, clean_env(), tiny, json.dumps({"policy_kwargs": {"net_arch": [16, 16]}}))
+    assert plain["at_import"] == {} and plain["settings"] == {} and plain["mapped"] == 0
+    (fixed,) = run_python(AFTER_A_LARGE_FREE, clean_env(), tiny, layer_norm)
     assert fixed["at_import"] == {}
     assert fixed["settings"] == {"torch_thp": 1, "mmap_threshold": 131072}
     assert fixed["thp"] == "1"
     assert fixed["mapped"] >= 1 << 20
-    (default,) = run_python(AFTER_A_LARGE_FREE, clean_env(ZOO_MALLOC_DEFAULT="1"), tiny)
+    (default,) = run_python(AFTER_A_LARGE_FREE, clean_env(ZOO_MALLOC_DEFAULT="1"), tiny, layer_norm)
     assert default["settings"] == {"all": "skipped: ZOO_MALLOC_DEFAULT is set"}
     assert default["thp"] is None
     assert default["mapped"] == 0
-    (user,) = run_python(AFTER_A_LARGE_FREE, clean_env(MALLOC_MMAP_THRESHOLD_="65536"), tiny)
+    (user,) = run_python(AFTER_A_LARGE_FREE, clean_env(MALLOC_MMAP_THRESHOLD_="65536"), tiny, layer_norm)
     assert user["settings"]["mmap_threshold"].startswith("skipped: MALLOC_MMAP_THRESHOLD_")
     assert user["mapped"] >= 1 << 20  # glibc's own variable fixes the threshold too
 
@@ -149,9 +153,10 @@ for segment in range(8):
 @needs_glibc
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from /proc")
 def test_calql_peak_memory_levels_off(write_tiny, make_episode):
-    """calql, 400 updates at batch 64 (31 x 64 rows per critic call): the peak RSS after 400 updates is
-    within 48 MiB of the peak after 100 (measured: +1 MiB with zoo's setting, +1241 MiB with
-    ZOO_MALLOC_DEFAULT=1)."""
+    """calql, 400 updates at batch 64 (31 x 64 rows per critic call), zoo's defaults (float32 EnsembleQ
+    critics on the CPU: the sampled-action temporaries are scratch tensors, glibc's allocator is left alone):
+    the peak RSS after 400 updates is within 48 MiB of the peak after 100 (measured: 425 and 425 MiB; before
+    the scratch tensors, +1241 MiB on glibc's default allocator)."""
     episodes = [make_episode(e, 8, terminated=e % 2 == 0, truncated=e % 2 == 1) for e in range(4)]
     tiny = write_tiny(episodes=episodes)
     lines = run_python(CALQL_RUN, clean_env(), tiny.dataset_id, timeout=300)

@@ -1,10 +1,15 @@
 """glibc allocator settings that keep long CQL-family runs' memory bounded, applied once per process when the
-first CQL-family agent (CQL, Cal-QL, PSQN on CQL) is set up.
+first CQL-family agent (CQL, Cal-QL, PSQN on CQL) is set up whose sampled-action evaluation makes fresh
+multi-MiB tensors: critics under bf16 autocast or with LayerNorm, PSQN's shared critics, compiled losses
+(zoo.agents.cql.CQL._setup_model). The default case, EnsembleQ critics in float32 on the CPU, keeps those
+tensors in reused scratch memory (zoo.nn.scratch) and leaves the allocator alone.
 
 Only there: the fixed threshold makes every large tensor a fresh mapping, which costs page faults. For CQL's
 variable multi-MiB temporaries that is the price of a bounded heap, but a TD3+BC population (8 members, bf16)
 ran 4x slower with it (benchmarks/throughput.py: 195 against 780 member-updates/s) and has no fragmentation
-to prevent, so `import zoo` leaves the allocator alone.
+to prevent, so `import zoo` leaves the allocator alone. It slows every other large tensor of the process
+too: an eager single-file CQL run beside zoo's ran 8.8 updates/s with it, 13.1 without (this session's
+benchmark).
 
 Why: PyTorch's CPU allocator hands every tensor to malloc. glibc serves a request of at least the mmap
 threshold with its own mmap (returned to the system by free) and anything smaller from a heap (an arena
@@ -25,11 +30,9 @@ glibc's own fragmenting default: 25 ms). Higher fixed thresholds (4 MiB, 32 MiB)
 one does (benchmarks/memory.py measures all of these).
 Since CQL's critic evaluation keeps its activations and gradients in reused scratch tensors (zoo.nn.scratch,
 `EnsembleQ.many_actions` on the CPU), its largest temporaries no longer pass through malloc at all: calql's
-peak RSS stays flat over 2000 updates with glibc's default allocator too (benchmarks/memory.py: 503 MiB after
-100 updates, 504 after 2000), and the fixed threshold no longer costs it page faults (7 ms of system time per
-update instead of 90). The threshold stays as the guard for what the scratch does not cover: the batched
-path (bf16 autocast, LayerNorm critics), whose activations are fresh tensors again, and any other multi-MiB
-temporaries of a long run.
+peak RSS stays flat over 2000 updates with glibc's default allocator (benchmarks/memory.py, one thread:
+503 MiB after 100 updates, 504 after 2000; cql 515 and 517), so that case needs no setting. The threshold
+stays as the guard for what the scratch does not cover (listed above), whose temporaries are fresh tensors.
 `mallopt` changes the process's allocator, so each setting is skipped when the user chose it already
 (MALLOC_MMAP_THRESHOLD_ or GLIBC_TUNABLES' glibc.malloc.mmap_threshold, THP_MEM_ALLOC_ENABLE in the
 environment); the threshold is a no-op on other C libraries (musl) and other systems (macOS), which have

@@ -196,10 +196,17 @@ class CQL(SAC):
         )
 
     def _setup_model(self) -> None:
-        # Before the first CQL-sized temporaries: glibc's mmap threshold fixed, so they never fragment the
-        # heap (zoo.allocator says why, what it costs and how to turn it off); once per process.
-        allocator.apply()
         super()._setup_model()
+        # Before the first CQL-sized temporaries, where they would be fresh tensors: glibc's mmap threshold
+        # fixed, so they never fragment the heap (zoo.allocator says why, what it costs and how to turn it
+        # off; once per process). The CPU chain of EnsembleQ.many_actions keeps them in reused scratch
+        # tensors instead, and needs no setting (calql's peak RSS stays flat on glibc's default allocator).
+        critic = self.policy.critic
+        scratch = isinstance(critic, EnsembleQ) and not self.compile and critic.many_actions_in_scratch(
+            self.device, autocast=self.precision == "bfloat16"
+        )
+        if not scratch:
+            allocator.apply()
 
     @property
     def alpha_prime(self) -> torch.Tensor:

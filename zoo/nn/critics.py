@@ -52,6 +52,12 @@ class EnsembleQ(nn.Module):
         rows = _population_rows(x, self.n_members, self.n_critics, members)
         return self.net(rows, members, self.n_members).view(self.n_members, -1, x.shape[1])
 
+    def many_actions_in_scratch(self, device: torch.device, autocast: bool) -> bool:
+        """Whether `many_actions` runs its CPU chain (scratch activations when no input needs a gradient and
+        nothing is being compiled) rather than the batched `forward` on repeated states: on the CPU, without
+        LayerNorm, outside autocast."""
+        return torch.device(device).type == "cpu" and not self.net.layer_norm and not autocast
+
     def many_actions(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Q_i(s_b, a_nb) for N actions at each state: (B, d) states and (N, B, |A|) actions -> (C, N, B);
         a population's (P, B, d) and (P, N, B, |A|) -> (P, C, N, B). The values of `forward` on the states
@@ -69,7 +75,7 @@ class EnsembleQ(nn.Module):
         On other devices, with LayerNorm, or under autocast (bf16) it evaluates `forward` on the repeated
         states: one batched matmul per layer (a GPU's caching allocator reuses memory by itself)."""
         *members, n, b, act_dim = actions.shape
-        if obs.device.type != "cpu" or self.net.layer_norm or torch.is_autocast_enabled(actions.device.type):
+        if not self.many_actions_in_scratch(obs.device, torch.is_autocast_enabled(actions.device.type)):
             states = obs.unsqueeze(-3).expand(*members, n, *obs.shape[-2:]).reshape(*members, n * b, -1)
             return self(states, actions.reshape(*members, n * b, -1)).view(*members, -1, n, b)
         groups = members[0] if members else 1

@@ -1,11 +1,11 @@
 """Reusable scratch tensors for the CPU: large temporaries taken from, and given back to, a module's pool.
 
-Why: PyTorch's CPU allocator hands every tensor to malloc, and with zoo's fixed glibc mmap threshold
-(zoo.allocator, which keeps long CQL-family runs' memory bounded) each tensor of 128 KiB or more is a fresh
-mapping of zeroed pages. CQL's critic evaluation over 31 actions per state allocates tens of MiB of them per
-update: measured at 24k minor page faults and 54 ms of system time per update (batch 256, 2 threads),
-about a third of the update. Tensors taken from a `Scratch` pool are allocated once and reused, so the
-pages stay mapped and the heap never sees them.
+Why: PyTorch's CPU allocator hands every tensor to malloc. CQL's critic evaluation over 31 actions per state
+allocates tens of MiB of temporaries per update. On glibc's default (dynamic) mmap threshold they land on a
+heap that fragments (calql: 9-13 GB after 900 updates); with a fixed threshold (zoo.allocator) each is a
+fresh mapping of zeroed pages: 24k minor page faults and 54 ms of system time per update (batch 256, 2
+threads), about a third of the update. Tensors taken from a `Scratch` pool are allocated once and reused, so
+the pages stay mapped, the heap never sees them, and neither cost remains.
 
 A tensor taken is owned by the taker until given back; the pool holds only tensors not in use (at most
 `keep` of each size), so a tensor that is never given back (an autograd graph dropped before its backward)
