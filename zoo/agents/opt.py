@@ -51,6 +51,7 @@ import torch
 from torch.func import functional_call
 
 from zoo.agents.losses import ensemble_mse
+from zoo.agents.pretraining import member_values, per_member_mse
 from zoo.agents.replay import Batch
 from zoo.agents.spot import SPOT, SPOTPolicy
 from zoo.agents.td3 import TD3Policy
@@ -60,12 +61,6 @@ from zoo.nn.density import DensityRatio
 from zoo.nn.members import member_rows, per_member
 
 # ---------------------------------------------------------------------------------------------- losses
-
-
-def member_mse(q: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """`ensemble_mse` per population member: sum over the critics of each one's MSE against the target, a
-    scalar for an ordinary agent's (n_critics, batch) q, (P,) for a population's (P, n_critics, batch)."""
-    return (q - target.unsqueeze(-2)).pow(2).mean(dim=-1).sum(dim=-1)
 
 
 def meta_critic_loss(
@@ -91,7 +86,7 @@ def meta_critic_loss(
     """
     # Offline TD loss at psi, and its gradient with the graph kept (second-order term).
     q_off = functional_call(critic, params, (offline.observations, offline.actions))
-    loss_off = member_mse(q_off, offline_target)
+    loss_off = per_member_mse(q_off, offline_target)
     grads = torch.autograd.grad(loss_off.sum(), list(params.values()), create_graph=True, allow_unused=True)
 
     def step(p: torch.Tensor) -> float | torch.Tensor:
@@ -103,7 +98,7 @@ def meta_critic_loss(
     # shared-Q transition head, have no gradient and stay).
     inner = {name: p if g is None else p - step(p) * g for (name, p), g in zip(params.items(), grads)}
     # Online TD loss at psi'.
-    loss_on = member_mse(functional_call(critic, inner, (online.observations, online.actions)), online_target)
+    loss_on = per_member_mse(functional_call(critic, inner, (online.observations, online.actions)), online_target)
     # Gradient weighting (code-level), per member: scale L_on down to L_off's size when it is larger.
     weight = torch.minimum(loss_off, loss_on).detach() / (loss_on.detach() + 1e-10)
     return (loss_off + weight * loss_on).sum(), loss_off, loss_on, weight
@@ -230,20 +225,6 @@ def check_online_settings(
         raise ValueError(f"density_learning_rate must be > 0, got {density_learning_rate}.")
     if online_gamma is not None and not 0.0 < online_gamma <= 1.0:
         raise ValueError(f"online_gamma is a discount in (0, 1] (or None to keep gamma), got {online_gamma}.")
-
-
-def member_values(agent, name: str) -> float | torch.Tensor:
-    """The agent's float setting `name`: a float, or, in a population whose members differ in it, the (P,)
-    float64 tensor of the exact values the members were built with (computed with in float64 and rounded
-    once where a loss uses them, as a population of one rounds its Python float). Read from the members'
-    recorded settings (the population's own attribute holds them as float32)."""
-    recorded = getattr(agent, "member_hyperparameters", None)
-    if not getattr(agent, "is_population", False) or not recorded:
-        return float(getattr(agent, name))
-    exact = [float(settings[name]) for settings in recorded]
-    if all(value == exact[0] for value in exact):
-        return exact[0]
-    return torch.tensor(exact, dtype=torch.float64, device=agent.device)
 
 
 class OnlinePretraining:

@@ -46,6 +46,20 @@ def member_setting(agent: Any, name: str, k: int) -> Any:
     return float(agent.member_hyperparameters[k][name]) if _varies(value) else value
 
 
+def member_values(agent, name: str) -> float | torch.Tensor:
+    """The agent's float setting `name`: a float, or, in a population whose members differ in it, the (P,)
+    float64 tensor of the exact values the members were built with (computed with in float64 and rounded
+    once where a loss uses them, as a population of one rounds its Python float). Read from the members'
+    recorded settings (the population's own attribute holds them as float32)."""
+    recorded = getattr(agent, "member_hyperparameters", None)
+    if not getattr(agent, "is_population", False) or not recorded:
+        return float(getattr(agent, name))
+    exact = [float(settings[name]) for settings in recorded]
+    if all(value == exact[0] for value in exact):
+        return exact[0]
+    return torch.tensor(exact, dtype=torch.float64, device=agent.device)
+
+
 def member_column(agent: Any, compute: Any, *names: str) -> torch.Tensor:
     """A per-transition column computed from the agent's settings `names`: compute(*values), (N,).
 

@@ -33,7 +33,7 @@ from stable_baselines3.common.type_aliases import Schedule
 from torch import nn
 
 from zoo.agents.base import Batch
-from zoo.agents.pretraining import member_setting
+from zoo.agents.pretraining import member_values
 from zoo.agents.td3 import TD3, TD3Policy
 from zoo.data.dataset import OfflineDataset
 from zoo.nn import VAE, EnsembleMLP, SharedQ, initialize
@@ -291,8 +291,9 @@ class SPOT(TD3):
         self._member_lambdas = None  # a population whose members' lambda or lambd_end differ: (P,) float64
         if any(isinstance(getattr(self, name), torch.Tensor) for name in ("lambd", "lambd_end")):
             self._member_lambdas = tuple(
-                torch.tensor([float(member_setting(self, name, k)) for k in range(self.n_members)],
-                             dtype=torch.float64, device=self.device)
+                torch.as_tensor(member_values(self, name), dtype=torch.float64, device=self.device).expand(
+                    self.n_members
+                )
                 for name in ("lambd", "lambd_end")
             )
 
