@@ -54,9 +54,13 @@ class EnsembleLinear(nn.Module):
         member_uniform_(self.weight, -bound, bound, random)
         member_uniform_(self.bias, -bound, bound, random)
 
-    def forward(self, x: torch.Tensor, members: slice | None = None, groups: int = 1) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, members: slice | None = None, groups: int = 1, relu: bool = False
+    ) -> torch.Tensor:
         """`members` selects members (within each of `groups` equal consecutive groups: a population's
-        agents); x is (selected members, B, in) or shared (B, in)."""
+        agents); x is (selected members, B, in) or shared (B, in). `relu`: ReLU applied in place on the
+        product's fresh output (no second (E, B, out) tensor; the products' backward does not read their
+        output, ReLU's reads its own result)."""
         weight, bias = self.weight, self.bias
         if members is not None:
             if groups == 1:
@@ -65,13 +69,16 @@ class EnsembleLinear(nn.Module):
                 weight = weight.view(groups, -1, *weight.shape[1:])[:, members].flatten(0, 1)
                 bias = bias.view(groups, -1, *bias.shape[1:])[:, members].flatten(0, 1)
         if weight.shape[0] == 1 and (x.dim() == 2 or x.shape[0] == 1):  # one member: plain addmm is fastest
-            return torch.addmm(bias[0], x.reshape(-1, x.shape[-1]), weight[0]).unsqueeze(0)
+            out = torch.addmm(bias[0], x.reshape(-1, x.shape[-1]), weight[0])
+            return (out.relu_() if relu else out).unsqueeze(0)  # ReLU before the view: in place on the base
         if self.out_features == 1:
             # A scalar head (Q-values): multiply-and-sum beats a batched matrix-vector product on CPU.
-            return (x * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
-        if x.dim() == 2:  # the same input for every member
-            x = x.expand(weight.shape[0], *x.shape)
-        return torch.baddbmm(bias, x, weight)
+            out = (x * weight.transpose(1, 2)).sum(-1, keepdim=True) + bias
+        else:
+            if x.dim() == 2:  # the same input for every member
+                x = x.expand(weight.shape[0], *x.shape)
+            out = torch.baddbmm(bias, x, weight)
+        return out.relu_() if relu else out
 
     def extra_repr(self) -> str:
         return f"n_members={self.n_members}, in_features={self.in_features}, out_features={self.out_features}"
@@ -103,12 +110,14 @@ class EnsembleMLP(nn.Module):
         self.n_members = n_members
 
     def forward(self, x: torch.Tensor, members: slice | None = None, groups: int = 1) -> torch.Tensor:
+        """ReLU works in place on each layer's fresh output (the product's, or LayerNorm's, whose backward
+        reads its input and statistics, not its output): one (E, B, width) tensor per hidden layer, not two,
+        which matters where those tensors outgrow the cache (a population's (K * 2, 256, 256) activations)."""
         for i, layer in enumerate(self.layers):
-            x = layer(x, members, groups)
-            if i < len(self.layers) - 1 or self.activate_output:
-                if self.layer_norm:
-                    x = F.layer_norm(x, x.shape[-1:])
-                x = F.relu(x)
+            activate = i < len(self.layers) - 1 or self.activate_output
+            x = layer(x, members, groups, relu=activate and not self.layer_norm)
+            if activate and self.layer_norm:
+                x = F.layer_norm(x, x.shape[-1:]).relu_()
         return x
 
 
