@@ -11,7 +11,6 @@ import atexit
 import os
 import time
 import uuid
-import warnings
 import weakref
 from collections import deque
 from pathlib import Path
@@ -39,7 +38,7 @@ from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
 from zoo.envs import make_env
-from zoo.errors import DataError, UserError
+from zoo.errors import DataError, UserError, warn
 from zoo.nn.members import GLOBAL_RANDOM, MemberAdam, MemberRandom, member_rows
 
 
@@ -262,11 +261,10 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         if precision not in ("float32", "bfloat16"):
             raise ValueError(f"precision must be 'float32' or 'bfloat16', got {precision!r}.")
         if precision == "bfloat16" and self.device.type == "cpu" and not cpu_multiplies_bf16():
-            warnings.warn(
+            warn(
                 "precision='bfloat16' on a CPU without bf16 instructions (AVX512-BF16 or AMX): its bf16 matrix "
                 "products are emulated (TD3+BC ran 26x slower than in float32 on an AVX2 CPU, "
-                "benchmarks/throughput.py); use precision='float32' unless you need bf16's rounding.",
-                stacklevel=2,
+                "benchmarks/throughput.py); use precision='float32' unless you need bf16's rounding."
             )
         self.dataset = dataset
         self.normalize_observations = normalize_observations

@@ -43,12 +43,12 @@ AOTAutograd backend without code generation: no C++ compiler needed; the exactne
 from __future__ import annotations
 
 import copy
-import warnings
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 
 from zoo.agents.replay import Batch
+from zoo.errors import warn
 from zoo.nn.members import MemberRandom
 
 if TYPE_CHECKING:
@@ -304,10 +304,9 @@ class CompiledLoss:
             if isinstance(error, torch._dynamo.exc.Unsupported):
                 self._set_generator_states(states)
                 self.eager_reason = str(error).strip().splitlines()[0]
-                warnings.warn(
+                warn(
                     f"compile: {type(self.agent).__name__}.{self.name} cannot be traced as one graph "
-                    f"({self.eager_reason}): it stays eager.",
-                    stacklevel=2,
+                    f"({self.eager_reason}): it stays eager."
                 )
                 return self.method(*args, **kwargs)
             raise
@@ -345,11 +344,10 @@ class CompiledLoss:
             self.plans[key] = recording.draws
         else:
             self.plans[key] = _EAGER
-            warnings.warn(
+            warn(
                 f"compile: {type(self.agent).__name__}.{self.name} draws random numbers outside the agent's "
                 "random source (torch's generator inside the loss): it stays eager, so that its numbers do "
-                "not change.",
-                stacklevel=3,
+                "not change."
             )
         return result
 
