@@ -11,6 +11,9 @@ fp32-vs-bf16 normalized scores of TD3+BC populations after N updates (same seeds
 All timings are interleaved rounds in one process (medians; ratios are medians of per-round ratios).
 On a CPU without bf16 instructions (AVX2 only) the bf16 population rows are skipped: bf16 products are
 emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost).
+Beside each population and zoo's CQL runs the same update's matrix products alone (products_only): the
+ratio they reach is the most the update could (its "bound": what this machine's matrix products allow
+with everything else free), printed as `population_bound_k8_<precision>=` and `cql_bound_vs_reference=`.
 The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
 population of 8, aggregate / eager TD3+BC>` (float32 where bf16 is emulated, said on the line before) and
 `cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 OBS_DIM, ACT_DIM, HIDDEN, BATCH = 17, 6, 256, 256
 
@@ -316,6 +320,76 @@ def interleaved_rates(
     return rates
 
 
+class _RecordProducts(TorchDispatchMode):
+    """Notes every matrix product the code under it runs: (op, [operand or scalar specs], {kwarg specs}),
+    an operand as (shape, strides, dtype); the products still run."""
+
+    PRODUCTS = {getattr(torch.ops.aten, name).default for name in ("mm", "addmm", "bmm", "baddbmm")} | {
+        getattr(torch.ops.aten, name).out for name in ("mm", "addmm", "bmm", "baddbmm")
+    }
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.PRODUCTS:
+            def spec(value):
+                if isinstance(value, torch.Tensor):
+                    return tuple(value.shape), tuple(value.stride()), value.dtype
+                return value
+
+            self.calls.append((func, [spec(a) for a in args], {k: spec(v) for k, v in kwargs.items()}))
+        return func(*args, **kwargs)
+
+
+def products_only(step, device: torch.device, updates: int = 2):
+    """A step that runs only the matrix products of `updates` calls of `step`: the same ops (mm, addmm, bmm,
+    baddbmm, their out= forms), shapes, strides (transposed and broadcast operands stay so) and dtypes, on
+    N(0, 1) operands. Its rate times `updates` is the update rate the code would reach if everything
+    but its products (elementwise work, reductions, the optimizer, Python) cost nothing: timed beside the
+    code and the reference, the bound it puts on their ratio holds on this machine in this run.
+
+    All operands are views of one random buffer and all out= results share one other buffer, so they stay
+    in cache (the real update's operands need not): the bound is, if anything, too high."""
+    step()  # warm: lazily built state (optimizer moments, scratch tensors) is not in the recording
+    with _RecordProducts() as recorded:
+        for _ in range(updates):
+            step()
+    sync(device)
+
+    def extent(spec) -> int:  # elements a (shape, strides) view reaches
+        shape, strides, _ = spec
+        return 1 + sum((n - 1) * s for n, s in zip(shape, strides)) if all(shape) else 0
+
+    def is_spec(value) -> bool:
+        return isinstance(value, tuple) and len(value) == 3 and isinstance(value[2], torch.dtype)
+
+    specs = [v for _, args, kwargs in recorded.calls for v in (*args, *kwargs.values()) if is_spec(v)]
+    buffers = {}
+    for dtype in {spec[2] for spec in specs}:
+        size = max(extent(spec) for spec in specs if spec[2] == dtype)
+        buffers[dtype] = (torch.randn(size, device=device).to(dtype), torch.empty(size, dtype=dtype, device=device))
+
+    def operand(value, written: bool = False):
+        if not is_spec(value):
+            return value
+        shape, strides, dtype = value
+        return buffers[dtype][int(written)].as_strided(shape, strides)
+
+    calls = [
+        (func, [operand(a) for a in args], {k: operand(v, written=k == "out") for k, v in kwargs.items()})
+        for func, args, kwargs in recorded.calls
+    ]
+
+    def replay() -> None:
+        for func, args, kwargs in calls:
+            func(*args, **kwargs)
+
+    return replay
+
+
 def zoo_td3bc(dataset, device, precision="float32"):
     from zoo.agents import TD3BC
 
@@ -581,23 +655,28 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
             rate(step, n, device, warmup=0)  # the first round's work inside the memory window
             peaks[name] = memory.stop() if measured else None
             steps[name], counts[name] = step, n
+            if name != "reference":  # its matrix products alone, 2 updates' worth per call
+                steps[f"{name} products"], counts[f"{name} products"] = products_only(step, device), max(n // 2, 1)
         rates = interleaved_rates(steps, counts, args.rounds, device)
         ref = rates["reference"]
         print(f"population {label}: aggregate member-updates/s of K members as one agent, against K sequential "
               f"runs of the eager reference ({float(np.median(ref)):.1f} updates/s, peak "
-              f"{fmt_mib(peaks['reference'])}); median of {args.rounds} interleaved rounds")
-        print(f"  {'K':>3}  {'fp32 upd/s':>10} {'ratio':>6} {'peak':>9}   {'bf16 upd/s':>10} {'ratio':>6} {'peak':>9}")
+              f"{fmt_mib(peaks['reference'])}); median of {args.rounds} interleaved rounds; bound: the ratio if "
+              f"the update were only its matrix products (products_only)")
+        print(f"  {'K':>3}  {'fp32 upd/s':>10} {'ratio':>6} {'bound':>6} {'peak':>9}   "
+              f"{'bf16 upd/s':>10} {'ratio':>6} {'bound':>6} {'peak':>9}")
         for k in ks:
             cells = []
             for precision in ("float32", "bfloat16"):
                 name = f"K={k} {precision}"
                 if precision not in precisions:
-                    cells.append(f"{'skipped':>10} {'':6} {'':>9}")
+                    cells.append(f"{'skipped':>10} {'':6} {'':6} {'':>9}")
                     continue
                 aggregate = [k * r for r in rates[name]]
                 ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
-                ratios[f"{label} {name}"] = ratio
-                cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {fmt_mib(peaks[name]):>9}")
+                bound = float(np.median([2 * k * a / b for a, b in zip(rates[f"{name} products"], ref)]))
+                ratios[f"{label} {name}"], ratios[f"{label} {name} bound"] = ratio, bound
+                cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {bound:6.2f} {fmt_mib(peaks[name]):>9}")
             print(f"  {k:>3}  " + "   ".join(cells))
         del steps
     return ratios
@@ -702,9 +781,12 @@ def main() -> None:
     })
     population = population_section(args, dataset, tensors, device, ("TD3+BC",)) if args.population else {}
     if args.cql:
+        cql = zoo_cql(dataset, device)
         results.update(interleaved({
-            "reference eager CQL": ReferenceCQL(tensors, device).update, "zoo CQL": zoo_cql(dataset, device)
+            "reference eager CQL": ReferenceCQL(tensors, device).update, "zoo CQL": cql,
+            "zoo CQL products only": products_only(cql, device),  # 2 updates' products per call
         }))
+        results["zoo CQL products only"] = [2 * r for r in results["zoo CQL products only"]]
     median = {name: float(np.median(rates)) for name, rates in results.items()}
 
     def ratio(ours: str, reference: str) -> float:
@@ -737,6 +819,13 @@ def main() -> None:
         population.update(population_section(args, dataset, tensors, device, ("CQL",)))
     if args.score_steps:
         score_section(args, device)
+    # What the hardware allows: each update's matrix products alone (products_only) against the reference.
+    if "TD3+BC K=8 float32 bound" in population:
+        print(f"population_bound_k8_float32={population['TD3+BC K=8 float32 bound']:.2f}")
+    if "TD3+BC K=8 bfloat16 bound" in population:
+        print(f"population_bound_k8_bfloat16={population['TD3+BC K=8 bfloat16 bound']:.2f}")
+    if args.cql:
+        print(f"cql_bound_vs_reference={ratio('zoo CQL products only', 'reference eager CQL'):.2f}")
     print(f"ratio_vs_reference={ratio('zoo TD3BC', 'reference eager TD3+BC'):.2f}")
     if "TD3+BC K=8 bfloat16" in population:
         print(f"population_ratio_k8={population['TD3+BC K=8 bfloat16']:.2f}")
