@@ -14,6 +14,7 @@ emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost).
 Beside each population and zoo's CQL runs the same update's matrix products alone (products_only): the
 ratio they reach is the most the update could (its "bound": what this machine's matrix products allow
 with everything else free), printed as `population_bound_k8_<precision>=` and `cql_bound_vs_reference=`.
+The TD3+BC population of 8 also runs with compile=True (inductor; on the CPU where a C++ compiler is found).
 The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
 population of 8, aggregate / eager TD3+BC>` (float32 where bf16 is emulated, said on the line before) and
 `cql_ratio_vs_reference=<zoo CQL / eager CQL>`.
@@ -616,6 +617,20 @@ def population_precisions(device: torch.device) -> tuple[str, ...]:
     return ("float32", "bfloat16")
 
 
+def inductor_missing(device: torch.device) -> str | None:
+    """Why torch.compile's default backend (inductor) cannot run on `device`, or None: on the CPU it
+    compiles C++ and needs a compiler."""
+    if device.type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # torch's own message names what is missing
+        return str(error).strip().splitlines()[0]
+    return None
+
+
 def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL")) -> dict[str, float]:
     """Aggregate member-updates/s of populations (K = --population-k, fp32 and bf16) against the eager
     reference run K times in sequence (whose aggregate is its own rate), for TD3+BC and CQL.
@@ -623,7 +638,12 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
     Per round every configuration does about the same number of member-updates (the reference as many
     updates), the configurations taking turns (interleaved_rates); rates are medians over rounds and
     ratios medians of per-round ratios (each configuration against the reference of its round). Peak
-    memory per configuration: see PeakMemory. Returns {"<algo> K=<k> <precision>": ratio}.
+    memory per configuration: see PeakMemory. With --population-compile, TD3+BC's largest K up to 8 also
+    runs in fp32 with compile=True (inductor; the same products, so the same bound as eager). Not CQL's:
+    compiled CQL losses leave the scratch path (their temporaries are fresh tensors, so zoo fixes glibc's
+    mmap threshold for the whole process, which would slow every later contender) and ran slower than
+    eager here (a population of one: 0.89x the reference against 1.24x eager).
+    Returns {"<algo> K=<k> <precision>[ compiled| bound]": ratio}.
     """
     ks = [int(k) for k in args.population_k.split(",")]
     precisions = population_precisions(device)
@@ -638,6 +658,11 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
         steps: dict[str, object] = {}
         peaks: dict[str, float | None] = {}
         counts: dict[str, int] = {}
+        compiled_k = max(k for k in ks if k <= 8) if label == "TD3+BC" and args.population_compile else None
+        if compiled_k is not None and inductor_missing(device):
+            print(f"population {label}: compile=True skipped: {inductor_missing(device)}")
+            compiled_k = None
+        compiled_settings = {**settings, "compile": True}
         for name, build, n in [
             ("reference", lambda: reference_cls(tensors, device).update, per_round),
             *(
@@ -645,6 +670,12 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
                  max(per_round // k, 2))
                 for k in ks
                 for precision in precisions
+            ),
+            *(
+                [(f"K={compiled_k} float32 compiled",
+                  lambda: population_step(key, compiled_settings, dataset, device, compiled_k, "float32"),
+                  max(per_round // compiled_k, 2))]
+                if compiled_k is not None else []
             ),
         ]:
             gc.collect()
@@ -655,7 +686,7 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
             rate(step, n, device, warmup=0)  # the first round's work inside the memory window
             peaks[name] = memory.stop() if measured else None
             steps[name], counts[name] = step, n
-            if name != "reference":  # its matrix products alone, 2 updates' worth per call
+            if name != "reference" and not name.endswith("compiled"):  # its products alone, 2 updates' worth
                 steps[f"{name} products"], counts[f"{name} products"] = products_only(step, device), max(n // 2, 1)
         rates = interleaved_rates(steps, counts, args.rounds, device)
         ref = rates["reference"]
@@ -678,6 +709,14 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
                 ratios[f"{label} {name}"], ratios[f"{label} {name} bound"] = ratio, bound
                 cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {bound:6.2f} {fmt_mib(peaks[name]):>9}")
             print(f"  {k:>3}  " + "   ".join(cells))
+        if compiled_k is not None:
+            name = f"K={compiled_k} float32 compiled"
+            aggregate = [compiled_k * r for r in rates[name]]
+            ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
+            ratios[f"{label} {name}"] = ratio
+            print(f"  K={compiled_k} fp32 with compile=True (inductor): {float(np.median(aggregate)):.1f} member-updates/s, "
+                  f"ratio {ratio:.2f} (eager {ratios[f'{label} K={compiled_k} float32']:.2f}), peak "
+                  f"{fmt_mib(peaks[name])}")
         del steps
     return ratios
 
@@ -729,6 +768,8 @@ def main() -> None:
     parser.add_argument("--population", action=argparse.BooleanOptionalAction, default=True,
                         help="also time populations (K agents as one batched agent) against K eager runs")
     parser.add_argument("--population-k", default="1,4,8,16", help="population sizes K, comma-separated")
+    parser.add_argument("--population-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="also time the TD3+BC population of 8 (or the largest K below) with compile=True")
     parser.add_argument("--score-steps", type=int, default=0,
                         help="also train fp32 and bf16 TD3+BC populations this many updates and compare scores")
     parser.add_argument("--score-seeds", type=int, default=4, help="members (seeds 0..n-1) of the score runs")
