@@ -617,20 +617,6 @@ def population_precisions(device: torch.device) -> tuple[str, ...]:
     return ("float32", "bfloat16")
 
 
-def inductor_missing(device: torch.device) -> str | None:
-    """Why torch.compile's default backend (inductor) cannot run on `device`, or None: on the CPU it
-    compiles C++ and needs a compiler."""
-    if device.type != "cpu":
-        return None
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception as error:  # torch's own message names what is missing
-        return str(error).strip().splitlines()[0]
-    return None
-
-
 def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL")) -> dict[str, float]:
     """Aggregate member-updates/s of populations (K = --population-k, fp32 and bf16) against the eager
     reference run K times in sequence (whose aggregate is its own rate), for TD3+BC and CQL.
@@ -645,6 +631,8 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
     eager here (a population of one: 0.89x the reference against 1.24x eager).
     Returns {"<algo> K=<k> <precision>[ compiled| bound]": ratio}.
     """
+    from zoo.agents.compiled import inductor_missing
+
     ks = [int(k) for k in args.population_k.split(",")]
     precisions = population_precisions(device)
     ratios: dict[str, float] = {}
@@ -659,8 +647,9 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
         peaks: dict[str, float | None] = {}
         counts: dict[str, int] = {}
         compiled_k = max(k for k in ks if k <= 8) if label == "TD3+BC" and args.population_compile else None
-        if compiled_k is not None and inductor_missing(device):
-            print(f"population {label}: compile=True skipped: {inductor_missing(device)}")
+        missing = inductor_missing(device.type)
+        if compiled_k is not None and missing:
+            print(f"population {label}: compile=True skipped: {missing}")
             compiled_k = None
         compiled_settings = {**settings, "compile": True}
         for name, build, n in [

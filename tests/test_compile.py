@@ -17,7 +17,7 @@ import copy
 import pytest
 import torch
 
-from zoo.agents.compiled import CompiledLoss
+from zoo.agents.compiled import CompiledLoss, inductor_missing
 from zoo.agents.td3bc import TD3BC
 from zoo.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from zoo.data import load_dataset, write_dataset
@@ -34,17 +34,6 @@ SMALL_SAC = dict(batch_size=32, policy_kwargs=dict(net_arch=[32, 32], actor_net_
 def dataset():
     write_dataset(DATASET, random_episodes(), env_id="Hopper-v5")
     return load_dataset(DATASET, device="cpu")
-
-
-def inductor_missing() -> str | None:
-    """Why torch.compile's default backend cannot run here (it compiles C++ on CPU), or None."""
-    try:
-        from torch._inductor.cpp_builder import get_cpp_compiler
-
-        get_cpp_compiler()
-    except Exception as error:  # no compiler found: the reason is torch's own message
-        return f"inductor needs a C++ compiler on CPU: {error}"
-    return None
 
 
 def weight_difference(a, b) -> float:
@@ -121,6 +110,21 @@ def test_loss_that_cannot_be_one_graph_stays_eager(dataset):
         compiled = make_agent("edac", dataset, seed=0, device="cpu", compile="aot_eager", **settings).learn(4)
     assert compiled_calls(compiled) == {"actor_loss": 3, "critic_loss": 0}
     assert bitwise_equal(eager, compiled)
+
+
+def test_inductor_without_a_cpp_compiler_is_refused_in_one_line(dataset, monkeypatch):
+    """Where inductor finds no C++ compiler (here: torch's own compiler setting pointed at a name that is not
+    installed), compile=True is refused before set-up with the fix; aot_eager needs none and still runs."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("zoo-test-no-such-compiler",))
+    assert "zoo-test-no-such-compiler" in inductor_missing("cpu") and inductor_missing("cuda") is None
+    with pytest.raises(ConfigError) as info:
+        make_agent("td3bc", dataset, seed=0, device="cpu", compile=True, **SMALL)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("compile=True: inductor needs a C++ compiler on CPU")
+    assert "compile='aot_eager'" in message
+    assert make_agent("td3bc", dataset, seed=0, device="cpu", compile="aot_eager", **SMALL).learn(2).n_updates == 2
 
 
 def test_setting_is_checked_recorded_and_not_saved(dataset, tmp_path):

@@ -31,14 +31,14 @@ from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 
-from zoo.agents.compiled import compile_options
+from zoo.agents.compiled import compile_options, inductor_missing
 from zoo.agents.compiled import install as install_compiled_losses
 from zoo.agents.pretraining import make_pretraining
 from zoo.agents.replay import Batch, Replay
 from zoo.data.dataset import OfflineDataset, resolve_device
 from zoo.data.tasks import Task
 from zoo.envs import make_env
-from zoo.errors import DataError, UserError, warn
+from zoo.errors import ConfigError, DataError, UserError, warn
 from zoo.nn.members import GLOBAL_RANDOM, MemberAdam, MemberRandom, member_rows
 
 
@@ -269,7 +269,14 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
         self.dataset = dataset
         self.normalize_observations = normalize_observations
         self.precision = precision
-        compile_options(compile)  # a bad value fails here too, before any set-up
+        options = compile_options(compile)  # a bad value fails here too, before any set-up
+        if options is not None and options.get("backend") == "inductor":
+            missing = inductor_missing(self.device.type)
+            if missing:
+                raise ConfigError(
+                    f"compile={compile!r}: {missing}; install one (e.g. g++) or use compile='aot_eager' "
+                    "(torch.compile without code generation) or compile=False."
+                )
         self.compile = compile
         if not 0.0 <= online_mixing_ratio <= 1.0:
             raise ValueError(

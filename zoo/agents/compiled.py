@@ -76,6 +76,20 @@ def compile_options(setting: bool | str) -> dict[str, Any] | None:
     raise ValueError(f"compile must be one of {', '.join(map(repr, CHOICES))}; got {setting!r}.")
 
 
+def inductor_missing(device_type: str = "cpu") -> str | None:
+    """Why torch.compile's default backend (inductor) cannot run on this device type, or None: on the CPU it
+    compiles C++, so it needs a C++ compiler (torch's own message names what it looked for)."""
+    if device_type != "cpu":
+        return None
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        get_cpp_compiler()
+    except Exception as error:  # torch raises its own error types for a missing compiler
+        return f"inductor needs a C++ compiler on CPU: {str(error).strip().splitlines()[0]}"
+    return None
+
+
 def compiled_losses(agent: "OfflineAlgorithm") -> tuple[str, ...]:
     """Names of the loss methods that `compile` runs compiled for this agent's class."""
     names = getattr(type(agent), "compiled_losses", None)
