@@ -697,7 +697,7 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
                 bound = float(np.median([2 * k * a / b for a, b in zip(rates[f"{name} products"], ref)]))
                 ratios[f"{label} {name}"], ratios[f"{label} {name} bound"] = ratio, bound
                 cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {bound:6.2f} {fmt_mib(peaks[name]):>9}")
-            print(f"  {k:>3}  " + "   ".join(cells))
+            print((f"  {k:>3}  " + "   ".join(cells)).rstrip())
         if compiled_k is not None:
             name = f"K={compiled_k} float32 compiled"
             aggregate = [compiled_k * r for r in rates[name]]
