@@ -98,6 +98,33 @@ def test_many_actions_equals_forward_and_its_scratch_backward_is_autograds(membe
         torch.testing.assert_close(2 * ours, total, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("members", [None, 3])
+def test_many_actions_in_blocks_equals_one_block(members):
+    """The CPU chain carries `block_rows` rows (whole action sets) through every layer at a time: 7 actions
+    over 9 states in blocks of 2, 2, 2 and 1 action sets give one block's values (the same products per
+    row) and its gradients up to the order of the sums over blocks."""
+    torch.manual_seed(1)
+    lead = [members] if members else []
+    critic = EnsembleQ(5, 3, n_critics=2, hidden=(16, 12), n_members=members or 1)
+    obs, actions = torch.randn(*lead, 9, 5), torch.rand(*lead, 7, 9, 3) * 2 - 1
+    weight = torch.randn(*lead, 2, 7, 9)
+    results = {}
+    for block_rows in (10_000, 18, 9, 1):  # one block; 2 action sets per block; 1; 1 (at least one set)
+        critic.block_rows = block_rows
+        critic.zero_grad()
+        q = critic.many_actions(obs, actions)
+        (q * weight).sum().backward()
+        results[block_rows] = q.detach(), [p.grad.clone() for p in critic.parameters()]
+    q_one, grads_one = results[10_000]
+    for block_rows in (18, 9, 1):
+        q, grads = results[block_rows]
+        torch.testing.assert_close(q, q_one, rtol=0, atol=1e-6)
+        for ours, whole in zip(grads, grads_one):
+            torch.testing.assert_close(ours, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(results[9][1][0], results[1][1][0])  # one action set per block either way
+    assert not torch.equal(results[18][1][2], torch.zeros_like(results[18][1][2]))
+
+
 def test_many_actions_reuses_its_scratch_and_refuses_a_second_backward():
     critic = EnsembleQ(5, 3, n_critics=2, hidden=(16, 16))
     obs, actions = torch.randn(9, 5), torch.rand(4, 9, 3)
