@@ -320,6 +320,28 @@ def test_members_with_their_own_learning_rates_train_as_alone(dataset):
     assert population.member_hyperparameters[2]["learning_rate"] == 3e-5
 
 
+def test_members_with_their_own_learning_rate_schedules_train_as_alone(dataset):
+    """SB3 learning-rate schedules (progress remaining, 1 -> 0) per member, mixed with a fixed rate: each
+    member's optimizers follow its own schedule, so member k trains as the ordinary agent with seed k and that
+    schedule does, and ends at its own rate."""
+    schedules = [lambda progress: 1e-3 * progress, 3e-4, lambda progress: 1e-4 + 1e-4 * progress]
+    population = make_population(
+        "td3bc", dataset, [0, 1, 2], members=[{"learning_rate": s} for s in schedules], **SMALL
+    )
+    population.learn(20)
+    progress = population._current_progress_remaining  # 0 after the last step; the rates set before it
+    assert progress == 0.0
+    rates = population.policy.critic_optimizer.member_lr.tolist()
+    assert rates == pytest.approx([1e-3 * 1 / 20, 3e-4, 1e-4 + 1e-4 * 1 / 20], rel=1e-6)
+    for k, schedule in enumerate(schedules):
+        alone = make_agent("td3bc", dataset, seed=k, learning_rate=schedule, **SMALL)
+        alone.learn(20)
+        assert max_difference(population.member(k).policy, alone.policy) <= 1e-6
+        assert alone.policy.critic_optimizer.param_groups[0]["lr"] == pytest.approx(rates[k], rel=1e-6)
+    fixed = make_population("td3bc", dataset, [1], learning_rate=3e-4, **SMALL).learn(20)  # seed 1, fixed rate
+    assert max_difference(population.member(1).policy, fixed.member(0).policy) <= 1e-6
+
+
 @pytest.mark.parametrize(
     "key, settings",
     [

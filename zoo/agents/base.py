@@ -14,7 +14,7 @@ import uuid
 import weakref
 from collections import deque
 from pathlib import Path
-from typing import Any, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import gymnasium as gym
 import numpy as np
@@ -201,6 +201,9 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
     is_population: bool = False
     member_seeds: list[int] | None = None
     member_hyperparameters: list[dict[str, Any]] | None = None
+    # A population whose members' learning rates follow schedules: member k's SB3 schedule (a constant one
+    # for a member with a fixed rate), progress remaining -> rate.
+    member_lr_schedules: list[Callable[[float], float]] | None = None
     random: MemberRandom = GLOBAL_RANDOM
     # Float settings that must still agree within a population because they choose phases or branches,
     # not numbers inside a loss (zoo.agents.population refuses members that differ in them).
@@ -666,7 +669,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             total_timesteps, callback, reset_num_timesteps, tb_log_name or type(self).__name__, progress_bar
         )
         callback.on_training_start(locals(), globals())
-        scheduled_lr = callable(self.learning_rate)
+        scheduled_lr = callable(self.learning_rate) or self.member_lr_schedules is not None
         optimizers = [getattr(self.policy, name) for name in self.policy.optimizer_names]
         while self.num_timesteps < total_timesteps:
             if scheduled_lr:  # SB3 schedules take the remaining progress, 1 -> 0
@@ -893,6 +896,19 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             return False
         self.pretraining.update(self, batch)
         return True
+
+    def _update_learning_rate(self, optimizers) -> None:
+        """SB3's: every given optimizer's rate <- lr_schedule(progress remaining, 1 -> 0). In a population
+        whose members follow schedules, member k's rate <- its own schedule's value (MemberAdam's per-member
+        rates), as member k alone would set it."""
+        if self.member_lr_schedules is None:
+            super()._update_learning_rate(optimizers)
+            return
+        progress = self._current_progress_remaining
+        rates = torch.tensor([schedule(progress) for schedule in self.member_lr_schedules], dtype=torch.float32)
+        self.logger.record("train/learning_rate", float(rates[0]))
+        for optimizer in optimizers:
+            optimizer.set_member_lr(rates)
 
     @property
     def n_updates(self) -> int:

@@ -10,7 +10,8 @@
    (member k's weights are the slices k of each stacked parameter), starting from the members' own initial
    weights; its optimizers step each member with that member's learning rates (zoo.nn.members.MemberAdam),
    and every float setting that differs between members becomes a (K,) tensor the losses broadcast per member
-   (zoo.nn.members.per_member).
+   (zoo.nn.members.per_member). Learning rates may be SB3 schedules (callables of the remaining progress),
+   per member: each member's rate follows its own schedule (`member_lr_schedules`).
 
 Why member k trains as a population of one with seed k would: its weights start as an ordinary agent's with
 seed k; its batches and noise come from its own generator (zoo.nn.members.MemberRandom); the population's loss
@@ -107,7 +108,7 @@ def _per_member_floats(
             # float policy settings (learning rates, initial temperatures) live in optimizers/weights; a
             # recipe's float options in the recipe's attributes (compared with the recipes below)
             continue
-        if _is_learning_rate(name) and all(_is_float(v) or v is None for v in values):
+        if _is_learning_rate(name) and all(_is_float(v) or callable(v) or v is None for v in values):
             if any(v is None for v in values):
                 raise _refuse(name, values, seeds)
             continue
@@ -137,12 +138,6 @@ def build_population(
     if any(seeds[i] == seeds[j] and member_kwargs[i] == member_kwargs[j]
            for i in range(len(seeds)) for j in range(i)):
         raise ConfigError(f"The seeds of a population must differ (got {seeds}): member k draws from seed k.")
-    for kwargs in member_kwargs:
-        if callable(kwargs.get("learning_rate")):
-            raise ConfigError(
-                "A population's learning rates are numbers (one per member): learning-rate schedules are "
-                "supported by ordinary agents only."
-            )
     members = [cls(dataset, seed=seed, **kwargs) for seed, kwargs in zip(seeds, member_kwargs)]
     shared = SHARED_FLOATS | frozenset(cls.population_shared)
     varying = _per_member_floats(members, shared, seeds)
@@ -154,6 +149,8 @@ def build_population(
     population.n_members, population.is_population, population.member_seeds = len(seeds), True, seeds
     population._setup_model()
     population.member_hyperparameters = [member_settings(m) for m in members]
+    if any(callable(m.learning_rate) for m in members):  # each member's SB3 schedule (constant if a number)
+        population.member_lr_schedules = [m.lr_schedule for m in members]
     population._member_kwargs = [{**kwargs, "seed": seed} for seed, kwargs in zip(seeds, member_kwargs)]
 
     device = population.device
