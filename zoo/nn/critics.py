@@ -78,8 +78,9 @@ class EnsembleQ(nn.Module):
           backward), so that a block's activations and gradients stay in cache;
         - when neither states nor actions need a gradient (CQL's sampled actions), the hidden activations and
           the backward's gradients live in reused scratch tensors (`ManyActionsMLP`, zoo.nn.scratch): no
-          fresh pages per update. Under torch.compile the same chain runs through autograd instead (the
-          gradients are the same operations, so the values are bitwise those of the eager path).
+          fresh pages per update. Under torch.compile the same chain runs through autograd instead, in one
+          block (the same operations: bitwise the eager path's values where N * B <= block_rows, to float
+          rounding of the block-by-block weight-gradient sums above it).
         On other devices, with LayerNorm, or under autocast (bf16) it evaluates `forward` on the repeated
         states: one batched matmul per layer (a GPU's caching allocator reuses memory by itself)."""
         *members, n, b, act_dim = actions.shape
