@@ -13,7 +13,8 @@ On a CPU without bf16 instructions (AVX2 only) the bf16 population rows are skip
 emulated there (the single "zoo TD3BC, bf16 matmuls" row shows the cost).
 Beside each population and zoo's CQL runs the same update's matrix products alone (products_only): the
 ratio they reach is the most the update could (its "bound": what this machine's matrix products allow
-with everything else free), printed as `population_bound_k8_<precision>=` and `cql_bound_vs_reference=`.
+at cache speed with everything else free), printed as `population_bound_k8_<precision>=` and
+`cql_bound_vs_reference=`.
 The TD3+BC population of 8 also runs with compile=True (inductor; on the CPU where a C++ compiler is found).
 The last lines are `ratio_vs_reference=<zoo TD3+BC / eager TD3+BC>`, `population_ratio_k8=<bf16 TD3+BC
 population of 8, aggregate / eager TD3+BC>` (float32 where bf16 is emulated, said on the line before) and
@@ -371,7 +372,8 @@ def products_only(step, device: torch.device, updates: int = 2):
     buffers = {}
     for dtype in {spec[2] for spec in specs}:
         size = max(extent(spec) for spec in specs if spec[2] == dtype)
-        buffers[dtype] = (torch.randn(size, device=device).to(dtype), torch.empty(size, dtype=dtype, device=device))
+        operands = torch.randn(size, device=device).to(dtype)
+        buffers[dtype] = (operands, torch.empty(size, dtype=dtype, device=device))
 
     def operand(value, written: bool = False):
         if not is_spec(value):
@@ -646,7 +648,9 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
         steps: dict[str, object] = {}
         peaks: dict[str, float | None] = {}
         counts: dict[str, int] = {}
-        compiled_k = max(k for k in ks if k <= 8) if label == "TD3+BC" and args.population_compile else None
+        compiled_k = None
+        if label == "TD3+BC" and args.population_compile:
+            compiled_k = max((k for k in ks if k <= 8), default=None)
         missing = inductor_missing(device.type)
         if compiled_k is not None and missing:
             print(f"population {label}: compile=True skipped: {missing}")
@@ -676,7 +680,8 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
             peaks[name] = memory.stop() if measured else None
             steps[name], counts[name] = step, n
             if name != "reference" and not name.endswith("compiled"):  # its products alone, 2 updates' worth
-                steps[f"{name} products"], counts[f"{name} products"] = products_only(step, device), max(n // 2, 1)
+                products = f"{name} products"
+                steps[products], counts[products] = products_only(step, device), max(n // 2, 1)
         rates = interleaved_rates(steps, counts, args.rounds, device)
         ref = rates["reference"]
         print(f"population {label}: aggregate member-updates/s of K members as one agent, against K sequential "
@@ -696,22 +701,24 @@ def population_section(args, dataset, tensors, device, labels=("TD3+BC", "CQL"))
                 ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
                 bound = float(np.median([2 * k * a / b for a, b in zip(rates[f"{name} products"], ref)]))
                 ratios[f"{label} {name}"], ratios[f"{label} {name} bound"] = ratio, bound
-                cells.append(f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {bound:6.2f} {fmt_mib(peaks[name]):>9}")
+                cells.append(
+                    f"{float(np.median(aggregate)):10.1f} {ratio:6.2f} {bound:6.2f} {fmt_mib(peaks[name]):>9}"
+                )
             print((f"  {k:>3}  " + "   ".join(cells)).rstrip())
         if compiled_k is not None:
             name = f"K={compiled_k} float32 compiled"
             aggregate = [compiled_k * r for r in rates[name]]
             ratio = float(np.median([a / b for a, b in zip(aggregate, ref)]))
             ratios[f"{label} {name}"] = ratio
-            print(f"  K={compiled_k} fp32 with compile=True (inductor): {float(np.median(aggregate)):.1f} member-updates/s, "
-                  f"ratio {ratio:.2f} (eager {ratios[f'{label} K={compiled_k} float32']:.2f}), peak "
+            print(f"  K={compiled_k} fp32 with compile=True (inductor): {float(np.median(aggregate)):.1f} "
+                  f"member-updates/s, ratio {ratio:.2f} (eager {ratios[f'{label} K={compiled_k} float32']:.2f}), peak "
                   f"{fmt_mib(peaks[name])}")
         del steps
     return ratios
 
 
 def fmt_mib(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f} MiB"
+    return "n/a" if value is None else f"{max(value, 0.0):.0f} MiB"  # growth: rounding may dip below 0
 
 
 def score_section(args, device) -> None:

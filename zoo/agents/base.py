@@ -905,7 +905,7 @@ class OfflineAlgorithm(OffPolicyAlgorithm):
             super()._update_learning_rate(optimizers)
             return
         progress = self._current_progress_remaining
-        rates = torch.tensor([schedule(progress) for schedule in self.member_lr_schedules], dtype=torch.float32)
+        rates = torch.tensor([rate(progress) for rate in self.member_lr_schedules], dtype=torch.float32)
         self.logger.record("train/learning_rate", float(rates[0]))
         for optimizer in optimizers:
             optimizer.set_member_lr(rates)

@@ -204,7 +204,7 @@ class ManyActionsMLP(torch.autograd.Function):
                 first, stop = start == 0, min(n, start + block)
                 g = grad_q[e][start * b : stop * b]
                 for layer in range(len(weights) - 1, 0, -1):
-                    h = views[e][layer - 1][start * b : stop * b]  # this layer's input, the ReLU output before it
+                    h = views[e][layer - 1][start * b : stop * b]  # this layer's input (the ReLU output)
                     _mm_into(grad_w[layer][e], h.t(), g, first)
                     _sum_into(grad_b[layer][e], g, first)
                     g_in = turns[layer % 2][: h.numel()].view_as(h)
